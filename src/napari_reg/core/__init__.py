@@ -1,0 +1,1 @@
+"""Registration core: numpy + scipy only (no Qt, no napari, no file I/O)."""

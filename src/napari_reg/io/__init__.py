@@ -1,0 +1,1 @@
+"""File I/O: volumes (nibabel), transform files (ITK/ANTs/FSL), landmarks."""
