@@ -371,3 +371,11 @@ def test_write_errors(tmp_path):
     with pytest.raises(TransformFileError, match="infinite"):
         write_itk_transform(bad, tmp_path / "a.tfm")
     assert not (tmp_path / "a.tfm").exists()
+
+
+def test_windows_line_endings_and_bom(tmp_path):
+    m = _random_affine()
+    write_itk_transform(m, tmp_path / "a.tfm")
+    text = (tmp_path / "a.tfm").read_text()
+    (tmp_path / "b.tfm").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    np.testing.assert_allclose(read_transform(tmp_path / "b.tfm"), m, atol=1e-12)

@@ -27,15 +27,8 @@ import numpy as np
 from napari_reg.core.image import Volume
 from napari_reg.io.atomic import atomic_path
 
-__all__ = [
-    "TransformFileError",
-    "read_fsl_matrix",
-    "read_itk_mat",
-    "read_itk_transform",
-    "read_transform",
-    "write_fsl_matrix",
-    "write_itk_transform",
-]
+__all__ = ["TransformFileError", "read_fsl_matrix", "read_itk_mat", "read_itk_transform",
+           "read_transform", "write_fsl_matrix", "write_itk_transform"]
 
 _ITK_MAGIC = "#Insight Transform File"
 _TYPE_RE = re.compile(r"^([A-Za-z0-9]+)_(double|float)_(\d+)_(\d+)$")
@@ -106,48 +99,36 @@ def _euler3(ax: float, ay: float, az: float, zyx: bool) -> np.ndarray:
     return rz @ ry @ rx if zyx else rz @ rx @ ry
 
 
-# Each entry: name -> (parameter count for d, allowed d, fixed-parameter counts for d,
-# function(p, fixed, d) -> (A, t, c)). Centres come from FixedParameters unless the
-# type carries its centre among its parameters (the Centered* family).
+def _mat(p: np.ndarray, d: int) -> np.ndarray:
+    return p[:d * d].reshape(d, d)
+
+
+# name -> ({d: number of parameters} for each dimension d the type exists in,
+#          function(parameters, centre, d) -> (A, t, c)) for x -> A (x - c) + c + t.
+# The centre comes from FixedParameters (0 if absent) except for the Centered* types,
+# which carry it among their parameters. Parameter layouts follow ITK's classes.
 _Param = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
-_TYPES: dict[str, tuple[Callable[[int], int], tuple[int, ...],
-                        Callable[[int], tuple[int, ...]], _Param]] = {
-    "AffineTransform": (lambda d: d * d + d, (2, 3), lambda d: (0, d),
-                        lambda p, f, d: (p[:d * d].reshape(d, d), p[d * d:], f)),
-    "MatrixOffsetTransformBase": (lambda d: d * d + d, (2, 3), lambda d: (0, d),
-                                  lambda p, f, d: (p[:d * d].reshape(d, d), p[d * d:], f)),
-    "Rigid3DTransform": (lambda d: 12, (3,), lambda d: (0, 3),
-                         lambda p, f, d: (p[:9].reshape(3, 3), p[9:], f)),
-    "CenteredAffineTransform": (lambda d: d * d + 2 * d, (2, 3), lambda d: (0, d),
-                                lambda p, f, d: (p[:d * d].reshape(d, d), p[d * d + d:],
-                                                 p[d * d:d * d + d])),
-    "IdentityTransform": (lambda d: 0, (2, 3), lambda d: (0,),
-                          lambda p, f, d: (np.eye(d), np.zeros(d), np.zeros(d))),
-    "TranslationTransform": (lambda d: d, (2, 3), lambda d: (0,),
-                             lambda p, f, d: (np.eye(d), p, np.zeros(d))),
-    "ScaleTransform": (lambda d: d, (2, 3), lambda d: (0, d),
-                       lambda p, f, d: (np.diag(p), np.zeros(d), f)),
-    "Euler3DTransform": (lambda d: 6, (3,), lambda d: (0, 3, 4),
-                         lambda p, f, d: (_euler3(*p[:3], zyx=len(f) == 4 and f[3] != 0),
-                                          p[3:], f[:3])),
-    "VersorRigid3DTransform": (lambda d: 6, (3,), lambda d: (0, 3),
-                               lambda p, f, d: (_versor(p[:3]), p[3:], f)),
-    "Similarity3DTransform": (lambda d: 7, (3,), lambda d: (0, 3),
-                              lambda p, f, d: (p[6] * _versor(p[:3]), p[3:6], f)),
+_TYPES: dict[str, tuple[dict[int, int], _Param]] = {
+    "AffineTransform": ({2: 6, 3: 12}, lambda p, c, d: (_mat(p, d), p[d * d:], c)),
+    "MatrixOffsetTransformBase": ({2: 6, 3: 12}, lambda p, c, d: (_mat(p, d), p[d * d:], c)),
+    "Rigid3DTransform": ({3: 12}, lambda p, c, d: (_mat(p, d), p[9:], c)),
+    "CenteredAffineTransform": ({2: 8, 3: 15},
+                                lambda p, c, d: (_mat(p, d), p[d * d + d:], p[d * d:-d])),
+    "IdentityTransform": ({2: 0, 3: 0}, lambda p, c, d: (np.eye(d), np.zeros(d), c)),
+    "TranslationTransform": ({2: 2, 3: 3}, lambda p, c, d: (np.eye(d), p, c)),
+    "ScaleTransform": ({2: 2, 3: 3}, lambda p, c, d: (np.diag(p), np.zeros(d), c)),
+    "Euler3DTransform": ({3: 6}, lambda p, c, d: (_euler3(*p[:3], zyx=False), p[3:], c)),
+    "VersorRigid3DTransform": ({3: 6}, lambda p, c, d: (_versor(p[:3]), p[3:], c)),
+    "Similarity3DTransform": ({3: 7}, lambda p, c, d: (p[6] * _versor(p[:3]), p[3:6], c)),
     # ITK's ScaleVersor3D adds the scales to the rotation: A = R + diag(s) - I.
-    "ScaleVersor3DTransform": (lambda d: 9, (3,), lambda d: (0, 3),
-                               lambda p, f, d: (_versor(p[:3]) + np.diag(p[6:9]) - np.eye(3),
-                                                p[3:6], f)),
-    "Euler2DTransform": (lambda d: 3, (2,), lambda d: (0, 2),
-                         lambda p, f, d: (_rot2(p[0]), p[1:], f)),
-    "Rigid2DTransform": (lambda d: 3, (2,), lambda d: (0, 2),
-                         lambda p, f, d: (_rot2(p[0]), p[1:], f)),
-    "CenteredRigid2DTransform": (lambda d: 5, (2,), lambda d: (0, 2),
-                                 lambda p, f, d: (_rot2(p[0]), p[3:], p[1:3])),
-    "Similarity2DTransform": (lambda d: 4, (2,), lambda d: (0, 2),
-                              lambda p, f, d: (p[0] * _rot2(p[1]), p[2:], f)),
-    "CenteredSimilarity2DTransform": (lambda d: 6, (2,), lambda d: (0, 2),
-                                      lambda p, f, d: (p[0] * _rot2(p[1]), p[4:], p[2:4])),
+    "ScaleVersor3DTransform": ({3: 9}, lambda p, c, d: (
+        _versor(p[:3]) + np.diag(p[6:9]) - np.eye(3), p[3:6], c)),
+    "Euler2DTransform": ({2: 3}, lambda p, c, d: (_rot2(p[0]), p[1:], c)),
+    "Rigid2DTransform": ({2: 3}, lambda p, c, d: (_rot2(p[0]), p[1:], c)),
+    "CenteredRigid2DTransform": ({2: 5}, lambda p, c, d: (_rot2(p[0]), p[3:], p[1:3])),
+    "Similarity2DTransform": ({2: 4}, lambda p, c, d: (p[0] * _rot2(p[1]), p[2:], c)),
+    "CenteredSimilarity2DTransform": ({2: 6},
+                                      lambda p, c, d: (p[0] * _rot2(p[1]), p[4:], p[2:4])),
 }
 
 
@@ -172,23 +153,23 @@ def _parse_type(name: str, where: str) -> tuple[str, int]:
 def _itk_matrix_lps(kind: str, d: int, params: np.ndarray, fixed: np.ndarray,
                     where: str) -> np.ndarray:
     """One parametric ITK transform -> homogeneous LPS matrix (fixed -> moving)."""
-    n_params, dims, n_fixed, func = _TYPES[kind]
-    if d not in dims:
+    counts, func = _TYPES[kind]
+    if d not in counts:
         raise TransformFileError(f"{where}: {kind} does not exist in {d}D")
-    if params.size != n_params(d):
-        raise TransformFileError(f"{where}: {kind} in {d}D needs {n_params(d)} Parameters, "
+    if params.size != counts[d]:
+        raise TransformFileError(f"{where}: {kind} in {d}D needs {counts[d]} Parameters, "
                                  f"found {params.size}")
-    if fixed.size not in n_fixed(d):
-        raise TransformFileError(f"{where}: {kind} in {d}D needs "
-                                 f"{' or '.join(map(str, n_fixed(d)))} FixedParameters, "
-                                 f"found {fixed.size}")
-    if fixed.size == 0:
-        fixed = np.zeros(d)
+    if fixed.size not in (0, d) and not (kind == "Euler3DTransform" and fixed.size == 4):
+        raise TransformFileError(f"{where}: {kind} in {d}D needs 0 or {d} FixedParameters "
+                                 f"(the centre), found {fixed.size}")
+    centre = fixed[:d] if fixed.size else np.zeros(d)
     try:
-        a, t, c = func(params, fixed, d)
+        a, t, c = func(params, centre, d)
     except ValueError as exc:
         raise TransformFileError(f"{where}: invalid {kind} parameters: {exc}") from None
-    return _homogeneous(np.asarray(a, float), np.asarray(t, float), np.asarray(c[:d], float))
+    if kind == "Euler3DTransform" and fixed.size == 4:
+        a = _euler3(*params[:3], zyx=fixed[3] != 0)  # 4th FixedParameter: ComputeZYX
+    return _homogeneous(np.asarray(a, float), np.asarray(t, float), np.asarray(c, float))
 
 
 def _numbers(text: str, where: str) -> np.ndarray:
@@ -203,7 +184,7 @@ def _numbers(text: str, where: str) -> np.ndarray:
 
 def _read_text(path: Path, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from Windows editors
     except FileNotFoundError:
         raise TransformFileError(f"{what} file not found: {path}") from None
     except UnicodeDecodeError:
@@ -416,14 +397,13 @@ def write_fsl_matrix(matrix: np.ndarray, path: str | os.PathLike, fixed: Volume,
 
 
 # ----------------------------------------------------------------- dispatch
-def _is_plain_text(path: Path) -> bool:
-    """True for an ASCII text file (FSL matrices), False for binaries (MATLAB .mat)."""
-    data = path.read_bytes()[:65536]
+def _is_plain_text(head: bytes) -> bool:
+    """True for ASCII text (FSL matrices), False for binaries (MATLAB .mat)."""
     try:
-        data.decode("ascii")
+        head.decode("ascii")
     except UnicodeDecodeError:
         return False
-    return b"\0" not in data  # MATLAB v4 headers are ASCII-range but full of NULs
+    return b"\0" not in head  # MATLAB v4 headers are ASCII-range but full of NULs
 
 
 def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
@@ -438,7 +418,7 @@ def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
     path = Path(path)
     if format == "auto":
         try:
-            head = path.read_bytes()[:512]
+            head = path.read_bytes()[:4096].removeprefix(b"\xef\xbb\xbf")  # UTF-8 BOM
         except FileNotFoundError:
             raise TransformFileError(f"transform file not found: {path}") from None
         except OSError as exc:
@@ -451,7 +431,7 @@ def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
         elif not head.strip():
             raise TransformFileError(f"{path}: file is empty")
         else:
-            format = "fsl" if _is_plain_text(path) else "itk-mat"
+            format = "fsl" if _is_plain_text(head) else "itk-mat"
     if format == "itk":
         return read_itk_transform(path)
     if format == "itk-mat":
