@@ -1,0 +1,139 @@
+"""The live overlay's geometry: coarse grid, warp with the combined voxel matrix, layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_reg.core.image import Volume, apply_affine
+from napari_reg.core.transforms.base import MatrixTransform
+from napari_reg.widgets.overlay import LiveOverlay, coarse_grid, warp_to_grid
+
+
+def _oblique_volume(shape=(30, 26, 22), spacing=(1.0, 1.2, 2.0), seed=0) -> Volume:
+    rng = np.random.default_rng(seed)
+    data = ndimage.gaussian_filter(rng.random(shape), 2).astype(np.float32)
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                    [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing) @ np.diag([-1, 1, 1])  # flipped + oblique
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    return Volume(data, affine, "vol")
+
+
+def _rotation_x(deg: float, center: np.ndarray) -> np.ndarray:
+    a = np.deg2rad(deg)
+    m = np.eye(4)
+    m[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    m[:3, 3] = center - m[:3, :3] @ center
+    return m
+
+
+def test_coarse_grid_spans_the_same_box_within_budget():
+    ref = _oblique_volume(shape=(80, 70, 40))
+    shape, affine = coarse_grid(ref, max_voxels=20_000)
+    assert np.prod(shape) <= 20_000
+    assert all(n >= 2 for n in shape)
+    # first and last voxel centres coincide with the reference's
+    last = np.asarray(shape) - 1.0
+    np.testing.assert_allclose(apply_affine(affine, np.zeros(3)), ref.voxel_to_world(np.zeros(3)))
+    np.testing.assert_allclose(apply_affine(affine, last),
+                               ref.voxel_to_world(np.asarray(ref.shape) - 1.0), atol=1e-9)
+    # finest axes (1.0, 1.2 mm) are coarsened first: the grid gets closer to isotropic
+    coarse_spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    assert coarse_spacing.max() / coarse_spacing.min() < 2.0  # the reference has 2.0
+
+
+def test_coarse_grid_is_the_grid_itself_when_small():
+    ref = _oblique_volume(shape=(10, 12, 8))
+    shape, affine = coarse_grid(ref, max_voxels=10**6)
+    assert shape == ref.shape
+    np.testing.assert_allclose(affine, ref.affine)
+
+
+def test_warp_matches_pointwise_sampling_for_an_out_of_plane_rotation():
+    """moving(T(x)) at each grid voxel centre, checked against an independent lookup."""
+    fixed = _oblique_volume(seed=1)
+    moving = _oblique_volume(shape=(34, 30, 24), spacing=(0.9, 1.1, 1.7), seed=2)
+    t = _rotation_x(25.0, moving.center_world())  # out of the axial plane
+    t[:3, 3] += [2.0, -1.5, 3.0]
+    shape, grid = coarse_grid(fixed, max_voxels=4000)
+    out = warp_to_grid(moving, MatrixTransform(t), shape, grid)
+    assert out.shape == shape and out.dtype == np.float32
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    world_moving = apply_affine(t, apply_affine(grid, ijk))
+    expected = ndimage.map_coordinates(moving.data, moving.world_to_voxel(world_moving).T,
+                                       order=1, mode="constant", cval=0.0)
+    np.testing.assert_allclose(out.reshape(-1), expected, atol=1e-5)
+    assert np.count_nonzero(out) > out.size // 4  # the fields overlap: a real check
+
+
+def test_identity_warp_of_the_fixed_image_is_the_fixed_image():
+    fixed = _oblique_volume(seed=3)
+    out = warp_to_grid(fixed, MatrixTransform(np.eye(4)), fixed.shape, fixed.affine)
+    np.testing.assert_allclose(out, fixed.data, atol=1e-5)
+
+
+class _FakeLayers(list):
+    pass
+
+
+class _RecordingViewer:
+    """Just enough of a viewer for LiveOverlay: add_image + a layer list."""
+
+    def __init__(self):
+        self.layers = _FakeLayers()
+
+    def add_image(self, data, name, affine, **kwargs):
+        class _Layer:
+            pass
+
+        layer = _Layer()
+        layer.data, layer.name, layer.kwargs = data, name, kwargs
+
+        class _Affine:
+            affine_matrix = np.asarray(affine)
+
+        layer.affine = _Affine()
+        self.layers.append(layer)
+        return layer
+
+
+def test_live_overlay_shows_the_newest_request_then_full_resolution():
+    fixed = _oblique_volume(shape=(40, 36, 30), seed=4)
+    moving = _oblique_volume(shape=(40, 36, 30), seed=5)
+    viewer = _RecordingViewer()
+    overlay = LiveOverlay(viewer, fixed, moving, max_voxels=3000)
+    try:
+        for shift in (0.0, 1.0, 2.0):  # three requests before any warp is shown
+            m = np.eye(4)
+            m[0, 3] = shift
+            overlay.request(MatrixTransform(m))
+        while overlay._pending is not None:  # the newest request follows the first
+            overlay._pending.result(timeout=5)
+            overlay.poll()
+        layer = overlay.layer
+        assert layer.name == "warped (live)"
+        assert layer.data.shape == overlay.shape and np.prod(layer.data.shape) <= 3000
+        m = np.eye(4)
+        m[0, 3] = 2.0
+        expected = warp_to_grid(moving, MatrixTransform(m), overlay.shape, overlay.grid_affine)
+        np.testing.assert_allclose(layer.data, expected)  # the newest, not an older one
+        assert overlay.n_updates == 2  # the middle request was dropped, not queued
+        final = overlay.finish(MatrixTransform(m))
+        assert final.shape == fixed.shape
+        np.testing.assert_allclose(final.affine, fixed.affine)
+        np.testing.assert_allclose(layer.data, warp_to_grid(moving, MatrixTransform(m),
+                                                            fixed.shape, fixed.affine))
+    finally:
+        overlay.close()
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_warp_keeps_values_inside_the_moving_range(order):
+    moving = _oblique_volume(seed=6)
+    out = warp_to_grid(moving, MatrixTransform(np.eye(4)), (8, 8, 8), moving.affine @
+                       np.diag([3.0, 3.0, 2.0, 1.0]), order=order)
+    assert out.min() >= 0.0 and out.max() <= moving.data.max() + 1e-6
