@@ -415,9 +415,7 @@ def make_metric(name: str, **options) -> Metric:
     """
     key = str(name).strip().lower()
     if key not in METRICS:
-        raise MetricError(
-            f"unknown metric {name!r}; valid metrics are: {', '.join(METRICS)}"
-        )
+        raise MetricError(f"unknown metric {name!r}; valid metrics are: {', '.join(METRICS)}")
     cls = METRICS[key]
     try:
         return cls(**options)
