@@ -1,0 +1,153 @@
+"""``napari-reg demo``: a napari viewer with the sample pair and the plugin's widgets.
+
+The MNI T1 (fixed, grey) and the moved T2-like image (moving, magenta, additive) open in
+world space (RAS mm) through the plugin's own sample-data contribution; every dock widget
+the manifest declares is docked (read through npe2, so widgets added later appear with no
+change here). The view starts in 2D on the middle axial slice of the fixed image,
+anterior up and the subject's right on the right of the screen (neurological display).
+
+``--screenshot OUT.png`` saves the whole window once the event loop has drawn it, closes
+the viewer and returns 0: usable headless under ``xvfb-run -a``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+PLUGIN = "napari-reg"
+SAMPLE_KEY = "mni_pair"
+# Milliseconds after the event loop starts before the screenshot: long enough for the
+# first paint of the canvas and the docked widgets.
+_SCREENSHOT_DELAY_MS = 400
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``demo`` and its options."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="open napari with the sample pair and the plugin's widgets",
+        description="Open a napari viewer with the shipped MNI152 sample pair in world "
+        "space (RAS mm) and the napari-reg widgets docked.",
+    )
+    parser.add_argument("--screenshot", metavar="OUT.png", type=Path, default=None,
+                        help="save a screenshot of the whole window to OUT.png and exit")
+    parser.add_argument("--no-widgets", action="store_true",
+                        help="do not dock the plugin's widgets")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _check_display() -> str | None:
+    """A message when Qt would abort for lack of a display (Linux without X/Wayland)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if os.environ.get("QT_QPA_PLATFORM") or os.environ.get("DISPLAY") \
+            or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display found (DISPLAY is not set). napari needs one for OpenGL; "
+            "run headless as: xvfb-run -a napari-reg demo --screenshot out.png")
+
+
+def dock_plugin_widgets(viewer, plugin: str = PLUGIN) -> list[str]:
+    """Dock every widget contribution ``plugin``'s manifest declares; return their names.
+
+    A widget that fails to build is reported on stderr and skipped, so one broken
+    widget does not take the demo down.
+    """
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest(plugin)
+    docked: list[str] = []
+    for contribution in manifest.contributions.widgets or []:
+        name = contribution.display_name
+        try:
+            viewer.window.add_plugin_dock_widget(plugin, widget_name=name)
+        except Exception as exc:  # report, keep the demo usable
+            print(f"napari-reg demo: widget {name!r} could not be docked: {exc}",
+                  file=sys.stderr)
+            continue
+        docked.append(name)
+    return docked
+
+
+def setup_view(viewer, fixed_layer) -> None:
+    """2D axial view through the middle of ``fixed_layer``: world z is sliced, y (anterior)
+    points up and x (right) to the right."""
+    import numpy as np
+
+    viewer.dims.ndisplay = 2
+    ndim = viewer.dims.ndim
+    # World axes are (x, y, z) = (R, A, S) for 3D layers; the last three world axes.
+    x_axis, y_axis, z_axis = ndim - 3, ndim - 2, ndim - 1
+    order = [a for a in range(ndim) if a not in (x_axis, y_axis, z_axis)]
+    viewer.dims.order = (*order, z_axis, y_axis, x_axis)
+    # napari 0.9 moved the camera to viewer.scene.camera; older versions have viewer.camera.
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None else viewer.camera
+    camera.orientation2d = ("up", "right")
+    extent = np.asarray(fixed_layer.extent.world)  # (2, ndim) world min/max
+    viewer.dims.set_point(z_axis, float(extent[:, -1].mean()))
+    viewer.reset_view()
+    viewer.layers.selection.active = fixed_layer
+
+
+def _schedule_screenshot(viewer, path: Path, result: dict) -> None:
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_reg.io.atomic import atomic_path
+
+    def shoot() -> None:
+        try:
+            QApplication.processEvents()
+            with atomic_path(path) as tmp:
+                viewer.screenshot(str(tmp), canvas_only=False, flash=False)
+            result["ok"] = True
+        except Exception as exc:
+            print(f"napari-reg demo: screenshot failed: {exc}", file=sys.stderr)
+        finally:
+            viewer.close()
+            QApplication.instance().quit()
+
+    QTimer.singleShot(_SCREENSHOT_DELAY_MS, shoot)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the demo viewer; with ``--screenshot`` save it and exit. Returns the exit code."""
+    problem = _check_display()
+    if problem:
+        print(f"napari-reg demo: {problem}", file=sys.stderr)
+        return 1
+    import napari
+
+    viewer = napari.Viewer(title="napari-reg demo")
+    layers = viewer.open_sample(PLUGIN, SAMPLE_KEY)
+    if not args.no_widgets:
+        dock_plugin_widgets(viewer)
+    setup_view(viewer, layers[0])
+
+    if args.screenshot is None:
+        napari.run()
+        return 0
+    result = {"ok": False}
+    _schedule_screenshot(viewer, Path(args.screenshot), result)
+    napari.run()
+    if result["ok"]:
+        print(f"napari-reg demo: screenshot written to {args.screenshot}")
+    return 0 if result["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``demo`` alone (``python -m napari_reg.commands.demo``), without the other
+    sub-commands' imports."""
+    parser = argparse.ArgumentParser(prog="napari-reg")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
