@@ -1,0 +1,83 @@
+"""Layers -> Volumes for the widgets: where a layer's voxels are, and where its file put them.
+
+A napari layer's data->world transform (``affine`` combined with scale/translate/...)
+is the *displayed* placement. For a layer read from a NIfTI file it starts equal to the
+file's voxel->world affine (RAS mm), kept in ``layer.metadata['original_affine']`` by
+the reader; if the user then moves the layer by hand, the difference between the two is
+the "current manual alignment" that can start a registration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.image import Volume, apply_affine
+from ..layers import layer_world_affine, volume_from_layer
+
+__all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "points_world",
+           "source_path"]
+
+
+def layer_affine(layer: Any) -> np.ndarray:
+    """The layer's full data->world matrix as displayed (homogeneous, world mm).
+
+    napari composes ``affine`` with ``scale``/``translate``/``rotate``/``shear``; the
+    composition is what places voxels on screen, so that is what we read.
+    """
+    return layer_world_affine(layer)
+
+
+def file_affine(layer: Any) -> np.ndarray:
+    """The voxel->world affine the layer's file gave (RAS mm), else its displayed one."""
+    meta = getattr(layer, "metadata", None) or {}
+    original = meta.get("original_affine")
+    if original is not None:
+        original = np.asarray(original, dtype=np.float64)
+        if original.shape == layer_affine(layer).shape:
+            return original
+    return layer_affine(layer)
+
+
+def source_path(layer: Any) -> str | None:
+    """The file a layer was read from, if any."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path:
+        path = (getattr(layer, "metadata", None) or {}).get("source_path")
+    return str(Path(path)) if path else None
+
+
+def layer_volume(layer: Any, use_file_affine: bool = False) -> Volume:
+    """A Volume sharing the layer's array, placed where the layer is displayed.
+
+    With ``use_file_affine`` the file's affine is used instead (the moving image of a
+    registration: a manual move then becomes the ``initial`` transform, see
+    :func:`manual_initial`).
+    """
+    volume = volume_from_layer(layer)  # checks ndim / RGB with a clear message
+    if use_file_affine:
+        volume = Volume(volume.data, file_affine(layer), volume.name, volume.metadata)
+    return volume
+
+
+def manual_initial(fixed_layer: Any, moving_layer: Any) -> np.ndarray:
+    """The fixed->moving world matrix implied by hand-moved layers (identity if none moved).
+
+    A layer whose file puts voxel ``v`` at ``A_file v`` is shown at ``A_shown v``, i.e.
+    its file world is displaced by ``S = A_shown A_file^-1``. A fixed point ``x`` and a
+    moving point ``y`` that the user has made coincide on screen satisfy
+    ``S_f x = S_m y``, so ``T = S_m^-1 S_f`` (fixed file world -> moving file world).
+    """
+    s_fixed = layer_affine(fixed_layer) @ np.linalg.inv(file_affine(fixed_layer))
+    s_moving = layer_affine(moving_layer) @ np.linalg.inv(file_affine(moving_layer))
+    return np.linalg.inv(s_moving) @ s_fixed
+
+
+def points_world(layer: Any) -> np.ndarray:
+    """A Points layer's points in world mm, ``(N, d)``."""
+    data = np.asarray(layer.data, dtype=np.float64)
+    if data.size == 0:
+        return data.reshape(0, layer.ndim)
+    return apply_affine(layer_affine(layer), data)

@@ -1,0 +1,83 @@
+"""Per-viewer registration state shared by the load, register and export widgets.
+
+napari creates each dock widget on its own, so the widgets meet through one
+:class:`RegistrationSession` per viewer (held weakly: closing the viewer frees it).
+The session holds *which* layers play which role and the last result; it does no
+maths and never touches a layer's data.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from psygnal import Signal
+
+from ..core.events import RegistrationResult
+from ..core.image import Volume
+
+__all__ = ["RegistrationSession", "RunOutcome", "get_session"]
+
+
+@dataclass
+class RunOutcome:
+    """A finished registration as the GUI keeps it for export.
+
+    ``result.transform`` maps fixed world RAS mm -> moving world RAS mm. ``fixed`` and
+    ``moving`` are the exact Volumes given to ``register()`` (moving with its *file*
+    affine); ``warped`` is moving(T(x)) on the fixed grid; ``inputs`` are the layers'
+    source files (or None for layers not read from a file).
+    """
+
+    result: RegistrationResult
+    fixed: Volume
+    moving: Volume
+    warped: Volume
+    fixed_layer_name: str
+    moving_layer_name: str
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class RegistrationSession:
+    """Roles (fixed, moving, mask layers) and results for one viewer.
+
+    Signals: ``roles_changed()`` when a role is reassigned; ``result_changed(outcome)``
+    when a run finished (or the result was cleared, with None).
+    """
+
+    roles_changed = Signal()
+    result_changed = Signal(object)
+
+    def __init__(self) -> None:
+        self.fixed_layer: Any = None
+        self.moving_layer: Any = None
+        self.mask_layer: Any = None
+        self.outcome: RunOutcome | None = None
+        self.warped_layer: Any = None
+        self.cost_panel: Any = None  # the docked CostPlotPanel, created on first run
+        self.running = False
+
+    def set_roles(self, fixed: Any, moving: Any, mask: Any = None) -> None:
+        changed = (fixed, moving, mask) != (self.fixed_layer, self.moving_layer,
+                                            self.mask_layer)
+        self.fixed_layer, self.moving_layer, self.mask_layer = fixed, moving, mask
+        if changed:
+            self.roles_changed.emit()
+
+    def set_outcome(self, outcome: RunOutcome | None) -> None:
+        self.outcome = outcome
+        self.result_changed.emit(outcome)
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_session(viewer: Any) -> RegistrationSession:
+    """The session of ``viewer`` (created on first use)."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = RegistrationSession()
+        _SESSIONS[viewer] = session
+    return session

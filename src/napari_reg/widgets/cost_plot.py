@@ -1,0 +1,191 @@
+"""A live cost-vs-iteration plot drawn with QPainter (no plotting dependency).
+
+Why not matplotlib or pyqtgraph: neither ships with napari 0.9 here, and the curve is
+small (a few thousand points at most), so a QWidget that keeps the numbers and repaints
+on ``update()`` is enough. ``update()`` only *schedules* a paint and Qt coalesces
+requests, so appending points at any rate costs one repaint per frame, never one per
+point; the register widget already batches events at ~25 Hz.
+
+The x axis is the iteration count over the whole run (all stages and levels); dashed
+vertical lines mark pyramid-level / stage boundaries. Curves of earlier runs stay
+(faded) until :meth:`CostPlot.clear` is called.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+__all__ = ["CostCurve", "CostPlot", "CostPlotPanel"]
+
+_RUN_COLOURS = ["#ff4fd8", "#4fc3ff", "#ffd24f", "#7dff4f", "#ff8a4f", "#b38cff"]
+
+
+@dataclass
+class CostCurve:
+    """One run's costs: ``x`` iteration index over the run, ``y`` metric value (minimised)."""
+
+    label: str
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    boundaries: list[tuple[float, str]] = field(default_factory=list)  # (x, level label)
+
+
+class _PlotArea(QWidget):
+    """The painted axes area; all state lives in the owning :class:`CostPlot`."""
+
+    def __init__(self, owner: CostPlot):
+        super().__init__(owner)
+        self._owner = owner
+        self.setMinimumHeight(120)
+        self.setAttribute(Qt.WA_OpaquePaintEvent, True)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._owner._paint(self)
+
+
+class CostPlot(QWidget):
+    """Cost vs iteration for the current run plus earlier runs, level boundaries marked."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.curves: list[CostCurve] = []
+        self._area = _PlotArea(self)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._area)
+
+    # ------------------------------------------------------------------ data API
+    def start_run(self, label: str) -> CostCurve:
+        """Begin a new curve; earlier ones stay visible (faded) until :meth:`clear`."""
+        curve = CostCurve(label)
+        self.curves.append(curve)
+        self._area.update()
+        return curve
+
+    @property
+    def current(self) -> CostCurve | None:
+        return self.curves[-1] if self.curves else None
+
+    def add_points(self, xs: list[float], ys: list[float]) -> None:
+        """Append points to the current curve (a run must have been started)."""
+        if self.current is None:
+            self.start_run("run")
+        self.current.x.extend(float(v) for v in xs)
+        self.current.y.extend(float(v) for v in ys)
+        self._area.update()
+
+    def mark_boundary(self, x: float, label: str) -> None:
+        """Mark the start of a pyramid level or stage at iteration ``x``."""
+        if self.current is None:
+            self.start_run("run")
+        self.current.boundaries.append((float(x), label))
+        self._area.update()
+
+    def clear(self) -> None:
+        """Forget every curve."""
+        self.curves.clear()
+        self._area.update()
+
+    def curve_data(self, index: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` arrays of one curve (default: the latest run)."""
+        c = self.curves[index]
+        return np.asarray(c.x, dtype=float), np.asarray(c.y, dtype=float)
+
+    # ------------------------------------------------------------------ painting
+    def _bounds(self) -> tuple[float, float, float, float] | None:
+        xs: list[float] = []
+        ys: list[float] = []
+        for c in self.curves:
+            xs.extend(c.x)
+            ys.extend(v for v in c.y if math.isfinite(v))
+            xs.extend(b for b, _ in c.boundaries)
+        if not ys:
+            return None
+        x0, x1 = min(xs), max(xs)
+        y0, y1 = min(ys), max(ys)
+        if x1 <= x0:
+            x1 = x0 + 1.0
+        if y1 <= y0:
+            pad = abs(y0) * 0.05 or 1.0
+            y0, y1 = y0 - pad, y1 + pad
+        pad = (y1 - y0) * 0.05
+        return x0, x1, y0 - pad, y1 + pad
+
+    def _paint(self, area: QWidget) -> None:
+        p = QPainter(area)
+        p.setRenderHint(QPainter.Antialiasing, True)
+        w, h = area.width(), area.height()
+        p.fillRect(0, 0, w, h, QColor("#262930"))
+        left, right, top, bottom = 64, 8, 8, 20
+        plot = QRectF(left, top, max(w - left - right, 1), max(h - top - bottom, 1))
+        p.setPen(QPen(QColor("#8b8e95"), 1))
+        p.drawRect(plot)
+        bounds = self._bounds()
+        if bounds is None:
+            p.drawText(plot, Qt.AlignCenter, "cost vs iteration (run a registration)")
+            p.end()
+            return
+        x0, x1, y0, y1 = bounds
+
+        def to_px(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            px = plot.left() + (x - x0) / (x1 - x0) * plot.width()
+            py = plot.bottom() - (y - y0) / (y1 - y0) * plot.height()
+            return px, py
+
+        # axis labels: the range only, enough to read the cost scale
+        p.drawText(QRectF(0, top - 4, left - 4, 16), Qt.AlignRight, f"{y1:.4g}")
+        p.drawText(QRectF(0, plot.bottom() - 12, left - 4, 16), Qt.AlignRight, f"{y0:.4g}")
+        p.drawText(QRectF(left, plot.bottom() + 2, 80, 16), Qt.AlignLeft, f"{x0:.0f}")
+        p.drawText(QRectF(plot.right() - 120, plot.bottom() + 2, 120, 16), Qt.AlignRight,
+                   f"{x1:.0f} iterations")
+
+        n = len(self.curves)
+        for i, c in enumerate(self.curves):
+            latest = i == n - 1
+            colour = QColor(_RUN_COLOURS[i % len(_RUN_COLOURS)])
+            if not latest:
+                colour.setAlpha(110)
+            if latest:
+                dash = QPen(QColor("#c0c0c0"), 1, Qt.DashLine)
+                p.setPen(dash)
+                for bx, label in c.boundaries:
+                    px, _ = to_px(np.array([bx]), np.array([y0]))
+                    p.drawLine(QPointF(px[0], plot.top()), QPointF(px[0], plot.bottom()))
+                    p.drawText(QPointF(px[0] + 3, plot.top() + 12), label)
+            x = np.asarray(c.x, dtype=float)
+            y = np.asarray(c.y, dtype=float)
+            ok = np.isfinite(y)
+            if ok.sum() < 1:
+                continue
+            px, py = to_px(x[ok], y[ok])
+            p.setPen(QPen(colour, 2 if latest else 1))
+            poly = QPolygonF([QPointF(a, b) for a, b in zip(px, py, strict=True)])
+            p.drawPolyline(poly)
+            if latest:
+                p.drawText(QRectF(plot.right() - 220, plot.top() + 2, 216, 16), Qt.AlignRight,
+                           f"{c.label}: {y[ok][-1]:.5g}")
+        p.end()
+
+
+class CostPlotPanel(QWidget):
+    """The dockable panel: the plot, a status line and a Clear button."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.plot = CostPlot(self)
+        self.clear_button = QPushButton("Clear curves")
+        self.clear_button.clicked.connect(self.plot.clear)
+        self.status = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.status, 1)
+        row.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.plot, 1)
+        layout.addLayout(row)
+        self.setMinimumHeight(180)
