@@ -360,6 +360,8 @@ def test_fsl_errors(tmp_path):
 
 
 def test_write_errors(tmp_path):
+    with pytest.raises(TransformFileError, match="must end in .tfm, .txt or .mat"):
+        write_itk_transform(np.eye(4), tmp_path / "a.h5")
     with pytest.raises(TransformFileError, match="shape"):
         write_itk_transform(np.eye(5), tmp_path / "a.tfm")
     bad = np.eye(4)

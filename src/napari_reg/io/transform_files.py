@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from napari_reg.core.image import Volume
 from napari_reg.io.atomic import atomic_path
@@ -182,15 +183,20 @@ def _numbers(text: str, where: str) -> np.ndarray:
     return values
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_bytes(path: Path, what: str) -> bytes:
     try:
-        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from Windows editors
+        return path.read_bytes()
     except FileNotFoundError:
         raise TransformFileError(f"{what} file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise TransformFileError(f"{path}: not a text file (is it a binary .mat?)") from None
     except OSError as exc:
         raise TransformFileError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return _read_bytes(path, what).decode("utf-8-sig")  # tolerate a BOM
+    except UnicodeDecodeError:
+        raise TransformFileError(f"{path}: not a text file (is it a binary .mat?)") from None
 
 
 # ----------------------------------------------------------------- ITK text files
@@ -266,8 +272,6 @@ def read_itk_mat(path: str | os.PathLike) -> np.ndarray:
     after the type (e.g. ``AffineTransform_float_3_3``) with the parameters and one named
     ``fixed`` with the FixedParameters (the centre), both in LPS mm.
     """
-    import scipy.io
-
     path = Path(path)
     if not path.is_file():
         raise TransformFileError(f"ITK .mat transform file not found: {path}")
@@ -305,13 +309,15 @@ def write_itk_transform(matrix: np.ndarray, path: str | os.PathLike, *,
     usable directly by ``antsApplyTransforms`` or ``sitk.Resample``.
     """
     path = Path(path)
+    if path.suffix.lower() not in (".tfm", ".txt", ".mat"):
+        # ITK picks its reader by extension: anything else would be unreadable there.
+        raise TransformFileError(f"writing {path}: ITK transform files must end in .tfm, "
+                                 f".txt or .mat (got {path.suffix or 'no extension'!r})")
     m = _lps_flip(_check_matrix(matrix, f"writing {path}"))
     d = m.shape[0] - 1
     params = np.r_[m[:d, :d].ravel(), m[:d, d]]
     name = f"AffineTransform_double_{d}_{d}"
     if path.suffix.lower() == ".mat":
-        import scipy.io
-
         with atomic_path(path) as tmp:
             scipy.io.savemat(str(tmp), {name: params[:, None], "fixed": np.zeros((d, 1))},
                              format="4")  # ITK reads MATLAB v4 only
@@ -417,12 +423,7 @@ def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
     """
     path = Path(path)
     if format == "auto":
-        try:
-            head = path.read_bytes()[:4096].removeprefix(b"\xef\xbb\xbf")  # UTF-8 BOM
-        except FileNotFoundError:
-            raise TransformFileError(f"transform file not found: {path}") from None
-        except OSError as exc:
-            raise TransformFileError(f"{path}: cannot read ({exc.strerror})") from None
+        head = _read_bytes(path, "transform")[:4096].removeprefix(b"\xef\xbb\xbf")
         if head.lstrip().startswith(_ITK_MAGIC.encode()):
             format = "itk"
         elif head.startswith(b"\x89HDF") or path.suffix.lower() in (".h5", ".hdf5"):
