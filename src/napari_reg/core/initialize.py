@@ -53,6 +53,10 @@ def init_geometry(fixed: Volume, moving: Volume) -> np.ndarray:
 def _weights(volume: Volume, mask: Volume | np.ndarray | None) -> np.ndarray:
     """``I - min(I)`` over finite (and masked) voxels, 0 elsewhere; float32."""
     data = np.asarray(volume.data, dtype=np.float32)
+    if mask is None and np.isfinite(data).all():
+        # the common case, kept to two passes over the image (1 mm brain: 8.7 M voxels)
+        w = data - data.min()
+        return w if w.any() else np.ones_like(w)
     valid = np.isfinite(data)
     if mask is not None:
         if isinstance(mask, Volume):
@@ -67,7 +71,7 @@ def _weights(volume: Volume, mask: Volume | np.ndarray | None) -> np.ndarray:
         valid &= mask.astype(bool)
     if not valid.any():
         raise VolumeError(f"image '{volume.name}' has no finite voxels inside the mask")
-    lowest = data[valid].min()
+    lowest = np.min(data, where=valid, initial=np.inf)
     w = np.where(valid, data - lowest, np.float32(0))
     if not w.any():
         # a constant image has no intensity centre: fall back to the (masked) grid centre
