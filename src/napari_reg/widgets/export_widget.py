@@ -1,0 +1,180 @@
+"""Export panel: save the transform, the warped image and the run record; apply to layers.
+
+Every write goes through the io writers, which write to a temporary file beside the
+target and rename it (atomic). A target that is one of the run's input files, or any
+file an open layer was read from, is refused: an export never overwrites an input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.resample import resample
+from ..io.atomic import atomic_path
+from ..io.transform_files import write_itk_transform
+from ..io.volumes import save_volume
+from ..job import Job, run_record
+from ..layers import volume_to_layer_data
+from ._layer_volumes import layer_volume, source_path
+from ._session import RunOutcome, get_session
+
+__all__ = ["ExportWidget", "ExportError"]
+
+
+class ExportError(ValueError):
+    """An export that cannot be done (no result, target is an input file, ...)."""
+
+
+class ExportWidget(Container):
+    """Save or apply the session's last registration result (fixed->moving, RAS mm)."""
+
+    def __init__(self, viewer: Any):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = get_session(viewer)
+        self.summary = Label(value="No result yet: run a registration first.")
+        self.transform_file = FileEdit(label="Transform (.tfm)", mode="w",
+                                       filter="ITK transform (*.tfm *.txt *.mat)")
+        self.save_transform_button = PushButton(text="Save transform")
+        self.warped_file = FileEdit(label="Warped image", mode="w",
+                                    filter="NIfTI (*.nii.gz *.nii)")
+        self.save_warped_button = PushButton(text="Save warped image")
+        self.record_file = FileEdit(label="Run record", mode="w", filter="JSON (*.json)")
+        self.save_record_button = PushButton(text="Save run record")
+        self.apply_layer = ComboBox(label="Apply to layer", choices=self._layers, nullable=True,
+                                    tooltip="A layer in the MOVING image's space; Labels are "
+                                            "resampled with nearest neighbour")
+        self.apply_button = PushButton(text="Apply transform")
+        self.extend([self.summary, self.transform_file, self.save_transform_button,
+                     self.warped_file, self.save_warped_button, self.record_file,
+                     self.save_record_button, self.apply_layer, self.apply_button])
+        self.save_transform_button.clicked.connect(lambda: self._guard(self.save_transform))
+        self.save_warped_button.clicked.connect(lambda: self._guard(self.save_warped))
+        self.save_record_button.clicked.connect(lambda: self._guard(self.save_record))
+        self.apply_button.clicked.connect(lambda: self._guard(self.apply_to_layer))
+        self._session.result_changed.connect(self._on_result)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed):
+            ev.connect(self.reset_choices)
+        self._on_result(self._session.outcome)
+
+    def _layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(lyr.name, lyr) for lyr in self._viewer.layers
+                if isinstance(lyr, Image | Labels)]
+
+    def _on_result(self, outcome: RunOutcome | None) -> None:
+        if outcome is None:
+            self.summary.value = "No result yet: run a registration first."
+        else:
+            self.summary.value = (f"{outcome.moving_layer_name} -> {outcome.fixed_layer_name}, "
+                                  f"cost {outcome.result.final_cost:.5g}")
+
+    def _guard(self, action: Any) -> None:
+        """Run a button's action; any failure becomes a notification, never a crash."""
+        try:
+            action()
+        except (ValueError, OSError) as exc:
+            show_error(str(exc))
+
+    # ------------------------------------------------------------------ checks
+    def _outcome(self) -> RunOutcome:
+        if self._session.outcome is None:
+            raise ExportError("No registration result yet: run a registration first.")
+        return self._session.outcome
+
+    def _target(self, edit: FileEdit, what: str) -> Path:
+        value = edit.value
+        if not value or str(value) in ("", "."):
+            raise ExportError(f"Choose a file name for the {what} first.")
+        target = Path(value).expanduser()
+        if target.is_dir():
+            raise ExportError(f"{target} is a folder; choose a file name for the {what}.")
+        protected = {Path(p).resolve() for p in self._input_paths()}
+        if target.resolve() in protected:
+            raise ExportError(f"Refusing to overwrite the input file {target}; choose another "
+                              "name.")
+        return target
+
+    def _input_paths(self) -> list[str]:
+        paths = [source_path(lyr) for lyr in self._viewer.layers]
+        if self._session.outcome is not None:
+            paths += list(self._session.outcome.inputs.values())
+        return [p for p in paths if p]
+
+    # ------------------------------------------------------------------ actions
+    def save_transform(self) -> Path:
+        """Write the fixed->moving matrix as an ITK transform (LPS inside the file)."""
+        outcome = self._outcome()
+        target = self._target(self.transform_file, "transform")
+        if not outcome.result.transform.is_linear:
+            raise ExportError("This result is deformable; an ITK affine file would hold only "
+                              "its linear part. Save a displacement field instead.")
+        write_itk_transform(outcome.result.matrix, target,
+                            comment=f"moving {outcome.moving_layer_name} -> fixed "
+                                    f"{outcome.fixed_layer_name} (napari-reg GUI)")
+        show_info(f"Transform saved to {target}")
+        return target
+
+    def save_warped(self) -> Path:
+        """Write moving(T(x)) on the fixed grid, with the fixed image's affine, as NIfTI."""
+        outcome = self._outcome()
+        target = self._target(self.warped_file, "warped image")
+        name = target.name.lower()
+        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+            raise ExportError(f"{target.name}: the warped image is saved as NIfTI; use a "
+                              ".nii or .nii.gz name.")
+        save_volume(outcome.warped, target, header=outcome.fixed.metadata.get("header"))
+        show_info(f"Warped image saved to {target}")
+        return target
+
+    def save_record(self) -> Path:
+        """Write the run record JSON that ``napari-reg register --replay`` re-runs."""
+        outcome = self._outcome()
+        target = self._target(self.record_file, "run record")
+        inputs = outcome.inputs
+        missing = [role for role in ("fixed", "moving") if not inputs.get(role)]
+        job = Job(fixed=inputs.get("fixed") or f"<layer {outcome.fixed_layer_name}>",
+                  moving=inputs.get("moving") or f"<layer {outcome.moving_layer_name}>",
+                  parameters=dict(outcome.result.parameters),
+                  fixed_mask=inputs.get("fixed_mask"))
+        record = run_record(job, outcome.result)
+        record["gui"] = {"fixed_layer": outcome.fixed_layer_name,
+                         "moving_layer": outcome.moving_layer_name}
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if missing:
+            show_warning(f"Run record saved to {target}, but the {' and '.join(missing)} "
+                         "image was not read from a file, so the record cannot be replayed "
+                         "as is.")
+        elif outcome.settings.get("landmarks") is not None:
+            show_warning(f"Run record saved to {target}; the landmarks came from Points "
+                         "layers and are not in it (save them as CSV to replay).")
+        else:
+            show_info(f"Run record saved to {target}")
+        return target
+
+    def apply_to_layer(self) -> Any:
+        """Resample a layer from moving space onto the fixed grid as a new layer."""
+        outcome = self._outcome()
+        layer = self.apply_layer.value
+        if layer is None:
+            raise ExportError("Choose the layer to apply the transform to.")
+        labels = isinstance(layer, Labels)
+        volume = layer_volume(layer, use_file_affine=True)
+        warped = resample(volume, outcome.fixed, outcome.result.transform,
+                          interpolation="nearest" if labels else "linear")
+        warped.name = f"{layer.name} (registered)"
+        warped.metadata = {}  # no longer the source file's voxels
+        data, kwargs, kind = volume_to_layer_data(warped, "labels" if labels else "image")
+        if not labels:
+            kwargs.update(colormap=layer.colormap, contrast_limits=layer.contrast_limits)
+        new = self._viewer.add_labels(data, **kwargs) if kind == "labels" else \
+            self._viewer.add_image(data, **kwargs)
+        show_info(f"Added '{new.name}' on the fixed grid.")
+        return new

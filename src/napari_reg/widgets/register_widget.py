@@ -1,0 +1,355 @@
+"""Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
+
+The panel only gathers settings and shows progress; the work is one call of
+:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
+command-line run with the same settings (the run record stores them).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Points
+from napari.utils.notifications import show_error, show_info
+from superqt import QCollapsible
+
+from ..core.register import PRESETS, register
+from ._layer_volumes import layer_volume, manual_initial, points_world, source_path
+from ._session import RunOutcome, get_session
+from ._worker import JobPoller, RegistrationJob
+from .cost_plot import CostPlotPanel
+from .overlay import LiveOverlay
+
+__all__ = ["RegisterWidget", "METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME"]
+
+METRIC_CHOICES = [("MI (mutual information)", "mi"), ("NMI (normalised MI)", "nmi"),
+                  ("NCC (correlation)", "ncc"), ("SSD (squared differences)", "ssd"),
+                  ("SAD (absolute differences)", "sad")]
+INIT_CHOICES = [("Centres of mass", "com"), ("Image centres", "geometry"),
+                ("Moments (principal axes)", "moments"), ("Landmarks", "landmarks"),
+                ("Current manual alignment", "manual"), ("None (identity)", "none")]
+LIVE_LAYER_NAME = "warped (live)"
+_DEFAULTS = {k: v.default for k, v in inspect.signature(register).parameters.items()}
+
+
+def _int_list(text: str, what: str) -> int | list[int]:
+    """'200, 100, 50' -> [200, 100, 50]; '100' -> 100 (same for every level)."""
+    try:
+        values = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected whole numbers separated by commas, got "
+                         f"'{text}'") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what}: expected positive whole numbers, got '{text}'")
+    return values[0] if len(values) == 1 else values
+
+
+def _as_text(value: Any) -> str:
+    return ", ".join(str(v) for v in np.atleast_1d(value))
+
+
+class RegisterWidget(Container):
+    """Run a registration of the session's moving image onto its fixed image."""
+
+    def __init__(self, viewer: Any):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = get_session(viewer)
+        self.roles = Label(value="")
+        self.preset = ComboBox(label="Preset", choices=list(PRESETS), value="Affine"
+                               if "Affine" in PRESETS else list(PRESETS)[0])
+        self.metric = ComboBox(label="Metric", choices=METRIC_CHOICES)
+        self.init = ComboBox(label="Initialisation", choices=INIT_CHOICES)
+        self.fixed_points = ComboBox(label="Fixed landmarks", choices=self._points, nullable=True)
+        self.moving_points = ComboBox(label="Moving landmarks", choices=self._points,
+                                      nullable=True)
+        self.live = CheckBox(text="Live overlay", value=True)
+        self.after = CheckBox(text="Show result (after)", value=True,
+                              tooltip="Toggle between the original moving image (before) "
+                                      "and the warped one (after)")
+        self.run_button = PushButton(text="Run")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="Iterations", min=0, max=1, value=0)
+        self.status = Label(value="")
+        # Advanced: the pyramid and sampling, hidden by default (presets first).
+        self.levels = SpinBox(label="Levels", min=1, max=8, value=int(_DEFAULTS["levels"]))
+        self.iterations = LineEdit(label="Iterations / level",
+                                   value=_as_text(_DEFAULTS["iterations"]))
+        self.samples = LineEdit(label="Samples / level", value=_as_text(_DEFAULTS["samples"]))
+        self.seed = SpinBox(label="Random seed", min=0, max=2**31 - 1, value=0)
+        self.advanced = Container(widgets=[self.levels, self.iterations, self.samples,
+                                           self.seed], labels=True)
+        self.extend([self.roles, self.preset, self.metric, self.init, self.fixed_points,
+                     self.moving_points])
+        self._collapsible = QCollapsible("Advanced")
+        self._collapsible.addWidget(self.advanced.native)
+        self.native.layout().addWidget(self._collapsible)
+        self.extend([self.live, self.run_button, self.stop_button, self.progress, self.status,
+                     self.after])
+
+        self.preset.changed.connect(self._apply_preset)
+        self.init.changed.connect(self._on_init)
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        self.after.changed.connect(self._show_after)
+        self._session.roles_changed.connect(self._on_roles)
+        events = viewer.layers.events
+        events.inserted.connect(self.reset_choices)
+        events.removed.connect(self._on_layer_removed)
+        self._job: RegistrationJob | None = None
+        self._poller: JobPoller | None = None
+        self._overlay: LiveOverlay | None = None
+        self._run_inputs: tuple[Any, Any] | None = None
+        self._n_runs = 0
+        # voxel budget of the live overlay's coarse grid (~30 ms per warp on this machine)
+        self.live_max_voxels = 1_000_000
+        self._apply_preset(self.preset.value)
+        self._on_init(self.init.value)
+        self._on_roles()
+
+    # ------------------------------------------------------------------ settings
+    def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Points)]
+
+    def _apply_preset(self, name: str) -> None:
+        preset = PRESETS.get(name, {})
+        if "metric" in preset:
+            self.metric.value = preset["metric"]
+        if "init" in preset and preset["init"] in dict((v, k) for k, v in INIT_CHOICES):
+            self.init.value = preset["init"]
+        for key, widget in (("iterations", self.iterations), ("samples", self.samples)):
+            widget.value = _as_text(preset.get(key, _DEFAULTS[key]))
+        self.levels.value = int(preset.get("levels", _DEFAULTS["levels"]))
+
+    def _on_init(self, value: str) -> None:
+        self.fixed_points.visible = self.moving_points.visible = value == "landmarks"
+
+    def _on_roles(self) -> None:
+        f, m = self._session.fixed_layer, self._session.moving_layer
+        self.roles.value = (f"{m.name}  ->  {f.name}" if f is not None and m is not None
+                            else "Choose fixed and moving images in the Load panel")
+
+    def settings(self) -> dict[str, Any]:
+        """The ``register()`` keyword arguments the panel currently describes.
+
+        The preset's entries first, then every visible setting; ``init='manual'`` is
+        resolved by :meth:`run` into an ``initial`` matrix.
+        """
+        kwargs = dict(PRESETS.get(self.preset.value, {}))
+        kwargs.update(metric=self.metric.value, init=self.init.value, levels=self.levels.value,
+                      iterations=_int_list(self.iterations.value, "Iterations / level"),
+                      samples=_int_list(self.samples.value, "Samples / level"),
+                      seed=int(self.seed.value))
+        return kwargs
+
+    # ------------------------------------------------------------------ run
+    @property
+    def running(self) -> bool:
+        return self._job is not None
+
+    def run(self) -> RegistrationJob | None:
+        """Start a run on a worker thread (refused, with a message, if one is running)."""
+        if self.running or self._session.running:
+            show_info("A registration is already running: wait for it or press Stop.")
+            return None
+        fixed_layer, moving_layer = self._session.fixed_layer, self._session.moving_layer
+        if fixed_layer is None or moving_layer is None:
+            show_error("Choose a fixed and a moving image in the Load panel first.")
+            return None
+        if fixed_layer is moving_layer:
+            show_error("The fixed and the moving image are the same layer.")
+            return None
+        try:
+            kwargs = self.settings()
+            fixed = layer_volume(fixed_layer, use_file_affine=True)
+            moving = layer_volume(moving_layer, use_file_affine=True)
+            if self._session.mask_layer is not None:
+                kwargs["fixed_mask"] = layer_volume(self._session.mask_layer)
+            if kwargs["init"] == "manual":
+                kwargs["initial"] = manual_initial(fixed_layer, moving_layer)
+                kwargs["init"] = "none"
+            elif kwargs["init"] == "landmarks":
+                kwargs["landmarks"] = self._landmarks()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+
+        self._n_runs += 1
+        panel = self._cost_panel()
+        panel.plot.start_run(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
+        n_stages = len(kwargs.get("stages") or [kwargs.get("transform", "affine")])
+        its = np.broadcast_to(kwargs["iterations"], (int(kwargs["levels"]),))
+        self.progress.max = max(int(np.sum(its)) * n_stages, 1)
+        self.progress.value = 0
+        self._overlay = None
+        if self.live.value:
+            self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
+                                        max_voxels=self.live_max_voxels,
+                                        layer_kwargs=self._warped_style(moving_layer))
+            self._overlay.layer = self._existing_live_layer()
+        self._run_inputs = (fixed_layer, moving_layer)
+        self._run_settings = kwargs
+        self._run_volumes = (fixed, moving)
+        self._job = RegistrationJob(functools.partial(register, fixed, moving, **kwargs))
+        self._poller = JobPoller(self._job)
+        self._poller.progress.connect(self._on_progress)
+        self._poller.tick.connect(self._on_tick)
+        self._poller.finished.connect(self._on_finished)
+        self._session.running = True
+        self.run_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = "Starting..."
+        self._poller.start()
+        return self._job
+
+    def stop(self) -> None:
+        """Ask the running registration to stop (it ends at its next iteration)."""
+        if self._job is not None:
+            self._job.cancel()
+            self.status.value = "Stopping..."
+
+    def _landmarks(self) -> tuple[np.ndarray, np.ndarray]:
+        f_layer, m_layer = self.fixed_points.value, self.moving_points.value
+        if f_layer is None or m_layer is None:
+            raise ValueError("Landmark initialisation needs a fixed and a moving Points layer.")
+        f_pts, m_pts = points_world(f_layer), points_world(m_layer)
+        if len(f_pts) != len(m_pts):
+            raise ValueError(f"Landmarks are paired by order: '{f_layer.name}' has "
+                             f"{len(f_pts)} points but '{m_layer.name}' has {len(m_pts)}.")
+        return f_pts, m_pts
+
+    def _warped_style(self, moving_layer: Any) -> dict[str, Any]:
+        return {"colormap": "magenta", "blending": "additive",
+                "opacity": float(moving_layer.opacity),
+                "contrast_limits": tuple(moving_layer.contrast_limits)}
+
+    def _existing_live_layer(self) -> Any:
+        for lyr in self._viewer.layers:
+            if lyr.name == LIVE_LAYER_NAME:
+                return lyr
+        return None
+
+    def _cost_panel(self) -> CostPlotPanel:
+        panel = self._session.cost_panel
+        try:
+            if panel is not None:
+                panel.isVisible()  # raises RuntimeError if Qt deleted the dock
+                return panel
+        except RuntimeError:
+            pass
+        panel = CostPlotPanel()
+        window = getattr(self._viewer, "window", None)
+        if window is not None and hasattr(window, "add_dock_widget"):
+            window.add_dock_widget(panel, name="Registration cost", area="bottom")
+        self._session.cost_panel = panel
+        return panel
+
+    # ------------------------------------------------------------------ GUI-thread updates
+    def _on_progress(self, events: list) -> None:
+        plot = self._cost_panel().plot
+        xs, ys = [], []
+        for ev in events:
+            if ev.kind == "level_start":
+                plot.add_points(xs, ys)
+                xs, ys = [], []
+                plot.mark_boundary(ev.total_iterations,
+                                   f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}")
+            elif ev.kind == "iteration":
+                xs.append(ev.total_iterations)
+                ys.append(ev.cost)
+        plot.add_points(xs, ys)
+        last = events[-1]
+        self.progress.value = min(int(last.total_iterations), self.progress.max)
+        self.status.value = (f"{last.stage_name}, level {last.level + 1}/{last.n_levels}, "
+                             f"iteration {last.iteration}: cost {last.cost:.5g}")
+        if self._overlay is not None:
+            self._overlay.request(last.transform)
+
+    def _on_tick(self) -> None:
+        if self._overlay is None:
+            return
+        try:
+            if self._overlay.poll():
+                first = self._session.warped_layer is not self._overlay.layer
+                self._session.warped_layer = self._overlay.layer
+                if first:  # show the live result instead of the original moving image
+                    self._show_after(self.after.value)
+        except Exception as exc:  # noqa: BLE001 - a failed preview must not stop the run
+            show_error(f"Live overlay failed and is switched off: {exc}")
+            self._overlay.close()
+            self._overlay = None
+
+    def _on_finished(self, job: RegistrationJob) -> None:
+        overlay, self._overlay = self._overlay, None
+        self._job = self._poller = None
+        self._session.running = False
+        self.run_button.enabled = True
+        self.stop_button.enabled = False
+        try:
+            if job.cancelled:
+                self.status.value = "Stopped."
+                show_info("Registration stopped; the result was not kept.")
+            elif job.error is not None:
+                self.status.value = "Failed."
+                show_error(f"Registration failed: {job.error}")
+            else:
+                self._keep_result(job, overlay)
+        finally:
+            if overlay is not None:
+                overlay.close()
+
+    def _keep_result(self, job: RegistrationJob, overlay: LiveOverlay | None) -> None:
+        result = job.result
+        fixed, moving = self._run_volumes
+        fixed_layer, moving_layer = self._run_inputs
+        if overlay is None:
+            overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
+                                  layer_kwargs=self._warped_style(moving_layer))
+            overlay.layer = self._existing_live_layer()
+        warped = overlay.finish(result.transform)
+        self._session.warped_layer = overlay.layer
+        self._show_after(self.after.value)
+        seconds = job.ended_at - job.started_at
+        self.progress.value = self.progress.max
+        self.status.value = f"Done in {seconds:.1f} s, final cost {result.final_cost:.5g}"
+        outcome = RunOutcome(result=result, fixed=fixed, moving=moving, warped=warped,
+                             fixed_layer_name=fixed_layer.name,
+                             moving_layer_name=moving_layer.name,
+                             inputs={"fixed": source_path(fixed_layer),
+                                     "moving": source_path(moving_layer),
+                                     "fixed_mask": source_path(self._session.mask_layer)
+                                     if self._session.mask_layer is not None else None},
+                             settings=dict(self._run_settings))
+        self._session.set_outcome(outcome)
+        show_info(f"Registration finished in {seconds:.1f} s (final cost "
+                  f"{result.final_cost:.5g}).")
+
+    def _show_after(self, after: bool) -> None:
+        warped, moving = self._session.warped_layer, self._session.moving_layer
+        if warped is None or warped not in self._viewer.layers:
+            return
+        warped.visible = bool(after)
+        if moving is not None and moving in self._viewer.layers:
+            moving.visible = not after
+
+    def _on_layer_removed(self, event: Any) -> None:
+        self.reset_choices()
+        removed = getattr(event, "value", None)
+        if self._job is not None and self._run_inputs and removed in self._run_inputs:
+            self._job.cancel()
+            show_error(f"Layer '{removed.name}' was removed during the registration; "
+                       "the run was stopped.")

@@ -1,0 +1,297 @@
+"""Register + export panels driven like a user, on the sample MNI pair at 4 mm.
+
+The images are opened through the Load panel (our reader), Run/Stop are clicked, and
+the live overlay, the cost curve, the result and the exported files are checked against
+the core. Screenshots go to /tmp/napari_reg_gui_*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+import napari_reg
+import napari_reg.widgets.register_widget as register_widget
+from napari_reg.core.image import Volume
+from napari_reg.core.register import register
+from napari_reg.io.transform_files import read_itk_transform
+from napari_reg.io.volumes import load_volume, save_volume
+from napari_reg.job import Job
+from napari_reg.widgets._session import get_session
+from napari_reg.widgets.export_widget import ExportWidget
+from napari_reg.widgets.load_widget import LoadWidget
+from napari_reg.widgets.register_widget import LIVE_LAYER_NAME, RegisterWidget
+
+DATA = Path(napari_reg.__file__).parent / "data"
+
+
+def _downsample(volume: Volume, step: int = 2) -> Volume:
+    scale = np.diag([step] * 3 + [1.0])
+    return Volume(volume.data[::step, ::step, ::step].copy(), volume.affine @ scale, volume.name)
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory) -> tuple[Path, Path]:
+    """The sample T1 (fixed) / T2-like (moving) pair at ~4 mm, written as NIfTI files."""
+    folder = tmp_path_factory.mktemp("pair")
+    paths = []
+    for name in ("mni_t1_fixed", "mni_t2like_moving"):
+        path = folder / f"{name}_4mm.nii.gz"
+        save_volume(_downsample(load_volume(DATA / f"{name}.nii.gz")), path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.fixture
+def reg_plugin(npe2pm):
+    """napari's test fixtures block plugin discovery: register our manifest explicitly."""
+    with npe2pm.tmp_plugin(package="napari-reg") as plugin:
+        yield plugin
+
+
+@pytest.fixture
+def notes(monkeypatch) -> dict[str, list[str]]:
+    """Collect the notifications the panels show (errors and infos)."""
+    got: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
+    for module in ("register_widget", "export_widget", "load_widget"):
+        for kind in ("error", "info", "warning"):
+            target = f"napari_reg.widgets.{module}.show_{kind}"
+            try:
+                monkeypatch.setattr(target, got[kind].append)
+            except AttributeError:
+                pass
+    return got
+
+
+@pytest.fixture
+def slow_core(monkeypatch):
+    """Slow each reported iteration down by a few ms (the maths is untouched).
+
+    A 4 mm run takes well under a second here; the delay makes it last long enough to
+    see GUI updates *during* the run and to press Stop on any machine.
+    """
+
+    def slowed(*args, delay: float = 0.02, callback=None, **kwargs):
+        def on_event(event):
+            if event.kind == "iteration":
+                time.sleep(delay)
+            callback(event)
+
+        return register(*args, callback=on_event, **kwargs)
+
+    monkeypatch.setattr(register_widget, "register", slowed)
+    return slowed
+
+
+def _panels(viewer, pair_files, qtbot):
+    load, reg, export = LoadWidget(viewer), RegisterWidget(viewer), ExportWidget(viewer)
+    for widget in (load, reg, export):
+        viewer.window.add_dock_widget(widget)
+    load.fixed_file.value, load.moving_file.value = pair_files
+    qtbot.mouseClick(load.open_fixed.native, Qt.LeftButton)
+    qtbot.mouseClick(load.open_moving.native, Qt.LeftButton)
+    reg.preset.value = "Affine"
+    reg.levels.value = 2
+    reg.iterations.value = "40, 20"
+    reg.samples.value = "2000, 4000"
+    return load, reg, export
+
+
+def _run_to_end(reg, qtbot, timeout_ms=30_000):
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    assert reg.running
+    qtbot.waitUntil(lambda: not reg.running, timeout=timeout_ms)
+
+
+def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot, tmp_path,
+                                                       pair_files, reg_plugin, notes,
+                                                       slow_core):
+    viewer = make_napari_viewer()
+    load, reg, export = _panels(viewer, pair_files, qtbot)
+    session = get_session(viewer)
+    fixed_layer, moving_layer = session.fixed_layer, session.moving_layer
+    assert reg.roles.value.startswith(moving_layer.name)
+
+    viewer.window._qt_window.resize(1500, 1000)
+    viewer.dims.order = (2, 1, 0)  # axial slices
+    reg.live_max_voxels = 20_000  # force a coarse live grid on this small image
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    assert not reg.run_button.enabled and reg.stop_button.enabled
+    seen, live_shapes, screenshot_taken = [], set(), False
+    while reg.running:
+        qtbot.wait(15)
+        layer = next((lyr for lyr in viewer.layers if lyr.name == LIVE_LAYER_NAME), None)
+        if layer is not None and reg.running:
+            seen.append(float(np.asarray(layer.data, dtype=np.float64).sum()))
+            live_shapes.add(layer.data.shape)
+            if not screenshot_taken and len(set(seen)) >= 3:
+                viewer.screenshot(path="/tmp/napari_reg_gui_during.png", canvas_only=False)
+                screenshot_taken = True
+    assert not notes["error"], notes["error"]
+    # the overlay changed several times while the optimiser ran, not only at the end
+    assert len(set(seen)) >= 3, seen
+    assert all(np.prod(s) <= 20_000 for s in live_shapes), live_shapes
+
+    outcome = session.outcome
+    result = outcome.result
+    # the final transform is the core's for the same settings and seed
+    direct = register(outcome.fixed, outcome.moving, **reg.settings())
+    np.testing.assert_allclose(result.matrix, direct.matrix, atol=1e-9)
+    # the curve holds exactly the costs the core reported, level boundaries marked
+    _, ys = session.cost_panel.plot.curve_data()
+    np.testing.assert_allclose(ys, result.cost_history())
+    assert len(session.cost_panel.plot.current.boundaries) == 2
+    assert reg.progress.value == reg.progress.max
+    # the warped layer is now full resolution on the fixed grid
+    warped_layer = viewer.layers[LIVE_LAYER_NAME]
+    assert warped_layer.data.shape == fixed_layer.data.shape
+    np.testing.assert_allclose(warped_layer.affine.affine_matrix, fixed_layer.affine.affine_matrix)
+    truth = np.loadtxt(DATA / "ground_truth_fixed_to_moving.txt")
+    corners = outcome.fixed.corners_world()
+    err = np.linalg.norm((corners @ (result.matrix - truth)[:3, :3].T)
+                         + (result.matrix - truth)[:3, 3], axis=1)
+    assert err.max() < 4.0  # mm at the corners of the field of view, 4 mm voxels
+    viewer.screenshot(path="/tmp/napari_reg_gui_after.png", canvas_only=False)
+    # before/after toggle
+    reg.after.value = False
+    assert moving_layer.visible and not warped_layer.visible
+    viewer.screenshot(path="/tmp/napari_reg_gui_before.png", canvas_only=False)
+    reg.after.value = True
+    assert warped_layer.visible and not moving_layer.visible
+
+    # ---- export: files read back; inputs are never overwritten
+    export.transform_file.value = tmp_path / "out" / "t.tfm"
+    qtbot.mouseClick(export.save_transform_button.native, Qt.LeftButton)
+    np.testing.assert_allclose(read_itk_transform(tmp_path / "out" / "t.tfm"), result.matrix,
+                               atol=1e-9)
+    export.warped_file.value = tmp_path / "out" / "warped.nii.gz"
+    qtbot.mouseClick(export.save_warped_button.native, Qt.LeftButton)
+    back = load_volume(tmp_path / "out" / "warped.nii.gz")
+    np.testing.assert_allclose(back.affine, outcome.fixed.affine, atol=1e-4)
+    np.testing.assert_allclose(back.data, outcome.warped.data, rtol=1e-5, atol=1e-3)
+    export.record_file.value = tmp_path / "out" / "run.json"
+    qtbot.mouseClick(export.save_record_button.native, Qt.LeftButton)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    job = Job.load(tmp_path / "out" / "run.json")
+    assert Path(job.fixed) == pair_files[0] and Path(job.moving) == pair_files[1]
+    np.testing.assert_allclose(record["result"]["matrix_ras_fixed_to_moving"], result.matrix)
+    assert job.parameters["seed"] == reg.seed.value
+    before = pair_files[0].read_bytes()
+    export.warped_file.value = pair_files[0]
+    qtbot.mouseClick(export.save_warped_button.native, Qt.LeftButton)
+    assert any("input file" in m for m in notes["error"]), notes["error"]
+    assert pair_files[0].read_bytes() == before
+    assert not list(pair_files[0].parent.glob(".*"))  # no temporary left behind
+
+    # ---- apply to a label map in moving space (nearest neighbour)
+    labels = (np.asarray(moving_layer.data) > np.percentile(moving_layer.data, 70)).astype(
+        np.uint8) * 7
+    label_layer = viewer.add_labels(labels, name="moving labels",
+                                    affine=moving_layer.affine.affine_matrix,
+                                    metadata={"original_affine": outcome.moving.affine})
+    export.apply_layer.value = label_layer
+    qtbot.mouseClick(export.apply_button.native, Qt.LeftButton)
+    applied = viewer.layers["moving labels (registered)"]
+    assert applied.data.shape == fixed_layer.data.shape
+    assert set(np.unique(applied.data)) <= {0, 7} and (applied.data == 7).any()
+
+
+def test_stop_ends_the_run_within_a_second(make_napari_viewer, qtbot, pair_files, reg_plugin,
+                                            notes, slow_core):
+    viewer = make_napari_viewer()
+    _, reg, _ = _panels(viewer, pair_files, qtbot)
+    reg.iterations.value = "400, 200"
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    plot = get_session(viewer).cost_panel.plot
+    qtbot.waitUntil(lambda: len(plot.current.y) >= 3, timeout=20_000)
+    # a second Run while running is refused
+    assert not reg.run_button.enabled
+    assert reg.run() is None and any("already running" in m for m in notes["info"])
+    qtbot.mouseClick(reg.stop_button.native, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not reg.running, timeout=1000)
+    assert reg.status.value == "Stopped." and get_session(viewer).outcome is None
+    assert reg.run_button.enabled and not reg.stop_button.enabled
+    assert not notes["error"]
+    # the viewer stays usable: the dims still move and a new run starts
+    viewer.dims.set_current_step(0, 3)
+    reg.iterations.value = "3, 2"
+    _run_to_end(reg, qtbot)
+    assert get_session(viewer).outcome is not None
+
+
+def test_error_paths_become_notifications(make_napari_viewer, qtbot, pair_files, reg_plugin,
+                                          notes, slow_core):
+    viewer = make_napari_viewer()
+    reg = RegisterWidget(viewer)
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)  # nothing loaded
+    assert "Load panel" in notes["error"][-1] and not reg.running
+
+    _, reg, _ = _panels(viewer, pair_files, qtbot)
+    reg.iterations.value = "forty"
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    assert "Iterations" in notes["error"][-1] and not reg.running
+
+    # a failing core run: a fixed image with no contrast
+    session = get_session(viewer)
+    flat = viewer.add_image(np.zeros(session.fixed_layer.data.shape, np.float32), name="flat",
+                            affine=session.fixed_layer.affine.affine_matrix)
+    session.set_roles(flat, session.moving_layer)
+    reg.iterations.value = "5, 5"
+    _run_to_end(reg, qtbot)
+    assert notes["error"][-1].startswith("Registration failed:"), notes["error"]
+    assert session.outcome is None and reg.run_button.enabled
+
+    # an input layer removed mid-run stops the run with a message
+    session.set_roles(viewer.layers[0], session.moving_layer)
+    reg.iterations.value = "400, 200"
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    qtbot.waitUntil(lambda: reg._job is None or reg._job.n_events > 2, timeout=20_000)
+    viewer.layers.remove(session.moving_layer)
+    qtbot.waitUntil(lambda: not reg.running, timeout=2000)
+    assert any("was removed" in m for m in notes["error"])
+    assert reg.status.value == "Stopped."
+
+
+def test_manual_alignment_and_landmark_settings(make_napari_viewer, qtbot, pair_files,
+                                                reg_plugin, notes):
+    viewer = make_napari_viewer()
+    _, reg, _ = _panels(viewer, pair_files, qtbot)
+    session = get_session(viewer)
+    moving = session.moving_layer
+    shown = moving.affine.affine_matrix.copy()
+    shown[:3, 3] += [5.0, 0.0, -2.0]  # the user dragged the moving image by (5, 0, -2) mm
+    moving.affine = shown
+    from napari_reg.widgets._layer_volumes import manual_initial
+
+    initial = manual_initial(session.fixed_layer, moving)
+    expected = np.eye(4)
+    expected[:3, 3] = [-5.0, 0.0, 2.0]  # fixed point x shows moving file point x - shift
+    np.testing.assert_allclose(initial, expected, atol=1e-9)
+    reg.init.value = "manual"
+    reg.iterations.value = "3, 2"
+    _run_to_end(reg, qtbot)
+    used = session.outcome.result.parameters
+    assert used["init"] == "initial"
+    np.testing.assert_allclose(used["initial"], expected, atol=1e-9)
+    # the warped image is still on the fixed grid (the registration is in file space)
+    assert viewer.layers[LIVE_LAYER_NAME].data.shape == session.fixed_layer.data.shape
+
+    fixed_pts = np.loadtxt(DATA / "fixed_landmarks.csv", delimiter=",", skiprows=1)[:, 1:]
+    moving_pts = np.loadtxt(DATA / "moving_landmarks.csv", delimiter=",", skiprows=1)[:, 1:]
+    viewer.add_points(fixed_pts, name="fixed landmarks")
+    viewer.add_points(moving_pts[:-1], name="moving landmarks")
+    reg.init.value = "landmarks"
+    assert not reg.fixed_points.native.isHidden()
+    reg.fixed_points.value = viewer.layers["fixed landmarks"]
+    reg.moving_points.value = viewer.layers["moving landmarks"]
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    assert "paired by order" in notes["error"][-1] and not reg.running
+    viewer.layers["moving landmarks"].data = moving_pts
+    _run_to_end(reg, qtbot)
+    assert session.outcome.result.parameters["init"] == "landmarks"
+    assert not notes["error"][1:], notes["error"]

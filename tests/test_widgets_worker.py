@@ -1,0 +1,97 @@
+"""The worker bridge: events reach the GUI thread in batches, Stop ends the run, errors kept.
+
+The targets here are tiny stand-ins for ``register()`` with the same calling contract
+(``callback=``, ``cancel=``), so the bridge is tested on its own; the GUI tests run the
+real core.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from napari_reg.core.events import ProgressEvent
+from napari_reg.core.optimize import Cancelled
+from napari_reg.core.transforms.base import MatrixTransform
+from napari_reg.widgets._worker import JobPoller, RegistrationJob
+
+
+def _event(i: int) -> ProgressEvent:
+    m = np.eye(4)
+    m[0, 3] = i
+    return ProgressEvent(kind="iteration", stage=0, stage_name="affine", level=0, n_levels=1,
+                         iteration=i, max_iterations=10**6, cost=-float(i),
+                         transform=MatrixTransform(m), elapsed=0.0, total_iterations=i + 1)
+
+
+def _counting_target(n: int, delay: float = 0.0):
+    gui_thread = threading.get_ident()
+
+    def target(callback, cancel):
+        assert threading.get_ident() != gui_thread  # really on another thread
+        for i in range(n):
+            if delay:
+                time.sleep(delay)
+            callback(_event(i))
+        return "result"
+
+    return target
+
+
+def test_all_events_arrive_in_order_in_few_batches(qtbot):
+    job = RegistrationJob(_counting_target(500, delay=0.0005))
+    poller = JobPoller(job)
+    batches, finished = [], []
+    poller.progress.connect(batches.append)
+    poller.finished.connect(finished.append)
+    with qtbot.waitSignal(poller.finished, timeout=10_000):
+        poller.start()
+    events = [e for b in batches for e in b]
+    assert [e.iteration for e in events] == list(range(500))
+    assert len(batches) < 500 / 5  # throttled: many events per GUI update
+    assert finished == [job] and job.result == "result" and job.error is None
+
+
+def test_cancel_stops_even_a_target_that_never_checks_the_token(qtbot):
+    job = RegistrationJob(_counting_target(10**7, delay=0.001))
+    poller = JobPoller(job)
+    poller.start()
+    qtbot.waitUntil(lambda: job.n_events > 5, timeout=5000)
+    job.cancel()
+    assert job.join(timeout=1.0)  # ends at its next progress event
+    with qtbot.waitSignal(poller.finished, timeout=2000):
+        pass
+    assert job.cancelled and job.result is None and job.error is None
+
+
+def test_target_errors_are_kept_for_the_gui():
+    def target(callback, cancel):
+        raise ValueError("fixed image is empty")
+
+    job = RegistrationJob(target)
+    job.start()
+    assert job.join(timeout=5)
+    assert isinstance(job.error, ValueError) and "empty" in str(job.error)
+    assert "ValueError" in job.error_traceback
+    assert not job.cancelled
+
+
+def test_cancelled_raised_by_the_core_counts_as_cancelled():
+    def target(callback, cancel):
+        cancel.cancel()
+        cancel.raise_if_cancelled()
+
+    job = RegistrationJob(target)
+    job.start()
+    assert job.join(timeout=5)
+    assert job.cancelled and job.error is None
+
+
+def test_callback_raises_cancelled_after_cancel():
+    job = RegistrationJob(lambda callback, cancel: None)
+    job.cancel()
+    with pytest.raises(Cancelled):
+        job._callback(_event(0))
