@@ -52,6 +52,12 @@ def _check_samples(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, n
             f"only {f.size} sample(s) in the overlap of the images: the moving image has "
             "left the fixed image under the current transform (check the initialisation)"
         )
+    # One cheap reduction instead of isfinite on every sample: NaN/inf propagate into it.
+    if not np.isfinite(f.sum() + m.sum()):
+        raise MetricError(
+            "the samples contain NaN or infinite intensities; replace them (e.g. by 0) "
+            "before registering"
+        )
     return f, m
 
 
