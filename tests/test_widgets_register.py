@@ -295,3 +295,20 @@ def test_manual_alignment_and_landmark_settings(make_napari_viewer, qtbot, pair_
     _run_to_end(reg, qtbot)
     assert session.outcome.result.parameters["init"] == "landmarks"
     assert not notes["error"][1:], notes["error"]
+
+
+def test_panels_docked_from_the_manifest_work_together(make_napari_viewer, qtbot, pair_files,
+                                                       reg_plugin, notes):
+    """napari gives each plugin widget its own viewer proxy: they must still share state."""
+    viewer = make_napari_viewer()
+    _, load = viewer.window.add_plugin_dock_widget("napari-reg", "1. Load images")
+    _, reg = viewer.window.add_plugin_dock_widget("napari-reg", "2. Register")
+    _, export = viewer.window.add_plugin_dock_widget("napari-reg", "3. Export")
+    load.fixed_file.value, load.moving_file.value = pair_files
+    qtbot.mouseClick(load.open_fixed.native, Qt.LeftButton)
+    qtbot.mouseClick(load.open_moving.native, Qt.LeftButton)
+    assert "->" in reg.roles.value
+    reg.levels.value, reg.iterations.value = 1, "5"
+    _run_to_end(reg, qtbot)
+    assert not notes["error"], notes["error"]
+    assert "cost" in export.summary.value  # the export panel saw the result

@@ -17,7 +17,7 @@ from psygnal import Signal
 from ..core.events import RegistrationResult
 from ..core.image import Volume
 
-__all__ = ["RegistrationSession", "RunOutcome", "get_session"]
+__all__ = ["RegistrationSession", "RunOutcome", "get_session", "unwrap_viewer"]
 
 
 @dataclass
@@ -74,8 +74,19 @@ class RegistrationSession:
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def unwrap_viewer(viewer: Any) -> Any:
+    """The real viewer behind napari's ``PublicOnlyProxy``.
+
+    napari hands plugin widgets a fresh proxy each time; proxies of one viewer are
+    different objects (and so are the layers read through them), so roles compared by
+    identity and the per-viewer session need the wrapped object.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def get_session(viewer: Any) -> RegistrationSession:
     """The session of ``viewer`` (created on first use)."""
+    viewer = unwrap_viewer(viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = RegistrationSession()

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -22,7 +23,7 @@ from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
 from ._layer_volumes import layer_volume, source_path
-from ._session import RunOutcome, get_session
+from ._session import RunOutcome, get_session, unwrap_viewer
 
 __all__ = ["ExportWidget", "ExportError"]
 
@@ -34,9 +35,9 @@ class ExportError(ValueError):
 class ExportWidget(Container):
     """Save or apply the session's last registration result (fixed->moving, RAS mm)."""
 
-    def __init__(self, viewer: Any):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self._viewer = viewer
+        self._viewer = viewer = unwrap_viewer(viewer)
         self._session = get_session(viewer)
         self.summary = Label(value="No result yet: run a registration first.")
         self.transform_file = FileEdit(label="Transform (.tfm)", mode="w",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
-from ._session import get_session
+from ._session import get_session, unwrap_viewer
 
 __all__ = ["LoadWidget", "style_fixed", "style_moving"]
 
@@ -37,9 +38,9 @@ def style_moving(layer: Any, opacity: float) -> None:
 class LoadWidget(Container):
     """Pick fixed / moving images and an optional fixed-image mask (a Labels layer)."""
 
-    def __init__(self, viewer: Any):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self._viewer = viewer
+        self._viewer = viewer = unwrap_viewer(viewer)
         self._session = get_session(viewer)
         self.fixed = ComboBox(label="Fixed", choices=self._image_choices, nullable=True)
         self.moving = ComboBox(label="Moving", choices=self._image_choices, nullable=True)

@@ -12,6 +12,7 @@ import functools
 import inspect
 from typing import Any
 
+import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -29,7 +30,7 @@ from superqt import QCollapsible
 
 from ..core.register import PRESETS, register
 from ._layer_volumes import layer_volume, manual_initial, points_world, source_path
-from ._session import RunOutcome, get_session
+from ._session import RunOutcome, get_session, unwrap_viewer
 from ._worker import JobPoller, RegistrationJob
 from .cost_plot import CostPlotPanel
 from .overlay import LiveOverlay
@@ -65,9 +66,9 @@ def _as_text(value: Any) -> str:
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
-    def __init__(self, viewer: Any):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self._viewer = viewer
+        self._viewer = viewer = unwrap_viewer(viewer)
         self._session = get_session(viewer)
         self.roles = Label(value="")
         self.preset = ComboBox(label="Preset", choices=list(PRESETS), value="Affine"
