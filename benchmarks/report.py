@@ -46,6 +46,7 @@ def summarise(records: list[dict]) -> list[dict]:
             if ok:
                 row["time_s"] = median(r["time_s"] for r in ok)
                 row["time_range"] = (min(r["time_s"] for r in ok), max(r["time_s"] for r in ok))
+                row["cpu_s"] = median(r.get("cpu_s", float("nan")) for r in ok)
                 row["peak_rss_mib"] = max(r["peak_rss_mib"] or 0 for r in ok)
                 row["delta_rss_mib"] = max(r["delta_rss_mib"] or 0 for r in ok)
                 row["tre_mm"] = sum(r["tre_mm"] for r in ok) / len(ok)
@@ -76,16 +77,17 @@ def render_markdown(records: list[dict], info: dict, args: dict) -> str:
         f"{','.join(args['tools'])}`. Pairs: MNI152 2009a 1 mm T1 (197x233x189) vs itself "
         "(T1-T1) or a T2-like contrast with 2 % noise (T1-T2like), moved by a known random "
         "affine (rotation <= 12 deg, translation <= 15 mm, scale <= 8 %, shear <= 0.04). "
-        "Each tool runs in its own fresh process with 2 threads; time = the registration "
-        "call (image objects from numpy -> transform read back), imports excluded; peak RSS "
+        "Each tool runs in its own fresh process with 2 threads; time = wall time of the "
+        "registration call (image objects from numpy -> transform read back), imports "
+        "excluded; CPU = user + system seconds of all threads over that call; peak RSS "
         "= kernel VmHWM during the call (delta = above the RSS before it). TRE = mean "
         "|T_est(x) - T_true(x)| over the 1.73 M brain-mask voxels, world mm.",
         "",
         "## Summary (per modality; medians over pairs, TRE = mean over pairs)",
         "",
-        f"| modality | tool | ok/runs | time s (range) | time / {REF_TIME} | peak RSS MiB "
-        f"(delta) | TRE mm (range) | TRE / {REF_TRE} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| modality | tool | ok/runs | time s (range) | time / {REF_TIME} | CPU s | "
+        f"peak RSS MiB (delta) | TRE mm (range) | TRE / {REF_TRE} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(records):
         if row["n"]:
@@ -93,33 +95,34 @@ def render_markdown(records: list[dict], info: dict, args: dict) -> str:
             lines.append(
                 f"| {row['modality']} | {row['tool']} | {row['n']}/{row['n_runs']} | "
                 f"{row['time_s']:.1f} ({tr[0]:.1f}-{tr[1]:.1f}) | "
-                f"{_f(row['time_vs_ref'], '.2f')} | {row['peak_rss_mib']:.0f} "
+                f"{_f(row['time_vs_ref'], '.2f')} | {row['cpu_s']:.1f} | {row['peak_rss_mib']:.0f} "
                 f"({row['delta_rss_mib']:.0f}) | {row['tre_mm']:.3f} ({er[0]:.3f}-{er[1]:.3f}) | "
                 f"{_f(row['tre_vs_ref'], '.2f')} |"
             )
         else:
             lines.append(
                 f"| {row['modality']} | {row['tool']} | 0/{row['n_runs']} | "
-                f"{row.get('error', 'no run')} | - | - | - | - |"
+                f"{row.get('error', 'no run')} | - | - | - | - | - |"
             )
     lines += [
         "",
         "## Every run",
         "",
-        "| pair | initial TRE mm | tool | version | import s | time s | peak RSS MiB | "
+        "| pair | initial TRE mm | tool | version | import s | time s | CPU s | peak RSS MiB | "
         "delta MiB | TRE mm | max error mm |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         head = f"| {r['pair']} | {r['init_tre_mm']:.2f} | {r['tool']} | {r.get('version', '-')} |"
         if "tre_mm" in r:
             lines.append(
-                f"{head} {r['import_s']:.1f} | {r['time_s']:.2f} | {r['peak_rss_mib']:.0f} | "
+                f"{head} {r['import_s']:.1f} | {r['time_s']:.2f} | {_f(r.get('cpu_s'), '.1f')} | "
+                f"{r['peak_rss_mib']:.0f} | "
                 f"{_f(r.get('delta_rss_mib'), '.0f')} | {r['tre_mm']:.3f} | {r['tre_max_mm']:.3f} |"
             )
         else:
             error = str(r.get("error", "?")).replace("|", "/").replace("\n", " ")
-            lines.append(f"{head} - | - | - | - | {error} | - |")
+            lines.append(f"{head} - | - | - | - | - | {error} | - |")
     if not all(r.get("peak_reset", True) for r in records):
         lines += [
             "",
