@@ -91,7 +91,7 @@ class LocalNCC(DenseMetric):
 
     name = "lncc"
 
-    def __init__(self, radius: int = 2, eps: float = 1e-3):
+    def __init__(self, radius: int = 2, eps: float = 1e-5):
         radius = int(radius)
         if radius < 1:
             raise ValueError(f"local NCC window radius must be >= 1 voxel, got {radius}")

@@ -278,7 +278,11 @@ class BSplineTransform(ParametricTransform):
     def _bending_operator(self, phi: np.ndarray) -> np.ndarray:
         """``K phi`` with ``E = <phi, K phi> / V`` for one component (separable Gram sums)."""
         d = self.ndim
-        grams = [[self._gram(a, r) for r in range(3)] for a in range(d)]
+        # the Gram matrices depend on the grid only: cached (the grid never changes)
+        grams = getattr(self, "_grams", None)
+        if grams is None:
+            grams = [[self._gram(a, r) for r in range(3)] for a in range(d)]
+            self._grams = grams
         out = np.zeros_like(phi)
         for orders in product(range(3), repeat=d):
             if sum(orders) != 2:

@@ -25,7 +25,7 @@ from .field import (
     _to_world_vectors,
 )
 
-__all__ = ["StationaryVelocityField", "exp_velocity", "squaring_steps"]
+__all__ = ["StationaryVelocityField", "exp_velocity", "exp_voxel", "squaring_steps"]
 
 
 def squaring_steps(velocity_vox: np.ndarray, max_step_voxels: float = 0.25) -> int:
@@ -40,6 +40,24 @@ def squaring_steps(velocity_vox: np.ndarray, max_step_voxels: float = 0.25) -> i
     return int(min(30, np.ceil(np.log2(vmax / max_step_voxels))))
 
 
+def exp_voxel(velocity_vox: np.ndarray, n_steps: int | None = None,
+              max_step_voxels: float = 0.25) -> np.ndarray:
+    """Scaling and squaring in voxel units: ``(d, *shape)`` velocity -> displacement.
+
+    Both in voxel index units of the same grid (float32). ``n_steps`` defaults to
+    :func:`squaring_steps` with ``max_step_voxels``.
+    """
+    u = np.array(velocity_vox, dtype=np.float32)
+    if n_steps is None:
+        n_steps = squaring_steps(u, max_step_voxels)
+    if n_steps:
+        u *= np.float32(0.5 ** n_steps)
+        idx = _index_grid(tuple(u.shape[1:]))
+        for _ in range(n_steps):
+            u += _interpolate(u, idx + u)  # u <- u + u o (Id + u), i.e. T <- T o T
+    return u
+
+
 def exp_velocity(components: np.ndarray, affine: np.ndarray, n_steps: int | None = None,
                  scale: float = 1.0) -> np.ndarray:
     """``exp(scale * v)`` as displacement components ``(d, *shape)`` in world mm.
@@ -48,14 +66,7 @@ def exp_velocity(components: np.ndarray, affine: np.ndarray, n_steps: int | None
     The composition is done in voxel units (one conversion in, one out).
     """
     u = _to_voxel_vectors(components, affine) * np.float32(scale)
-    if n_steps is None:
-        n_steps = squaring_steps(u)
-    u *= np.float32(0.5 ** n_steps)
-    if n_steps:
-        idx = _index_grid(tuple(components.shape[1:]))
-        for _ in range(n_steps):
-            u = u + _interpolate(u, idx + u)
-    return _to_world_vectors(u, affine)
+    return _to_world_vectors(exp_voxel(u, n_steps), affine)
 
 
 class StationaryVelocityField(Transform):
