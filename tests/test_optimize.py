@@ -231,6 +231,10 @@ def test_cancel_token_basics():
     with pytest.raises(Cancelled):
         minimize(lambda x: calls.append(1) or quadratic(x), np.zeros(3), cancel=token)
     assert calls == []
+    event = threading.Event()
+    event.set()
+    with pytest.raises(Cancelled):
+        minimize(quadratic, np.zeros(3), cancel=event)
 
 
 def test_errors():

@@ -92,7 +92,14 @@ class _Objective:
         self.count = 0
 
     def _check_cancel(self) -> None:
-        if self.cancel is not None and self.cancel.cancelled:
+        if self.cancel is None:
+            return
+        # A plain threading.Event works too (GUI code may already hold one).
+        if isinstance(self.cancel, threading.Event):
+            flag = self.cancel.is_set()
+        else:
+            flag = self.cancel.cancelled
+        if flag:
             raise Cancelled("the registration was cancelled")
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -322,7 +329,7 @@ def minimize(
     tolerance: float = 1e-6,
     gradient_tolerance: float = 1e-8,
     callback: IterationCallback | None = None,
-    cancel: CancelToken | None = None,
+    cancel: CancelToken | threading.Event | None = None,
     **options,
 ) -> OptimizeResult:
     """Minimise ``fun_and_grad`` from ``x0``.
@@ -347,7 +354,8 @@ def minimize(
         ``callback(iteration, value, x)`` once per iteration (0-based), after the step,
         with the new cost and a copy of the new ``x`` (not per line-search trial).
     cancel
-        A :class:`CancelToken`, checked at every evaluation; raises :class:`Cancelled`.
+        A :class:`CancelToken` (or a :class:`threading.Event`), checked before and after
+        every evaluation; once set, :class:`Cancelled` is raised.
     """
     key = str(method).strip().lower()
     if key not in METHODS:
