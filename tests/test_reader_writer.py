@@ -19,6 +19,7 @@ from napari_reg.layers import (
     is_label_map,
     layer_world_affine,
     volume_from_layer,
+    volume_from_layer_data,
     volume_to_layer_data,
 )
 
@@ -197,3 +198,17 @@ def test_sample_data_layers():
     np.testing.assert_allclose(fmeta["affine"], pair.fixed.affine)
     np.testing.assert_allclose(mmeta["affine"], pair.moving.affine)
     assert [t[2] for t in layers[2:]] == ["points", "points"]
+
+
+def test_layer_world_affine_matches_napari_composition():
+    """affine @ (rotate @ shear @ scale + translate), as napari displays the layer."""
+    affine = np.array([[0, -1.2, 0, 5], [0.9, 0, 0, 3], [0, 0, 2, 1], [0, 0, 0, 1.0]])
+    layer = Layer.create(np.zeros((4, 5, 6), np.float32),
+                         {"affine": affine, "scale": (1, 2, 3), "translate": (1, 2, 3),
+                          "rotate": 20, "shear": (0.1, 0.2, 0.3)}, "image")
+    matrix = layer_world_affine(layer)
+    for voxel in ([0, 0, 0], [3, 4, 5], [1, 2, 3]):
+        np.testing.assert_allclose(apply_affine(matrix, voxel), layer.data_to_world(voxel),
+                                   atol=1e-9)
+    data, meta, _ = layer.as_layer_data_tuple()
+    np.testing.assert_allclose(volume_from_layer_data(data, meta).affine, matrix, atol=1e-12)

@@ -90,8 +90,12 @@ def make_mni_pair(with_landmarks: bool = True) -> list[LayerDataTuple]:
     """npe2 sample-data command: fixed (grey) and moving (magenta) layers in world space,
     plus the two landmark sets as Points layers when ``with_landmarks``."""
     pair = load_mni_pair()
+    # Headroom above the T1's white matter so that grey + magenta does not saturate
+    # to white where the two overlap.
+    top = float(np.percentile(pair.fixed.data[pair.fixed.data > 0], 99.5))
     layers = [
-        volume_to_layer_data(pair.fixed, "image", **FIXED_STYLE),
+        volume_to_layer_data(pair.fixed, "image", contrast_limits=[0.0, 1.3 * top],
+                             **FIXED_STYLE),
         volume_to_layer_data(pair.moving, "image", **MOVING_STYLE),
     ]
     if with_landmarks:

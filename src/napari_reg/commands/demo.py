@@ -22,6 +22,7 @@ SAMPLE_KEY = "mni_pair"
 # Milliseconds after the event loop starts before the screenshot: long enough for the
 # first paint of the canvas and the docked widgets.
 _SCREENSHOT_DELAY_MS = 400
+_WINDOW_SIZE = (1260, 900)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -94,6 +95,25 @@ def setup_view(viewer, fixed_layer) -> None:
     viewer.layers.selection.active = fixed_layer
 
 
+def _fit_view(viewer) -> None:
+    """Fit the view to the canvas as it is now: docking widgets after ``reset_view``
+    narrows the canvas, so this runs again once the window has been laid out."""
+    viewer.reset_view()
+
+
+def _hide_toasts(viewer) -> None:
+    """Hide napari's pop-up notifications (e.g. a Qt-backend deprecation warning) so they
+    do not cover the canvas in a screenshot. Cosmetic only: uses a private napari class,
+    and silently does nothing if that changes."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.hide()
+    except Exception:  # napari internals moved: the screenshot just keeps the toast
+        pass
+
+
 def _schedule_screenshot(viewer, path: Path, result: dict) -> None:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
@@ -102,6 +122,9 @@ def _schedule_screenshot(viewer, path: Path, result: dict) -> None:
 
     def shoot() -> None:
         try:
+            QApplication.processEvents()
+            _fit_view(viewer)
+            _hide_toasts(viewer)
             QApplication.processEvents()
             with atomic_path(path) as tmp:
                 viewer.screenshot(str(tmp), canvas_only=False, flash=False)
@@ -124,12 +147,17 @@ def run(args: argparse.Namespace) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-reg demo")
+    # Room for the canvas next to the docked panels (fits a 1280x1024 Xvfb screen).
+    viewer.window.resize(*_WINDOW_SIZE)
     layers = viewer.open_sample(PLUGIN, SAMPLE_KEY)
     if not args.no_widgets:
         dock_plugin_widgets(viewer)
     setup_view(viewer, layers[0])
 
     if args.screenshot is None:
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: _fit_view(viewer))  # once the window is laid out
         napari.run()
         return 0
     result = {"ok": False}
