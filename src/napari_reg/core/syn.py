@@ -64,7 +64,7 @@ def register_syn(
     sigmas_mm: Sequence[float] | None = None,
     iterations: int | Sequence[int] = (60, 40, 20),
     step_voxels: float = 0.25,
-    update_sigma_voxels: float = 2.0,
+    update_sigma_voxels: float = 3.0,
     field_sigma_voxels: float = 0.5,
     convergence_window: int = 10,
     convergence_tolerance: float = 1e-4,

@@ -1,0 +1,172 @@
+"""Deformable registration loops (core/deformable.py, core/syn.py) on analytic phantoms:
+recovery of a known smooth deformation after a known linear part, gradients against
+finite differences, diffeomorphism and inverse consistency of the SVF model, progress
+events, cancellation, and clear errors for bad input."""
+
+import numpy as np
+import pytest
+
+from napari_reg.core.deformable import (
+    DeformableError,
+    bspline_objective,
+    register_bspline,
+    register_syn,
+)
+from napari_reg.core.image import Volume, apply_affine
+from napari_reg.core.metrics import make_metric
+from napari_reg.core.optimize import Cancelled, CancelToken
+from napari_reg.core.transforms.bspline import BSplineTransform
+
+SHAPE, SPACING = (32, 32, 32), 2.0
+RNG = np.random.default_rng(7)
+CENTRES = RNG.uniform(-24, 24, (45, 3))
+WIDTHS = RNG.uniform(2.5, 5.0, 45)
+HEIGHTS = RNG.uniform(0.5, 1.5, 45)
+LINEAR = np.array([[1.03, 0.02, 0.0, 1.5], [-0.02, 0.98, 0.01, -2.0],
+                   [0.0, -0.01, 1.01, 1.0], [0, 0, 0, 1.0]])  # fixed -> moving
+
+
+def phantom(x):
+    """Smooth blobs, a function of world mm."""
+    r2 = ((x[..., None, :] - CENTRES) ** 2).sum(-1)
+    return (HEIGHTS * np.exp(-r2 / (2 * WIDTHS**2))).sum(-1)
+
+
+def true_displacement(x, amp=3.0):
+    """A smooth deformation of the fixed space (mm); |du/dx| < 0.35 so it is invertible."""
+    k = 2 * np.pi / 64.0
+    return amp * np.stack([np.sin(k * x[..., 1]) * np.cos(k * x[..., 2] / 2),
+                           np.sin(k * x[..., 2]) * np.cos(k * x[..., 0] / 2),
+                           np.sin(k * x[..., 0]) * np.cos(k * x[..., 1] / 2)], -1)
+
+
+def true_map(x):
+    return apply_affine(LINEAR, x + true_displacement(x))
+
+
+def make_pair():
+    aff = np.diag([SPACING] * 3 + [1.0])
+    aff[:3, 3] = -SPACING * (np.array(SHAPE) - 1) / 2
+    fixed = Volume(phantom(Volume(np.zeros(SHAPE), aff).world_grid()).astype(np.float32), aff,
+                   "fixed")
+    # moving(y) = f(T^-1(y)) exactly: undo the linear part, then invert x + u(x) = z
+    z = apply_affine(np.linalg.inv(LINEAR), fixed.world_grid())
+    x = z.copy()
+    for _ in range(40):
+        x = z - true_displacement(x)
+    moving = Volume(phantom(x).astype(np.float32), aff, "moving")
+    return fixed, moving
+
+
+FIXED, MOVING = make_pair()
+POINTS = FIXED.world_grid()[6:-6, 6:-6, 6:-6].reshape(-1, 3)  # away from the borders
+TRUE = true_map(POINTS)
+
+
+def mean_error(transform):
+    return float(np.linalg.norm(transform.transform_points(POINTS) - TRUE, axis=1).mean())
+
+
+def test_bspline_recovers_a_known_smooth_deformation():
+    start = mean_error(_Linear())
+    result = register_bspline(FIXED, MOVING, LINEAR, grid_spacing_mm=10.0, metric="ncc",
+                              levels=2, iterations=40, samples=8000)
+    err = mean_error(result.transform)
+    assert err < 0.2 * start and err < 0.5, (start, err)
+    assert [lv.stage_name for lv in result.levels] == ["bspline", "bspline"]
+    assert all(len(lv.costs) > 0 for lv in result.levels)
+    assert result.levels[-1].costs[-1] < result.levels[-1].costs[0]
+    # the saved field is the whole fixed->moving map, linear part included
+    field = result.displacement_field()
+    np.testing.assert_allclose(field.transform_points(POINTS),
+                               result.transform.transform_points(POINTS), atol=1e-3)
+
+
+def test_syn_recovers_diffeomorphic_and_inverse_consistent():
+    start = mean_error(_Linear())
+    result = register_syn(FIXED, MOVING, LINEAR, levels=2, iterations=(40, 30), radius=2)
+    err = mean_error(result.transform)
+    assert err < 0.25 * start and err < 0.6, (start, err)
+    field = result.displacement_field()
+    assert field.folding_fraction() == 0.0
+    svf = result.deformation
+    forward, backward = svf.exp(), svf.inverse().exp()
+    for a, b in ((forward, backward), (backward, forward)):
+        assert np.abs(b.transform_points(a.transform_points(POINTS)) - POINTS).max() < 0.1 * SPACING
+    np.testing.assert_allclose(field.transform_points(POINTS),
+                               result.transform.transform_points(POINTS), atol=1e-3)
+
+
+@pytest.mark.parametrize("metric", ["ssd", "mi", "ncc"])
+def test_bspline_objective_gradient_against_finite_differences(metric):
+    ffd = BSplineTransform.over_volume(FIXED, 16.0)
+    rng = np.random.default_rng(1)
+    ffd.parameters = rng.standard_normal(ffd.n_parameters) * 0.7
+    points = POINTS[rng.choice(len(POINTS), 3000, replace=False)]
+    fvals = phantom(points)
+    m = make_metric(metric)
+    m.setup(FIXED.data, MOVING.data)
+    objective = bspline_objective(ffd, m, MOVING, LINEAR, points, fvals, bending_weight=0.5)
+    p0 = ffd.parameters
+    _, grad = objective(p0)
+    for k in np.argsort(-np.abs(grad))[:6]:
+        p = p0.copy()
+        p[k] += 1e-5
+        plus = objective(p)[0]
+        p[k] -= 2e-5
+        minus = objective(p)[0]
+        fd = (plus - minus) / 2e-5
+        assert fd == pytest.approx(grad[k], rel=2e-2), (k, fd, grad[k])
+
+
+@pytest.mark.parametrize("which", ["bspline", "syn"])
+def test_progress_events_and_cancellation(which):
+    events = []
+    run = register_bspline if which == "bspline" else register_syn
+    kwargs = dict(levels=2, iterations=3, stage=2)
+    if which == "bspline":
+        kwargs.update(grid_spacing_mm=16.0, samples=2000)
+    result = run(FIXED, MOVING, LINEAR, callback=events.append, **kwargs)
+    iterations = [e for e in events if e.kind == "iteration"]
+    assert {e.stage_name for e in events} == {which} and {e.stage for e in events} == {2}
+    assert [e.kind for e in events][:1] == ["level_start"] and events[-1].kind == "level_end"
+    assert [e.total_iterations for e in iterations] == list(range(1, len(iterations) + 1))
+    assert len(iterations) == sum(len(lv.costs) for lv in result.levels)
+    # the last event's transform is the current whole fixed->moving map
+    np.testing.assert_allclose(events[-1].transform.transform_points(POINTS[:50]),
+                               result.transform.transform_points(POINTS[:50]), atol=1e-4)
+
+    token = CancelToken()
+    seen = []
+
+    def cancel_at_first(event):
+        seen.append(event.kind)
+        if event.kind == "iteration":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run(FIXED, MOVING, LINEAR, callback=cancel_at_first, cancel=token, **kwargs)
+    assert seen.count("iteration") == 1  # nothing ran after the cancel
+
+
+def test_bad_input_is_rejected_clearly():
+    with pytest.raises(DeformableError, match="smaller than a voxel"):
+        register_bspline(FIXED, MOVING, grid_spacing_mm=0.5)
+    flat = Volume(np.zeros((8, 8), np.float32), np.eye(3))
+    with pytest.raises(DeformableError, match="2D"):
+        register_syn(FIXED, flat)
+    with pytest.raises(DeformableError, match="singular"):
+        register_syn(FIXED, MOVING, np.diag([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(DeformableError, match="step_voxels"):
+        register_syn(FIXED, MOVING, step_voxels=-1.0)
+    far = np.eye(4)
+    far[:3, 3] = 500.0
+    with pytest.raises(DeformableError, match="overlap"):
+        register_bspline(FIXED, MOVING, far, grid_spacing_mm=16.0)
+
+
+class _Linear:
+    """The linear part alone (the starting point of both deformable stages)."""
+
+    def transform_points(self, x):
+        return apply_affine(LINEAR, x)
