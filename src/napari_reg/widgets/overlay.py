@@ -9,12 +9,14 @@ Speed: during a run the warp goes to a coarser copy of the fixed grid (at most
 ``max_voxels`` voxels, ~1 M by default, about 30 ms for a linear map) computed on a
 single background thread; the GUI thread only swaps the finished array in (``poll``).
 The layer's affine is the coarse grid's voxel->world affine, so it lines up with the
-fixed image. When the run ends, :meth:`LiveOverlay.finish` replaces it with the
-full-resolution warp on the fixed grid.
+fixed image. When the run ends, :meth:`LiveOverlay.show_final` swaps in the
+full-resolution warp on the fixed grid, computed by the worker thread right after the
+optimiser (:func:`warp_volume`), so the GUI thread never warps a whole volume.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +26,7 @@ from scipy import ndimage
 from ..core.image import Volume
 from ..core.transforms.base import Transform
 
-__all__ = ["coarse_grid", "warp_to_grid", "LiveOverlay"]
+__all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay"]
 
 
 def coarse_grid(reference: Volume, max_voxels: int = 1_000_000) -> tuple[tuple[int, ...],
@@ -70,9 +72,8 @@ def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
         # would fall "outside" and show as the fill value along the edges.
         nearest = np.round(m)
         m = np.where(np.abs(m - nearest) < 1e-9, nearest, m)
-        data = moving.data
-        if data.dtype not in (np.float32, np.float64):
-            data = data.astype(np.float32)
+        # integer inputs work with a float32 output: no per-frame conversion copy
+        data = moving.data if moving.data.dtype != bool else moving.data.view(np.uint8)
         return ndimage.affine_transform(data, m[:d, :d], offset=m[:d, d], output_shape=shape,
                                         order=order, mode="constant", cval=0.0,
                                         output=np.float32, prefilter=False)
@@ -83,6 +84,22 @@ def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
     return np.asarray(out.data, dtype=np.float32)
 
 
+def _timed_warp(moving: Volume, transform: Transform, shape: tuple[int, ...],
+                grid_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    start = time.perf_counter()
+    data = warp_to_grid(moving, transform, shape, grid_affine)
+    return data, grid_affine, time.perf_counter() - start
+
+
+def warp_volume(moving: Volume, fixed: Volume, transform: Transform) -> Volume:
+    """The full-resolution warped image ``moving(T(x))`` on the fixed grid (float32).
+
+    Safe to call on a worker thread (numpy/scipy only).
+    """
+    data = warp_to_grid(moving, transform, fixed.shape, fixed.affine)
+    return Volume(data, fixed.affine.copy(), f"{moving.name} warped")
+
+
 class LiveOverlay:
     """An Image layer showing the moving image warped by the latest transform.
 
@@ -90,15 +107,22 @@ class LiveOverlay:
     thread; the warp itself runs on a private single worker thread (scipy releases the
     GIL), and only the newest requested transform is ever computed, so a slow machine
     drops intermediate frames instead of queueing them.
+
+    Adaptive resolution: when a warp takes longer than ``target_seconds`` (the optimiser
+    shares the CPU), the coarse grid shrinks (never below ``min_voxels``) so the overlay
+    keeps about ``1 / target_seconds`` updates per second rather than lagging.
     """
 
     def __init__(self, viewer: Any, fixed: Volume, moving: Volume, name: str = "warped (live)",
-                 max_voxels: int = 1_000_000, layer_kwargs: dict | None = None):
+                 max_voxels: int = 1_000_000, layer_kwargs: dict | None = None,
+                 target_seconds: float = 0.07, min_voxels: int = 150_000):
         self.viewer = viewer
         self.fixed = fixed
         self.moving = moving
         self.name = name
         self.shape, self.grid_affine = coarse_grid(fixed, max_voxels)
+        self.target_seconds = target_seconds
+        self.min_voxels = min(min_voxels, max_voxels)
         self._layer_kwargs = dict(layer_kwargs or {})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-reg-warp")
         self._pending: Future | None = None
@@ -117,7 +141,7 @@ class LiveOverlay:
         transform, self._latest = self._latest, None
         if transform is None:
             return
-        self._pending = self._executor.submit(warp_to_grid, self.moving, transform, self.shape,
+        self._pending = self._executor.submit(_timed_warp, self.moving, transform, self.shape,
                                               self.grid_affine)
 
     def poll(self) -> bool:
@@ -125,8 +149,12 @@ class LiveOverlay:
         if self._pending is None or not self._pending.done():
             return False
         future, self._pending = self._pending, None
-        data = future.result()  # re-raises a failed warp on the GUI thread
-        self._show(data, self.grid_affine)
+        data, affine, seconds = future.result()  # re-raises a failed warp here
+        self._show(data, affine)
+        n = int(np.prod(self.shape))
+        if seconds > self.target_seconds and n > self.min_voxels:
+            budget = max(self.min_voxels, int(n * 0.8 * self.target_seconds / seconds))
+            self.shape, self.grid_affine = coarse_grid(self.fixed, budget)
         self._submit()  # start the next one at once if a newer transform is waiting
         return True
 
@@ -147,18 +175,17 @@ class LiveOverlay:
                 layer.data = data
         self.n_updates += 1
 
-    def finish(self, transform: Transform) -> Volume:
-        """Replace the coarse overlay with the full-resolution warp on the fixed grid.
+    def show_final(self, warped: Volume) -> None:
+        """Replace the coarse overlay with the full-resolution warp (fixed grid, fixed affine).
 
-        Returns the warped Volume (fixed grid, fixed affine) for export.
+        ``warped`` is computed off the GUI thread (see :func:`warp_volume`); only the swap
+        happens here, so the viewer does not freeze on a large image.
         """
         self._latest = None
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        data = warp_to_grid(self.moving, transform, self.fixed.shape, self.fixed.affine)
-        self._show(data, self.fixed.affine)
-        return Volume(data, self.fixed.affine.copy(), f"{self.moving.name} warped")
+        self._show(np.asarray(warped.data, dtype=np.float32), warped.affine)
 
     def close(self) -> None:
         """Stop the background thread (pending work is dropped)."""

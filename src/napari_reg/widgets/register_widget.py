@@ -28,12 +28,14 @@ from napari.layers import Points
 from napari.utils.notifications import show_error, show_info
 from superqt import QCollapsible
 
+from ..core.events import RegistrationResult
+from ..core.image import Volume
 from ..core.register import PRESETS, register
 from ._layer_volumes import layer_volume, manual_initial, points_world, source_path
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._worker import JobPoller, RegistrationJob
 from .cost_plot import CostPlotPanel
-from .overlay import LiveOverlay
+from .overlay import LiveOverlay, warp_volume
 
 __all__ = ["RegisterWidget", "METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME"]
 
@@ -61,6 +63,19 @@ def _int_list(text: str, what: str) -> int | list[int]:
 
 def _as_text(value: Any) -> str:
     return ", ".join(str(v) for v in np.atleast_1d(value))
+
+
+def _register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], *,
+                       callback: Any, cancel: Any) -> tuple[RegistrationResult, Volume]:
+    """Worker-thread body: ``register()`` then the full-resolution warp on the fixed grid.
+
+    The warp of a 1 mm brain takes a few hundred ms; doing it here keeps the GUI
+    thread free. Returns ``(result, warped)``; ``result.transform`` maps fixed world RAS
+    mm -> moving world RAS mm.
+    """
+    result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
+    cancel.raise_if_cancelled()
+    return result, warp_volume(moving, fixed, result.transform)
 
 
 class RegisterWidget(Container):
@@ -205,7 +220,8 @@ class RegisterWidget(Container):
         self._run_inputs = (fixed_layer, moving_layer)
         self._run_settings = kwargs
         self._run_volumes = (fixed, moving)
-        self._job = RegistrationJob(functools.partial(register, fixed, moving, **kwargs))
+        self._job = RegistrationJob(functools.partial(_register_and_warp, fixed, moving,
+                                                      kwargs))
         self._poller = JobPoller(self._job)
         self._poller.progress.connect(self._on_progress)
         self._poller.tick.connect(self._on_tick)
@@ -314,14 +330,14 @@ class RegisterWidget(Container):
                 overlay.close()
 
     def _keep_result(self, job: RegistrationJob, overlay: LiveOverlay | None) -> None:
-        result = job.result
+        result, warped = job.result
         fixed, moving = self._run_volumes
         fixed_layer, moving_layer = self._run_inputs
         if overlay is None:
             overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
                                   layer_kwargs=self._warped_style(moving_layer))
             overlay.layer = self._existing_live_layer()
-        warped = overlay.finish(result.transform)
+        overlay.show_final(warped)
         self._session.warped_layer = overlay.layer
         self._show_after(self.after.value)
         seconds = job.ended_at - job.started_at
