@@ -89,7 +89,7 @@ def load_volume_from(data: np.ndarray):
     return Volume(data, np.diag([1.0, 1.1, 1.3, 1.0]), "v")
 
 
-@pytest.mark.parametrize("name", ["anatomical.nii", "oblique", "tiny.mnc"])
+@pytest.mark.parametrize("name", ["anatomical.nii", "oblique", "tiny.mnc", "example4d.nii.gz"])
 def test_read_write_read_round_trip(tmp_path, nibabel_data, oblique_file, name):
     source = oblique_file[0] if name == "oblique" else nibabel_data / name
     (layer,) = open_layers(source)
@@ -212,3 +212,15 @@ def test_layer_world_affine_matches_napari_composition():
                                    atol=1e-9)
     data, meta, _ = layer.as_layer_data_tuple()
     np.testing.assert_allclose(volume_from_layer_data(data, meta).affine, matrix, atol=1e-12)
+
+
+def test_writer_refuses_what_nifti_cannot_hold(tmp_path):
+    mixed = np.eye(5)
+    mixed[1, 0] = 0.5  # the volume axis leans into x: not a stack of volumes on one grid
+    layer = Layer.create(np.zeros((2, 3, 4, 5), np.float32), {"affine": mixed}, "image")
+    with pytest.raises(ValueError, match="rotated into space"):
+        _writer.write_image(str(tmp_path / "s.nii.gz"), *layer.as_layer_data_tuple()[:2])
+    layer = Layer.create(np.zeros((3, 4, 5)), {}, "image")
+    with pytest.raises(ValueError, match=r"\.nii"):
+        save_volume(volume_from_layer(layer), tmp_path / "x.tif")
+    assert not list(tmp_path.iterdir())

@@ -31,6 +31,7 @@ __all__ = [
     "SPATIAL_AXIS_LABELS",
     "is_label_map",
     "layer_world_affine",
+    "stack_from_layer_data",
     "stack_to_layer_data",
     "state_world_affine",
     "volume_from_layer",
@@ -186,6 +187,27 @@ def layer_world_affine(layer) -> np.ndarray:
         rotate=layer.rotate,
         shear=layer.shear,
     )
+
+
+def stack_from_layer_data(data: Any, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(array (X, Y, Z, N), spatial affine 4x4)`` of a 4D stack layer's data and state.
+
+    The inverse of :func:`stack_to_layer_data`: the first (volume) axis goes back behind
+    the spatial ones. The layer's full data->world matrix must not mix the volume axis
+    with space (true for what the reader produced, whatever scale the user gives it).
+    """
+    array = np.asarray(data[0] if isinstance(data, list | tuple) else data)
+    name = str(meta.get("name", "") or "")
+    if array.ndim != 4:
+        raise VolumeError(f"layer '{name}' is not a 4D stack (shape {array.shape})")
+    matrix = state_world_affine(4, meta.get("affine"), meta.get("scale"),
+                                meta.get("translate"), meta.get("rotate"), meta.get("shear"))
+    if np.any(np.abs(matrix[1:4, 0]) > 1e-9) or np.any(np.abs(matrix[0, 1:4]) > 1e-9):
+        raise VolumeError(
+            f"layer '{name}': its first axis is rotated into space, so it is not a stack of "
+            "volumes on one grid; cannot save it as NIfTI"
+        )
+    return np.moveaxis(array, 0, 3), matrix[1:, 1:]
 
 
 def volume_from_layer_data(data: Any, meta: dict) -> Volume:

@@ -35,6 +35,7 @@ __all__ = [
     "load_volume_stack",
     "read_image_array",
     "save_volume",
+    "save_volume_stack",
     "volume_name",
 ]
 
@@ -273,11 +274,6 @@ def save_volume(
     a nibabel header whose descriptive fields (units, intent, description) are kept;
     shape, type and geometry always come from ``volume``. Returns the written path.
     """
-    path = Path(path)
-    if not os.fspath(path).lower().endswith(_WRITE_EXTENSIONS):
-        raise VolumeWriteError(
-            f"{path}: volumes are written as NIfTI; use a .nii or .nii.gz file name"
-        )
     data = np.asarray(volume.data)
     affine = np.asarray(volume.affine, dtype=np.float64)
     if data.ndim == 2:  # a 2D image is stored as one slice of a 3D NIfTI
@@ -287,12 +283,42 @@ def save_volume(
         affine, data = affine3, data[:, :, None]
     if header is None:
         header = volume.metadata.get("header") if isinstance(volume.metadata, dict) else None
-    out_dtype = _output_dtype(data, dtype)
+    return _write_nifti(data, affine, path, dtype, header)
 
+
+def save_volume_stack(
+    data: np.ndarray,
+    affine: np.ndarray,
+    path: str | os.PathLike,
+    dtype: np.dtype | str | type | None = None,
+    header=None,
+) -> Path:
+    """Write a stack ``(X, Y, Z, N)`` (or one volume ``(X, Y, Z)``) as NIfTI-1, atomically.
+
+    ``affine`` is the 4x4 voxel->world (RAS mm) matrix of the spatial axes; the rest is
+    as in :func:`save_volume`. The inverse of :func:`load_volume_stack`.
+    """
+    data = np.asarray(data)
+    affine = np.asarray(affine, dtype=np.float64)
+    if data.ndim not in (3, 4) or affine.shape != (4, 4):
+        raise VolumeWriteError(
+            f"{path}: expected a 3D volume or a 4D stack with a 4x4 affine, got data shape "
+            f"{data.shape} and affine shape {affine.shape}"
+        )
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeWriteError(f"{path}: the voxel-to-world affine is not invertible")
+    return _write_nifti(data, affine, path, dtype, header)
+
+
+def _write_nifti(data: np.ndarray, affine: np.ndarray, path, dtype, header) -> Path:
+    path = Path(path)
+    if not os.fspath(path).lower().endswith(_WRITE_EXTENSIONS):
+        raise VolumeWriteError(
+            f"{path}: volumes are written as NIfTI; use a .nii or .nii.gz file name"
+        )
+    out_dtype = _output_dtype(data, dtype)
     new_header = nib.Nifti1Header()
-    if isinstance(header, nib.Nifti1Header):
-        new_header = nib.Nifti1Header.from_header(header)
-    elif header is not None:
+    if header is not None:
         try:
             new_header = nib.Nifti1Header.from_header(header)
         except Exception:  # a foreign header (MINC, MGH) with nothing to convert
@@ -313,4 +339,3 @@ def save_volume(
     except OSError as exc:
         raise VolumeWriteError(f"{path}: cannot write the volume ({exc})") from exc
     return path
-
