@@ -31,6 +31,7 @@ imported gets its error in its row, never a number.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -198,6 +199,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=20261124, help="RNG seed of the pairs")
     p.add_argument("--out", type=Path, default=None, help="markdown output file")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only re-render the markdown of an earlier run from its .json (no registration)",
+    )
     args = p.parse_args(argv)
     if args.pairs is None:
         args.pairs = 1 if args.quick else 2
@@ -220,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     from report import render_markdown  # local module, see report.py
 
     args = parse_args(argv)
+    if args.render is not None:
+        raw = json.loads(args.render.read_text())
+        run_args = raw["args"]
+        if isinstance(run_args.get("tools"), str):  # older files stored str(list)
+            run_args["tools"] = ast.literal_eval(run_args["tools"])
+        out = args.out or args.render.with_suffix(".md")
+        out.write_text(render_markdown(raw["runs"], raw["machine"], run_args))
+        print(f"wrote {out}")
+        return 0
     peers.set_threads()
     info = machine_info()
     print(f"# affine benchmark {info['date']} on {info['nproc']} x {info['cpu']}", flush=True)
@@ -263,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / "results" / f"affine_{dt.date.today().isoformat()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    raw = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "runs": records}
+    raw = {"machine": info, "args": vars(args), "runs": records}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     print(f"wrote {out} and {out.with_suffix('.json').name}")
     return 0

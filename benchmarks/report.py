@@ -52,8 +52,10 @@ def summarise(records: list[dict]) -> list[dict]:
                 row["tre_mm"] = sum(r["tre_mm"] for r in ok) / len(ok)
                 row["tre_range"] = (min(r["tre_mm"] for r in ok), max(r["tre_mm"] for r in ok))
                 t_ratio = _ratios(sub, tool, REF_TIME, "time_s")
+                c_ratio = _ratios(sub, tool, REF_TIME, "cpu_s")
                 e_ratio = _ratios(sub, tool, REF_TRE, "tre_mm")
                 row["time_vs_ref"] = median(t_ratio) if t_ratio else None
+                row["cpu_vs_ref"] = median(c_ratio) if c_ratio else None
                 row["tre_vs_ref"] = median(e_ratio) if e_ratio else None
             errors = [r["error"] for r in runs if "error" in r]
             if errors:
@@ -86,8 +88,8 @@ def render_markdown(records: list[dict], info: dict, args: dict) -> str:
         "## Summary (per modality; medians over pairs, TRE = mean over pairs)",
         "",
         f"| modality | tool | ok/runs | time s (range) | time / {REF_TIME} | CPU s | "
-        f"peak RSS MiB (delta) | TRE mm (range) | TRE / {REF_TRE} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"CPU / {REF_TIME} | peak RSS MiB (delta) | TRE mm (range) | TRE / {REF_TRE} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(records):
         if row["n"]:
@@ -95,14 +97,15 @@ def render_markdown(records: list[dict], info: dict, args: dict) -> str:
             lines.append(
                 f"| {row['modality']} | {row['tool']} | {row['n']}/{row['n_runs']} | "
                 f"{row['time_s']:.1f} ({tr[0]:.1f}-{tr[1]:.1f}) | "
-                f"{_f(row['time_vs_ref'], '.2f')} | {row['cpu_s']:.1f} | {row['peak_rss_mib']:.0f} "
+                f"{_f(row['time_vs_ref'], '.2f')} | {row['cpu_s']:.1f} | "
+                f"{_f(row['cpu_vs_ref'], '.2f')} | {row['peak_rss_mib']:.0f} "
                 f"({row['delta_rss_mib']:.0f}) | {row['tre_mm']:.3f} ({er[0]:.3f}-{er[1]:.3f}) | "
                 f"{_f(row['tre_vs_ref'], '.2f')} |"
             )
         else:
             lines.append(
                 f"| {row['modality']} | {row['tool']} | 0/{row['n_runs']} | "
-                f"{row.get('error', 'no run')} | - | - | - | - | - |"
+                f"{row.get('error', 'no run')} | - | - | - | - | - | - |"
             )
     lines += [
         "",
