@@ -235,6 +235,9 @@ def test_error_paths_become_notifications(make_napari_viewer, qtbot, pair_files,
     reg.iterations.value = "forty"
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     assert "Iterations" in notes["error"][-1] and not reg.running
+    reg.iterations.value = "40, 20, 10"  # three values for two levels
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    assert "3 values for 2 levels" in notes["error"][-1] and not reg.running
 
     # a failing core run: a fixed image with no contrast
     session = get_session(viewer)
@@ -308,7 +311,20 @@ def test_panels_docked_from_the_manifest_work_together(make_napari_viewer, qtbot
     qtbot.mouseClick(load.open_fixed.native, Qt.LeftButton)
     qtbot.mouseClick(load.open_moving.native, Qt.LeftButton)
     assert "->" in reg.roles.value
-    reg.levels.value, reg.iterations.value = 1, "5"
+    reg.levels.value, reg.iterations.value, reg.samples.value = 1, "5", "2000"
     _run_to_end(reg, qtbot)
     assert not notes["error"], notes["error"]
     assert "cost" in export.summary.value  # the export panel saw the result
+
+
+def test_closing_the_panel_mid_run_stops_the_worker(make_napari_viewer, qtbot, pair_files,
+                                                    reg_plugin, notes, slow_core):
+    viewer = make_napari_viewer()
+    _, reg, _ = _panels(viewer, pair_files, qtbot)
+    reg.iterations.value = "400, 200"
+    job = reg.run()
+    qtbot.waitUntil(lambda: job.n_events > 2, timeout=20_000)
+    reg.native.close()
+    reg.native.deleteLater()
+    qtbot.waitUntil(lambda: not job.running, timeout=2000)
+    assert job.cancelled

@@ -132,6 +132,10 @@ class JobPoller(QObject):
         self.job.start()
         self._timer.start()
 
+    def stop(self) -> None:
+        """Stop polling (the job itself is cancelled separately)."""
+        self._timer.stop()
+
     def _tick(self) -> None:
         ended = not self.job.running  # read before draining so no late event is lost
         events = self.job.drain()

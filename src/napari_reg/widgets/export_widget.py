@@ -63,7 +63,15 @@ class ExportWidget(Container):
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
             ev.connect(self.reset_choices)
+        self.native.destroyed.connect(self._shutdown)
         self._on_result(self._session.outcome)
+
+    def _shutdown(self, *_args: Any) -> None:
+        """The panel is going away: stop listening to the session and the viewer."""
+        self._session.result_changed.disconnect(self._on_result)
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed):
+            ev.disconnect(self.reset_choices)
 
     def _layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers

@@ -68,7 +68,14 @@ class LoadWidget(Container):
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh)
+        self.native.destroyed.connect(self._shutdown)
         self._guess_roles()
+
+    def _shutdown(self, *_args: Any) -> None:
+        """The panel is going away: stop listening to the viewer."""
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed, events.reordered):
+            ev.disconnect(self._refresh)
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:

@@ -136,6 +136,21 @@ class RegisterWidget(Container):
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
+        self.native.destroyed.connect(self._shutdown)
+
+    def _shutdown(self, *_args: Any) -> None:
+        """The panel is going away (viewer closed): stop the run and its timers."""
+        if self._job is not None:
+            self._job.cancel()
+        if self._poller is not None:
+            self._poller.stop()
+        if self._overlay is not None:
+            self._overlay.close()
+        self._session.running = False
+        self._session.roles_changed.disconnect(self._on_roles)
+        events = self._viewer.layers.events
+        events.inserted.disconnect(self.reset_choices)
+        events.removed.disconnect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ settings
     def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -170,6 +185,11 @@ class RegisterWidget(Container):
                       iterations=_int_list(self.iterations.value, "Iterations / level"),
                       samples=_int_list(self.samples.value, "Samples / level"),
                       seed=int(self.seed.value))
+        for key, label in (("iterations", "Iterations / level"), ("samples", "Samples / level")):
+            n = np.size(kwargs[key])
+            if n not in (1, kwargs["levels"]):
+                raise ValueError(f"{label}: {n} values for {kwargs['levels']} levels; give one "
+                                 "value per level (coarse to fine) or a single value")
         return kwargs
 
     # ------------------------------------------------------------------ run
