@@ -144,7 +144,7 @@ def run_job(
         save_volume(warped, staging / OUTPUT_NAMES["warped"])
         with atomic_path(staging / OUTPUT_NAMES["record"]) as tmp:
             tmp.write_text(json.dumps(record, indent=2))
-        for key, target in targets.items():
+        for target in targets.values():
             os.replace(staging / target.name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
