@@ -26,6 +26,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Points
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
 from ..core.events import RegistrationResult
@@ -117,6 +118,8 @@ class RegisterWidget(Container):
         self.extend([self.live, self.run_button, self.stop_button, self.progress, self.status,
                      self.after])
 
+        # Changing text must not re-layout the whole main window ~25 times a second.
+        self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.preset.changed.connect(self._apply_preset)
         self.init.changed.connect(self._on_init)
         self.run_button.clicked.connect(self.run)
