@@ -298,6 +298,16 @@ def test_manual_alignment_and_landmark_settings(make_napari_viewer, qtbot, pair_
     _run_to_end(reg, qtbot)
     assert session.outcome.result.parameters["init"] == "landmarks"
     assert not notes["error"][1:], notes["error"]
+    # with an ``id`` feature the pairs are explicit: order and extra points do not matter
+    ids = np.arange(1, len(fixed_pts) + 1)
+    viewer.layers["fixed landmarks"].data = fixed_pts[::-1]
+    viewer.layers["fixed landmarks"].features = {"id": ids[::-1]}
+    viewer.layers["moving landmarks"].data = np.vstack([moving_pts, [[0.0, 0.0, 0.0]]])
+    viewer.layers["moving landmarks"].features = {"id": np.r_[ids, 99]}
+    f_pairs, m_pairs = reg._landmarks()
+    assert len(f_pairs) == len(fixed_pts)
+    truth = np.loadtxt(DATA / "ground_truth_fixed_to_moving.txt")  # moving = T(fixed) per id
+    np.testing.assert_allclose(f_pairs @ truth[:3, :3].T + truth[:3, 3], m_pairs, atol=1e-3)
 
 
 def test_panels_docked_from_the_manifest_work_together(make_napari_viewer, qtbot, pair_files,

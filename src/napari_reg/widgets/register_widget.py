@@ -62,6 +62,14 @@ def _int_list(text: str, what: str) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
+def _ids(layer: Any) -> list | None:
+    """The layer's landmark ids (``id`` feature), or None when it has none."""
+    features = getattr(layer, "features", None)
+    if features is None or "id" not in getattr(features, "columns", ()):
+        return None
+    return list(features["id"])
+
+
 def _as_text(value: Any) -> str:
     return ", ".join(str(v) for v in np.atleast_1d(value))
 
@@ -263,10 +271,22 @@ class RegisterWidget(Container):
             self.status.value = "Stopping..."
 
     def _landmarks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Paired world points (fixed, moving): by the ``id`` feature when both layers have
+        one (explicit pairs), else by order."""
         f_layer, m_layer = self.fixed_points.value, self.moving_points.value
         if f_layer is None or m_layer is None:
             raise ValueError("Landmark initialisation needs a fixed and a moving Points layer.")
         f_pts, m_pts = points_world(f_layer), points_world(m_layer)
+        f_ids, m_ids = _ids(f_layer), _ids(m_layer)
+        if f_ids is not None and m_ids is not None:
+            common = [i for i in f_ids if i in set(m_ids)]
+            if len(common) < 3:
+                raise ValueError(f"Only {len(common)} landmark ids appear in both "
+                                 f"'{f_layer.name}' and '{m_layer.name}'; at least 3 pairs "
+                                 "are needed.")
+            f_index = {v: k for k, v in enumerate(f_ids)}
+            m_index = {v: k for k, v in enumerate(m_ids)}
+            return (f_pts[[f_index[i] for i in common]], m_pts[[m_index[i] for i in common]])
         if len(f_pts) != len(m_pts):
             raise ValueError(f"Landmarks are paired by order: '{f_layer.name}' has "
                              f"{len(f_pts)} points but '{m_layer.name}' has {len(m_pts)}.")
