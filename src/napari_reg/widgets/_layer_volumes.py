@@ -17,8 +17,8 @@ import numpy as np
 from ..core.image import Volume, apply_affine
 from ..layers import layer_world_affine, volume_from_layer
 
-__all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "points_world",
-           "source_path"]
+__all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "paired_landmarks",
+           "points_world", "source_path"]
 
 
 def layer_affine(layer: Any) -> np.ndarray:
@@ -81,3 +81,36 @@ def points_world(layer: Any) -> np.ndarray:
     if data.size == 0:
         return data.reshape(0, layer.ndim)
     return apply_affine(layer_affine(layer), data)
+
+
+def _ids(layer: Any) -> list | None:
+    """The layer's landmark ids (``id`` feature), or None when it has none."""
+    features = getattr(layer, "features", None)
+    if features is None or "id" not in getattr(features, "columns", ()):
+        return None
+    return list(features["id"])
+
+
+def paired_landmarks(fixed_layer: Any, moving_layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Paired world points ``(fixed (N, d), moving (N, d))`` in RAS mm from two Points layers.
+
+    Pairs are explicit when both layers have an ``id`` feature (order and unpaired extra
+    points do not matter), else by order (then the counts must match).
+    """
+    if fixed_layer is None or moving_layer is None:
+        raise ValueError("Landmark initialisation needs a fixed and a moving Points layer.")
+    f_pts, m_pts = points_world(fixed_layer), points_world(moving_layer)
+    f_ids, m_ids = _ids(fixed_layer), _ids(moving_layer)
+    if f_ids is not None and m_ids is not None:
+        m_index = {v: k for k, v in enumerate(m_ids)}
+        common = [(k, m_index[i]) for k, i in enumerate(f_ids) if i in m_index]
+        if len(common) < 3:
+            raise ValueError(f"Only {len(common)} landmark ids appear in both "
+                             f"'{fixed_layer.name}' and '{moving_layer.name}'; at least 3 "
+                             "pairs are needed.")
+        f_rows, m_rows = (list(rows) for rows in zip(*common, strict=True))
+        return f_pts[f_rows], m_pts[m_rows]
+    if len(f_pts) != len(m_pts):
+        raise ValueError(f"Landmarks are paired by order: '{fixed_layer.name}' has "
+                         f"{len(f_pts)} points but '{moving_layer.name}' has {len(m_pts)}.")
+    return f_pts, m_pts

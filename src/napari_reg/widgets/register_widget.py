@@ -32,7 +32,7 @@ from superqt import QCollapsible
 from ..core.events import RegistrationResult
 from ..core.image import Volume
 from ..core.register import PRESETS, register
-from ._layer_volumes import layer_volume, manual_initial, points_world, source_path
+from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._worker import JobPoller, RegistrationJob
 from .cost_plot import CostPlotPanel
@@ -60,14 +60,6 @@ def _int_list(text: str, what: str) -> int | list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"{what}: expected positive whole numbers, got '{text}'")
     return values[0] if len(values) == 1 else values
-
-
-def _ids(layer: Any) -> list | None:
-    """The layer's landmark ids (``id`` feature), or None when it has none."""
-    features = getattr(layer, "features", None)
-    if features is None or "id" not in getattr(features, "columns", ()):
-        return None
-    return list(features["id"])
 
 
 def _as_text(value: Any) -> str:
@@ -271,26 +263,7 @@ class RegisterWidget(Container):
             self.status.value = "Stopping..."
 
     def _landmarks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Paired world points (fixed, moving): by the ``id`` feature when both layers have
-        one (explicit pairs), else by order."""
-        f_layer, m_layer = self.fixed_points.value, self.moving_points.value
-        if f_layer is None or m_layer is None:
-            raise ValueError("Landmark initialisation needs a fixed and a moving Points layer.")
-        f_pts, m_pts = points_world(f_layer), points_world(m_layer)
-        f_ids, m_ids = _ids(f_layer), _ids(m_layer)
-        if f_ids is not None and m_ids is not None:
-            common = [i for i in f_ids if i in set(m_ids)]
-            if len(common) < 3:
-                raise ValueError(f"Only {len(common)} landmark ids appear in both "
-                                 f"'{f_layer.name}' and '{m_layer.name}'; at least 3 pairs "
-                                 "are needed.")
-            f_index = {v: k for k, v in enumerate(f_ids)}
-            m_index = {v: k for k, v in enumerate(m_ids)}
-            return (f_pts[[f_index[i] for i in common]], m_pts[[m_index[i] for i in common]])
-        if len(f_pts) != len(m_pts):
-            raise ValueError(f"Landmarks are paired by order: '{f_layer.name}' has "
-                             f"{len(f_pts)} points but '{m_layer.name}' has {len(m_pts)}.")
-        return f_pts, m_pts
+        return paired_landmarks(self.fixed_points.value, self.moving_points.value)
 
     def _warped_style(self, moving_layer: Any) -> dict[str, Any]:
         return {"colormap": "magenta", "blending": "additive",
