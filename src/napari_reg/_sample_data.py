@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_reg.core.image import Volume
+from napari_reg.io.landmarks import read_landmarks
 from napari_reg.io.volumes import load_volume
 from napari_reg.layers import LayerDataTuple, volume_to_layer_data
 
@@ -34,12 +35,6 @@ MOVING_STYLE = {"colormap": "magenta", "blending": "additive", "opacity": 0.6}
 def sample_data_dir() -> Path:
     """Directory holding the shipped sample files."""
     return Path(__file__).resolve().parent / "data"
-
-
-def _read_landmarks(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids (N,) int, points (N, 3) world RAS mm)`` from an ``id,x,y,z`` CSV."""
-    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return table[:, 0].astype(int), table[:, 1:4]
 
 
 @dataclass
@@ -64,10 +59,12 @@ def load_mni_pair(directory: str | Path | None = None) -> SamplePair:
     fixed = load_volume(base / FIXED_FILE)
     moving = load_volume(base / MOVING_FILE)
     fixed.name, moving.name = "fixed (MNI T1)", "moving (T2-like)"
-    ids, fixed_points = _read_landmarks(base / FIXED_LANDMARKS)
-    moving_ids, moving_points = _read_landmarks(base / MOVING_LANDMARKS)
-    if not np.array_equal(ids, moving_ids):
-        raise ValueError(f"{base}: the two landmark files do not list the same ids")
+    pairs = read_landmarks(base / FIXED_LANDMARKS).pair_with(
+        read_landmarks(base / MOVING_LANDMARKS))
+    if pairs.unpaired:
+        raise ValueError(f"{base}: landmarks without a partner: {', '.join(pairs.unpaired)}")
+    ids = np.array([int(i) for i in pairs.ids])
+    fixed_points, moving_points = pairs.fixed, pairs.moving
     truth = np.loadtxt(base / GROUND_TRUTH)
     return SamplePair(fixed, moving, fixed_points, moving_points, ids, truth)
 

@@ -131,11 +131,12 @@ def run_job(
     targets = {key: output_dir / name for key, name in OUTPUT_NAMES.items()}
     _check_outputs(job, targets, overwrite)
     fixed, moving = load_volume(job.fixed), load_volume(job.moving)
-    kwargs = _register_kwargs(job, fixed, moving)
+    kwargs, notes = _register_kwargs(job, fixed, moving)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
     warped = resample(moving, fixed, result.transform, interpolation="linear")
     warped = warped.with_data(warped.data.astype(np.float32), name="warped")
     record = run_record(job, result)
+    record["notes"] = notes
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".napari-reg-", dir=output_dir))
     try:
@@ -163,20 +164,25 @@ def _check_outputs(job: Job, targets: dict[str, Path], overwrite: bool) -> None:
             raise JobError(f"{target} exists; choose another output folder or pass --overwrite")
 
 
-def _register_kwargs(job: Job, fixed: Volume, moving: Volume) -> dict[str, Any]:
+def _register_kwargs(job: Job, fixed: Volume,
+                     moving: Volume) -> tuple[dict[str, Any], list[str]]:
+    """register() keyword arguments from the job, and notes for the user."""
     kwargs = dict(job.parameters)
+    notes: list[str] = []
     if job.fixed_mask:
         kwargs["fixed_mask"] = load_volume(job.fixed_mask)
     if job.landmarks:
         fixed_lm, moving_lm = (read_landmarks(p) for p in job.landmarks)
-        ids, fixed_pts, moving_pts, unpaired = fixed_lm.pair_with(moving_lm)
-        kwargs["landmarks"] = (fixed_pts, moving_pts)
+        pairs = fixed_lm.pair_with(moving_lm)
+        if pairs.unpaired:
+            notes.append(f"landmarks without a partner were ignored: {', '.join(pairs.unpaired)}")
+        kwargs["landmarks"] = (pairs.fixed, pairs.moving)
         kwargs.setdefault("init", "landmarks")
     if job.initial:
         kwargs["initial"] = read_transform(job.initial, fixed=fixed, moving=moving)
     elif kwargs.get("initial") is not None:
         kwargs["initial"] = np.asarray(kwargs["initial"], dtype=np.float64)
-    return kwargs
+    return kwargs, notes
 
 
 def run_record(job: Job, result: RegistrationResult) -> dict[str, Any]:

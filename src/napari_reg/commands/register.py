@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"napari-reg register: error: {exc}", file=sys.stderr)
         return 1
+    import json
+
+    for note in json.loads(outputs["record"].read_text()).get("notes", []):
+        print(f"napari-reg register: note: {note}", file=sys.stderr)
     for path in outputs.values():
         print(path)
     return 0
