@@ -19,6 +19,7 @@ import napari_reg
 import napari_reg.widgets.register_widget as register_widget
 from napari_reg.core.image import Volume
 from napari_reg.core.register import register
+from napari_reg.io.displacement_fields import load_displacement_field
 from napari_reg.io.transform_files import read_itk_transform
 from napari_reg.io.volumes import load_volume, save_volume
 from napari_reg.job import Job
@@ -169,6 +170,13 @@ def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot
     qtbot.mouseClick(export.save_transform_button.native, Qt.LeftButton)
     np.testing.assert_allclose(read_itk_transform(tmp_path / "out" / "t.tfm"), result.matrix,
                                atol=1e-9)
+    export.transform_file.value = tmp_path / "out" / "field.nii.gz"  # as a dense field
+    qtbot.mouseClick(export.save_transform_button.native, Qt.LeftButton)
+    field = load_displacement_field(tmp_path / "out" / "field.nii.gz", reference=outcome.fixed)
+    points = outcome.fixed.corners_world()
+    np.testing.assert_allclose(field.transform_points(points),
+                               points @ result.matrix[:3, :3].T + result.matrix[:3, 3],
+                               atol=1e-3)
     export.warped_file.value = tmp_path / "out" / "warped.nii.gz"
     qtbot.mouseClick(export.save_warped_button.native, Qt.LeftButton)
     back = load_volume(tmp_path / "out" / "warped.nii.gz")

@@ -18,6 +18,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..core.resample import resample
 from ..io.atomic import atomic_path
+from ..io.displacement_fields import save_displacement_field
 from ..io.transform_files import write_itk_transform
 from ..io.volumes import save_volume
 from ..job import Job, run_record
@@ -26,6 +27,11 @@ from ._layer_volumes import layer_volume, source_path
 from ._session import RunOutcome, get_session, unwrap_viewer
 
 __all__ = ["ExportWidget", "ExportError"]
+
+
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
 class ExportError(ValueError):
@@ -40,8 +46,11 @@ class ExportWidget(Container):
         self._viewer = viewer = unwrap_viewer(viewer)
         self._session = get_session(viewer)
         self.summary = Label(value="No result yet: run a registration first.")
-        self.transform_file = FileEdit(label="Transform (.tfm)", mode="w",
-                                       filter="ITK transform (*.tfm *.txt *.mat)")
+        self.transform_file = FileEdit(label="Transform", mode="w",
+                                       filter="ITK transform (*.tfm *.txt *.mat);;"
+                                              "Displacement field (*.nii.gz *.nii)",
+                                       tooltip="Maps fixed points to moving points. .tfm: "
+                                               "ITK affine; .nii.gz: displacement field")
         self.save_transform_button = PushButton(text="Save transform")
         self.warped_file = FileEdit(label="Warped image", mode="w",
                                     filter="NIfTI (*.nii.gz *.nii)")
@@ -118,12 +127,20 @@ class ExportWidget(Container):
 
     # ------------------------------------------------------------------ actions
     def save_transform(self) -> Path:
-        """Write the fixed->moving matrix as an ITK transform (LPS inside the file)."""
+        """Write the fixed->moving transform: ITK affine (.tfm/.txt/.mat, LPS inside the
+        file) or, for a .nii/.nii.gz name, a displacement field on the fixed grid (the
+        only single-file form of a deformable result)."""
         outcome = self._outcome()
         target = self._target(self.transform_file, "transform")
-        if not outcome.result.transform.is_linear:
+        transform = outcome.result.transform
+        if _is_nifti(target):
+            save_displacement_field(target, transform, reference=outcome.fixed)
+            show_info(f"Displacement field (fixed -> moving) saved to {target}")
+            return target
+        if not transform.is_linear:
             raise ExportError("This result is deformable; an ITK affine file would hold only "
-                              "its linear part. Save a displacement field instead.")
+                              "its linear part. Use a .nii.gz name to save it as a "
+                              "displacement field.")
         write_itk_transform(outcome.result.matrix, target,
                             comment=f"moving {outcome.moving_layer_name} -> fixed "
                                     f"{outcome.fixed_layer_name} (napari-reg GUI)")
@@ -134,8 +151,7 @@ class ExportWidget(Container):
         """Write moving(T(x)) on the fixed grid, with the fixed image's affine, as NIfTI."""
         outcome = self._outcome()
         target = self._target(self.warped_file, "warped image")
-        name = target.name.lower()
-        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        if not _is_nifti(target):
             raise ExportError(f"{target.name}: the warped image is saved as NIfTI; use a "
                               ".nii or .nii.gz name.")
         save_volume(outcome.warped, target, header=outcome.fixed.metadata.get("header"))
