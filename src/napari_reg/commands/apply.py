@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--input", required=True, help="image to resample (moving)")
     p.add_argument("-o", "--output", required=True, help="output NIfTI path")
     p.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default=None,
-                   help="default: nearest for integer label maps, linear otherwise")
+                   help="default: nearest for label maps (integer data with few values, or a "
+                   "name such as *seg*/*label*), linear otherwise")
     p.add_argument("--fsl", action="store_true",
                    help="the transform is an FSL FLIRT matrix (flirt -in INPUT -ref REFERENCE)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.transforms.base import MatrixTransform
     from ..io.transform_files import read_transform
     from ..io.volumes import load_volume, save_volume
+    from ..layers import is_label_map
 
     out = Path(args.output)
     try:
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         reference, image = load_volume(args.reference), load_volume(args.input)
         matrix = read_transform(args.transform, fixed=reference, moving=image,
                                 format="fsl" if args.fsl else "auto")
-        interpolation = args.interpolation or _default_interpolation(image.data)
+        interpolation = args.interpolation or (
+            "nearest" if is_label_map(image.data, Path(args.input).name) else "linear")
         warped = resample(image, reference, MatrixTransform(matrix), interpolation=interpolation)
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
@@ -56,8 +59,3 @@ def run(args: argparse.Namespace) -> int:
     print(out)
     return 0
 
-
-def _default_interpolation(data) -> str:
-    import numpy as np
-
-    return "nearest" if np.issubdtype(np.asarray(data).dtype, np.integer) else "linear"
