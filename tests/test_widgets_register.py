@@ -243,6 +243,10 @@ def test_error_paths_become_notifications(make_napari_viewer, qtbot, pair_files,
     reg.iterations.value = "forty"
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     assert "Iterations" in notes["error"][-1] and not reg.running
+    reg.levels.value = 3  # per-level lists follow the number of levels
+    assert reg.iterations.value == "forty" and reg.samples.value == "2000, 2000, 4000"
+    reg.levels.value = 2
+    assert reg.samples.value == "2000, 4000"
     reg.iterations.value = "40, 20, 10"  # three values for two levels
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     assert "3 values for 2 levels" in notes["error"][-1] and not reg.running

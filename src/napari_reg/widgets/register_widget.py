@@ -122,6 +122,7 @@ class RegisterWidget(Container):
         self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.preset.changed.connect(self._apply_preset)
         self.init.changed.connect(self._on_init)
+        self.levels.changed.connect(self._fit_levels)
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
         self.after.changed.connect(self._show_after)
@@ -168,6 +169,18 @@ class RegisterWidget(Container):
         for key, widget in (("iterations", self.iterations), ("samples", self.samples)):
             widget.value = _as_text(preset.get(key, _DEFAULTS[key]))
         self.levels.value = int(preset.get("levels", _DEFAULTS["levels"]))
+
+    def _fit_levels(self, n: int) -> None:
+        """Keep per-level lists as long as the number of levels: drop the coarsest
+        entries, or repeat the coarsest one for added coarse levels."""
+        for widget in (self.iterations, self.samples):
+            try:
+                values = np.atleast_1d(_int_list(widget.value, widget.label)).tolist()
+            except ValueError:
+                continue  # the user is still typing; run() reports it
+            if len(values) > 1 and len(values) != n:
+                values = ([values[0]] * (n - len(values)) + values)[-n:]
+                widget.value = _as_text(values)
 
     def _on_init(self, value: str) -> None:
         self.fixed_points.visible = self.moving_points.visible = value == "landmarks"
