@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from .events import LevelRecord, ProgressEvent
 from .image import Volume, VolumeError
@@ -77,6 +78,12 @@ class DeformableResult:
         deform = self.deformation
         if isinstance(deform, BSplineTransform):
             dfield = deform.to_field(shape, affine)
+        elif hasattr(deform, "exp") or isinstance(deform, DisplacementField):
+            # dense models: interpolate the stored grid onto the reference grid in one
+            # affine_transform per component (no per-point world conversions)
+            dense = deform.exp() if hasattr(deform, "exp") else deform
+            comps = regrid(dense.components, dense.affine, tuple(shape), affine)
+            dfield = DisplacementField.from_components(comps, affine)
         else:
             dfield = DisplacementField.from_transform(deform, shape, affine)
         return compose_linear(dfield, self.linear_matrix)
@@ -97,6 +104,21 @@ def compose_linear(dfield: DisplacementField, matrix: np.ndarray) -> Displacemen
 
 
 # ----------------------------------------------------------------------------- helpers
+def regrid(components: np.ndarray, affine_from: np.ndarray, shape_to: tuple[int, ...],
+           affine_to: np.ndarray) -> np.ndarray:
+    """A world-mm vector field ``(d, *shape)`` linearly interpolated onto another grid.
+
+    The vectors themselves are kept (they are world mm, not voxels); outside the source
+    grid the nearest border vector is used, as in :class:`DisplacementField`.
+    """
+    d = components.shape[0]
+    vv = np.linalg.inv(affine_from) @ np.asarray(affine_to, np.float64)
+    return np.stack([
+        ndimage.affine_transform(c, vv[:d, :d], offset=vv[:d, d], output_shape=tuple(shape_to),
+                                 order=1, mode="nearest", output=np.float32)
+        for c in components])
+
+
 def check_pair(fixed: Volume, moving: Volume, initial: np.ndarray | Transform | None
                ) -> tuple[Volume, Volume, np.ndarray]:
     """float32 copies of both images and the initial fixed->moving matrix (validated)."""

@@ -104,26 +104,46 @@ class LocalNCC(DenseMetric):
         self._moments = (_moments(fixed), _moments(moving))
 
     def _box(self, x: np.ndarray) -> np.ndarray:
+        """Window sums (zero outside the grid), float32; in place on temporaries."""
         size = 2 * self.radius + 1
-        return ndimage.uniform_filter(x, size=size, mode="constant", cval=0.0) * np.float32(
-            size ** x.ndim)
+        out = ndimage.uniform_filter(x, size=size, mode="constant", cval=0.0)
+        out *= np.float32(size ** x.ndim)
+        return out
+
+    def _counts(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Voxels per (border-truncated) window: a separable product of 1D counts."""
+        r = self.radius
+        out = np.ones((1,) * len(shape), np.float32)
+        for axis, n in enumerate(shape):
+            k = np.arange(n)
+            c = (np.minimum(k + r, n - 1) - np.maximum(k - r, 0) + 1).astype(np.float32)
+            out = out * c.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+        return out
 
     def value_and_derivatives(self, fixed, moving, mask=None):
+        # Written with in-place operations: on a 1 mm brain every temporary is 35 MB and
+        # the arithmetic, not the 12 box filters, used to dominate.
         mom_i, mom_j = self._moments or (_moments(fixed), _moments(moving))
         i, j = _standardise(fixed, mom_i), _standardise(moving, mom_j)
         sd_i, sd_j = mom_i[1], mom_j[1]
         box = self._box
-        n = box(np.ones_like(i))
-        si, sj = box(i), box(j)
-        mu_i, mu_j = si / n, sj / n
-        s_ii = box(i * i) - si * mu_i
-        s_jj = box(j * j) - sj * mu_j
-        s_ij = box(i * j) - si * mu_j
-        del si, sj
+        n = self._counts(i.shape)
+        mu_i = box(i)
+        mu_i /= n
+        mu_j = box(j)
+        mu_j /= n
+        s_ii = box(i * i)
+        s_ii -= mu_i * mu_i * n
+        s_jj = box(j * j)
+        s_jj -= mu_j * mu_j * n
+        s_ij = box(i * j)
+        s_ij -= mu_i * mu_j * n
         # eps scaled to a full window of unit-variance images
         eps = np.float32(self.eps * float(n.max()) ** 2)
-        den = s_ii * s_jj + eps
-        cc = s_ij * s_ij / den
+        den = s_ii * s_jj
+        den += eps
+        cc = s_ij * s_ij
+        cc /= den
         if mask is None:
             weight = np.float32(1.0 / cc.size)
             cost = -float(cc.mean(dtype=np.float64))
@@ -134,16 +154,31 @@ class LocalNCC(DenseMetric):
                 raise ValueError("the local NCC mask is empty")
             weight = m / np.float32(total)
             cost = -float(np.sum(cc * m, dtype=np.float64) / total)
-        a = 2 * s_ij / den * weight
-        r = s_ij * s_ij / (den * den) * weight * 2
-        b_j = r * s_ii  # weight of J's own variance
-        b_i = r * s_jj
-        del r, cc, den
+        a = s_ij / den
+        a *= 2 * weight  # A = 2 s_IJ / D (per window, weighted)
+        r = cc
+        r /= den
+        r *= 2 * weight  # 2 s_IJ^2 / D^2
+        del den
+        b_j = r * s_ii  # B for J: weight of J's own variance
+        b_i = r
+        b_i *= s_jj
+        del s_ii, s_jj, s_ij
         s_a = box(a)
-        d_j = -(i * s_a - box(a * mu_i) - j * box(b_j) + box(b_j * mu_j))
-        d_i = -(j * s_a - box(a * mu_j) - i * box(b_i) + box(b_i * mu_i))
-        # back to the original intensity units (chain rule through the standardisation)
-        return cost, d_i / np.float32(sd_i), d_j / np.float32(sd_j)
+        d_j = i * s_a
+        d_j -= box(a * mu_i)
+        d_j -= j * box(b_j)
+        b_j *= mu_j
+        d_j += box(b_j)
+        d_i = j * s_a
+        d_i -= box(a * mu_j)
+        d_i -= i * box(b_i)
+        b_i *= mu_i
+        d_i += box(b_i)
+        # sign (cost = -mean cc) and the chain rule through the standardisation
+        d_i *= np.float32(-1.0 / sd_i)
+        d_j *= np.float32(-1.0 / sd_j)
+        return cost, d_i, d_j
 
     def __repr__(self) -> str:
         return f"LocalNCC(radius={self.radius})"
