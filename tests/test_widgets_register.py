@@ -19,6 +19,7 @@ import napari_reg
 import napari_reg.widgets.register_widget as register_widget
 from napari_reg.core.image import Volume
 from napari_reg.core.register import register
+from napari_reg.core.resample import resample
 from napari_reg.io.displacement_fields import load_displacement_field
 from napari_reg.io.transform_files import read_itk_transform
 from napari_reg.io.volumes import load_volume, save_volume
@@ -152,6 +153,10 @@ def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot
     warped_layer = viewer.layers[LIVE_LAYER_NAME]
     assert warped_layer.data.shape == fixed_layer.data.shape
     np.testing.assert_allclose(warped_layer.affine.affine_matrix, fixed_layer.affine.affine_matrix)
+    # ... and equals the core's own resampling of the moving image (independent code)
+    reference = resample(outcome.moving, outcome.fixed, result.transform)
+    np.testing.assert_allclose(warped_layer.data, reference.data, atol=1e-3 * np.ptp(
+        reference.data))
     truth = np.loadtxt(DATA / "ground_truth_fixed_to_moving.txt")
     corners = outcome.fixed.corners_world()
     err = np.linalg.norm((corners @ (result.matrix - truth)[:3, :3].T)
