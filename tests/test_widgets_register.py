@@ -23,7 +23,7 @@ from napari_reg.core.resample import resample
 from napari_reg.io.displacement_fields import load_displacement_field
 from napari_reg.io.transform_files import read_itk_transform
 from napari_reg.io.volumes import load_volume, save_volume
-from napari_reg.job import Job
+from napari_reg.job import Job, run_job
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.export_widget import ExportWidget
 from napari_reg.widgets.load_widget import LoadWidget
@@ -194,6 +194,10 @@ def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot
     assert Path(job.fixed) == pair_files[0] and Path(job.moving) == pair_files[1]
     np.testing.assert_allclose(record["result"]["matrix_ras_fixed_to_moving"], result.matrix)
     assert job.parameters["seed"] == reg.seed.value
+    # the record replays headless (the command line's path) to the same transform
+    replayed = run_job(job, tmp_path / "replay")
+    np.testing.assert_allclose(read_itk_transform(replayed["transform"]), result.matrix,
+                               atol=1e-6)
     before = pair_files[0].read_bytes()
     export.warped_file.value = pair_files[0]
     qtbot.mouseClick(export.save_warped_button.native, Qt.LeftButton)
