@@ -220,7 +220,8 @@ class RegisterWidget(Container):
             return None
         fixed_layer, moving_layer = self._session.fixed_layer, self._session.moving_layer
         if fixed_layer is None or moving_layer is None:
-            show_error("Choose a fixed and a moving image in the Load panel first.")
+            show_error("Choose a fixed and a moving image in the Load panel first "
+                       "(Plugins > napari-reg > 1. Load images).")
             return None
         if fixed_layer is moving_layer:
             show_error("The fixed and the moving image are the same layer.")
