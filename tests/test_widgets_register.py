@@ -216,6 +216,13 @@ def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot
     applied = viewer.layers["moving labels (registered)"]
     assert applied.data.shape == fixed_layer.data.shape
     assert set(np.unique(applied.data)) <= {0, 7} and (applied.data == 7).any()
+    # points are mapped the other way: T(fixed point) is where it sits in the moving image
+    fixed_pts = np.array([[0.0, 2.0, -4.0], [10.0, -20.0, 15.0]])
+    moving_pts = fixed_pts @ result.matrix[:3, :3].T + result.matrix[:3, 3]
+    export.apply_layer.value = viewer.add_points(moving_pts, name="moving points")
+    qtbot.mouseClick(export.apply_button.native, Qt.LeftButton)
+    np.testing.assert_allclose(viewer.layers["moving points (registered)"].data, fixed_pts,
+                               atol=1e-6)
 
 
 def test_stop_ends_the_run_within_a_second(make_napari_viewer, qtbot, pair_files, reg_plugin,

@@ -13,7 +13,7 @@ from typing import Any
 
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..core.resample import resample
@@ -23,7 +23,7 @@ from ..io.transform_files import write_itk_transform
 from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
-from ._layer_volumes import layer_volume, source_path
+from ._layer_volumes import layer_volume, points_world, source_path
 from ._session import RunOutcome, get_session, unwrap_viewer
 
 __all__ = ["ExportWidget", "ExportError"]
@@ -58,8 +58,9 @@ class ExportWidget(Container):
         self.record_file = FileEdit(label="Run record", mode="w", filter="JSON (*.json)")
         self.save_record_button = PushButton(text="Save run record")
         self.apply_layer = ComboBox(label="Apply to layer", choices=self._layers, nullable=True,
-                                    tooltip="A layer in the MOVING image's space; Labels are "
-                                            "resampled with nearest neighbour")
+                                    tooltip="A layer in the MOVING image's space: images and "
+                                            "labels (nearest neighbour) are resampled onto "
+                                            "the fixed grid, points are mapped by T^-1")
         self.apply_button = PushButton(text="Apply transform")
         self.extend([self.summary, self.transform_file, self.save_transform_button,
                      self.warped_file, self.save_warped_button, self.record_file,
@@ -84,7 +85,7 @@ class ExportWidget(Container):
 
     def _layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers
-                if isinstance(lyr, Image | Labels)]
+                if isinstance(lyr, Image | Labels | Points)]
 
     def _on_result(self, outcome: RunOutcome | None) -> None:
         if outcome is None:
@@ -190,6 +191,8 @@ class ExportWidget(Container):
         layer = self.apply_layer.value
         if layer is None:
             raise ExportError("Choose the layer to apply the transform to.")
+        if isinstance(layer, Points):
+            return self._apply_to_points(outcome, layer)
         labels = isinstance(layer, Labels)
         volume = layer_volume(layer, use_file_affine=True)
         warped = resample(volume, outcome.fixed, outcome.result.transform,
@@ -202,4 +205,21 @@ class ExportWidget(Container):
         new = self._viewer.add_labels(data, **kwargs) if kind == "labels" else \
             self._viewer.add_image(data, **kwargs)
         show_info(f"Added '{new.name}' on the fixed grid.")
+        return new
+
+    def _apply_to_points(self, outcome: RunOutcome, layer: Any) -> Any:
+        """Points are pushed, not pulled: moving-space points go to T^-1(p) in fixed space."""
+        transform = outcome.result.transform
+        try:
+            inverse = transform.inverse()
+        except NotImplementedError:
+            raise ExportError("This result has no inverse, so points cannot be mapped from "
+                              "the moving to the fixed image.") from None
+        moving_world = points_world(layer)
+        fixed_world = inverse.transform_points(moving_world) if len(moving_world) else \
+            moving_world
+        new = self._viewer.add_points(fixed_world, name=f"{layer.name} (registered)",
+                                      features=layer.features, size=layer.size,
+                                      face_color=layer.face_color)
+        show_info(f"Added '{new.name}' in the fixed image's space.")
         return new
