@@ -80,6 +80,8 @@ def test_bspline_recovers_a_known_smooth_deformation():
     field = result.displacement_field()
     np.testing.assert_allclose(field.transform_points(POINTS),
                                result.transform.transform_points(POINTS), atol=1e-3)
+    back = result.inverse_transform().transform_points(result.transform.transform_points(POINTS))
+    assert np.abs(back - POINTS).max() < 0.1 * SPACING
 
 
 def test_syn_recovers_diffeomorphic_and_inverse_consistent():
@@ -95,6 +97,9 @@ def test_syn_recovers_diffeomorphic_and_inverse_consistent():
         assert np.abs(b.transform_points(a.transform_points(POINTS)) - POINTS).max() < 0.1 * SPACING
     np.testing.assert_allclose(field.transform_points(POINTS),
                                result.transform.transform_points(POINTS), atol=1e-3)
+    # the whole moving->fixed inverse (linear part included) undoes the forward map
+    back = result.inverse_transform().transform_points(result.transform.transform_points(POINTS))
+    assert np.abs(back - POINTS).max() < 0.1 * SPACING
 
 
 @pytest.mark.parametrize("metric", ["ssd", "mi", "ncc"])
@@ -131,7 +136,7 @@ def test_progress_events_and_cancellation(which):
     assert {e.stage_name for e in events} == {which} and {e.stage for e in events} == {2}
     assert [e.kind for e in events][:1] == ["level_start"] and events[-1].kind == "level_end"
     assert [e.total_iterations for e in iterations] == list(range(1, len(iterations) + 1))
-    assert len(iterations) == sum(len(lv.costs) for lv in result.levels)
+    assert len(iterations) == sum(len(lv.costs) for lv in result.levels) == result.n_iterations
     # the last event's transform is the current whole fixed->moving map
     np.testing.assert_allclose(events[-1].transform.transform_points(POINTS[:50]),
                                result.transform.transform_points(POINTS[:50]), atol=1e-4)

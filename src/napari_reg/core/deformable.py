@@ -31,6 +31,7 @@ from .resample import sample_with_gradient
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
 from .transforms.bspline import BSplineTransform
 from .transforms.field import DisplacementField
+from .transforms.velocity import StationaryVelocityField
 
 # register_syn (syn.py) is also importable from here, resolved lazily by __getattr__ below
 __all__ = ["DeformableResult", "DeformableError", "register_bspline", "compose_linear"]
@@ -60,7 +61,25 @@ class DeformableResult:
     timings: dict[str, float]
     fixed_shape: tuple[int, ...] = ()
     fixed_affine: np.ndarray | None = None
+    n_iterations: int = 0  # iterations run by this stage (all levels)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def inverse_transform(self) -> Transform:
+        """The moving->fixed map ``y -> D^-1(M^-1 y)`` (world RAS mm).
+
+        Exact within the model for the SVF (``exp(-v)``); for a B-spline FFD the inverse
+        is computed as a dense field on the fixed grid by fixed-point iteration.
+        """
+        deform = self.deformation
+        if isinstance(deform, StationaryVelocityField | DisplacementField):
+            inv = deform.inverse()
+        elif isinstance(deform, BSplineTransform):
+            if self.fixed_affine is None:
+                raise DeformableError("no fixed grid recorded to invert the FFD on")
+            inv = deform.to_field(self.fixed_shape, self.fixed_affine).inverse()
+        else:
+            inv = deform.inverse()
+        return CompositeTransform([MatrixTransform(np.linalg.inv(self.linear_matrix)), inv])
 
     def displacement_field(self, reference: Volume | None = None) -> DisplacementField:
         """The whole fixed->moving map (linear part included) as one dense field.
@@ -78,10 +97,10 @@ class DeformableResult:
         deform = self.deformation
         if isinstance(deform, BSplineTransform):
             dfield = deform.to_field(shape, affine)
-        elif hasattr(deform, "exp") or isinstance(deform, DisplacementField):
+        elif isinstance(deform, StationaryVelocityField | DisplacementField):
             # dense models: interpolate the stored grid onto the reference grid in one
             # affine_transform per component (no per-point world conversions)
-            dense = deform.exp() if hasattr(deform, "exp") else deform
+            dense = deform.exp() if isinstance(deform, StationaryVelocityField) else deform
             comps = regrid(dense.components, dense.affine, tuple(shape), affine)
             dfield = DisplacementField.from_components(comps, affine)
         else:
@@ -383,6 +402,7 @@ def register_bspline(
         linear_matrix=matrix, levels=records, final_cost=cost, parameters=parameters,
         timings={"bspline_s": time.perf_counter() - t_begin},
         fixed_shape=fixed_f.shape, fixed_affine=fixed_f.affine.copy(),
+        n_iterations=emit.total - total_iterations,
         diagnostics={"control_grid": list(ffd.grid_shape),
                      "bending_energy": ffd.bending_energy()})
 

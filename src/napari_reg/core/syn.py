@@ -201,6 +201,7 @@ def register_syn(
         linear_matrix=matrix, levels=records, final_cost=cost, parameters=parameters,
         timings={"syn_s": time.perf_counter() - t_begin},
         fixed_shape=fixed_f.shape, fixed_affine=fixed_f.affine.copy(),
+        n_iterations=emit.total - total_iterations,
         diagnostics={"velocity_grid": list(svf.shape)})
 
 
