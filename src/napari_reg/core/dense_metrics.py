@@ -48,7 +48,9 @@ def force_field(derivative: np.ndarray, image: np.ndarray, affine: np.ndarray) -
     Moving the point whose value is read from ``image`` by ``delta`` (mm) changes the
     cost by ``force . delta`` to first order.
     """
-    return image_gradient_world(image, affine) * derivative.astype(np.float32)[None]
+    grad = image_gradient_world(image, affine)
+    grad *= derivative.astype(np.float32, copy=False)[None]
+    return grad
 
 
 class DenseMetric:

@@ -146,8 +146,8 @@ def register_syn(
              else regrid(v, grid_affine, grid.shape, grid.affine))
         grid_affine = grid.affine
         mov_s = smooth(moving_f, sigmas[level]) if sigmas[level] > 0 else moving_f
-        warped_lin = resample(mov_s, grid, matrix).data.astype(np.float32)
-        fimg = grid.data.astype(np.float32)
+        warped_lin = resample(mov_s, grid, matrix).data.astype(np.float32, copy=False)
+        fimg = grid.data.astype(np.float32, copy=False)
         mask = mask_at_level(fixed_mask, fixed_f, shrink[level])
         dense.setup(fimg, warped_lin)
         record = LevelRecord(stage, "syn", level, shrink[level], sigmas[level], int(fimg.size))
@@ -171,7 +171,7 @@ def register_syn(
             grad = force_field(d_j, j_mid, grid_affine)
             grad -= force_field(d_i, i_mid, grid_affine)
             update = _gaussian(grad, update_sigma_voxels)
-            norm = float(np.sqrt((update.astype(np.float64) ** 2).sum(axis=0)).max())
+            norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
             cancel.raise_if_cancelled()
             if norm <= 0 or not np.isfinite(norm):
                 record.stop_reason = "zero_gradient"

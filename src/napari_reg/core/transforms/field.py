@@ -62,12 +62,13 @@ def _to_voxel_vectors(components: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """World-mm vectors ``(d, *shape)`` -> voxel-index vectors (``A^-1 u``)."""
     d = components.shape[0]
     inv = np.linalg.inv(affine[:d, :d]).astype(np.float32)
-    return np.tensordot(inv, components, axes=1).astype(np.float32)
+    return np.tensordot(inv, components, axes=1).astype(np.float32, copy=False)
 
 
 def _to_world_vectors(components: np.ndarray, affine: np.ndarray) -> np.ndarray:
     d = components.shape[0]
-    return np.tensordot(affine[:d, :d].astype(np.float32), components, axes=1).astype(np.float32)
+    lin = affine[:d, :d].astype(np.float32)
+    return np.tensordot(lin, components, axes=1).astype(np.float32, copy=False)
 
 
 def jacobian_determinant_map(components: np.ndarray, affine: np.ndarray) -> np.ndarray:

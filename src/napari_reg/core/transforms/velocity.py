@@ -34,7 +34,7 @@ def squaring_steps(velocity_vox: np.ndarray, max_step_voxels: float = 0.25) -> i
     A step of a quarter voxel keeps every elementary map invertible and the linear
     interpolation error of the composition small.
     """
-    vmax = float(np.sqrt((velocity_vox.astype(np.float64) ** 2).sum(axis=0)).max())
+    vmax = float(np.sqrt(np.einsum("i...,i...->...", velocity_vox, velocity_vox).max()))
     if vmax <= max_step_voxels:
         return 0
     return int(min(30, np.ceil(np.log2(vmax / max_step_voxels))))
