@@ -6,15 +6,12 @@ events, cancellation, and clear errors for bad input."""
 import numpy as np
 import pytest
 
-from napari_reg.core.deformable import (
-    DeformableError,
-    bspline_objective,
-    register_bspline,
-    register_syn,
-)
+from napari_reg.core.deformable import DeformableError
+from napari_reg.core.ffd import bspline_objective, register_bspline
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.metrics import make_metric
 from napari_reg.core.optimize import Cancelled, CancelToken
+from napari_reg.core.syn import register_syn
 from napari_reg.core.transforms.bspline import BSplineTransform
 
 SHAPE, SPACING = (32, 32, 32), 2.0
