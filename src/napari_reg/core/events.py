@@ -6,14 +6,21 @@ consume these; neither needs anything else from the driver.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .transforms.base import Transform
+from .transforms.base import MatrixTransform, Transform
 
-__all__ = ["ProgressEvent", "LevelRecord", "RegistrationResult"]
+__all__ = ["ProgressEvent", "LevelRecord", "RegistrationResult", "RegistrationError",
+           "Reporter"]
+
+
+class RegistrationError(ValueError):
+    """A registration that cannot run or cannot go on, with the reason in words."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +116,27 @@ class RegistrationResult:
             "levels": [lv.to_dict() for lv in self.levels],
             "diagnostics": self.diagnostics,
         }
+
+
+class Reporter:
+    """Turns driver state into ProgressEvents for the caller's callback."""
+
+    def __init__(self, callback: Callable[[ProgressEvent], None] | None, t_start: float,
+                 n_levels: int) -> None:
+        self.callback = callback
+        self.t_start = t_start
+        self.n_levels = n_levels
+        self.total_iterations = 0
+
+    def emit(self, kind: str, record: LevelRecord, iteration: int, max_iterations: int,
+             cost: float, transform) -> None:
+        if self.callback is None:
+            return
+        # A snapshot: the model keeps moving after the event is handed over.
+        snapshot = MatrixTransform(transform.matrix)
+        self.callback(ProgressEvent(
+            kind=kind, stage=record.stage, stage_name=record.stage_name, level=record.level,
+            n_levels=self.n_levels, iteration=iteration, max_iterations=max_iterations,
+            cost=float(cost), transform=snapshot,
+            elapsed=time.perf_counter() - self.t_start,
+            total_iterations=self.total_iterations))

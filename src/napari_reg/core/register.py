@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import LevelRecord, ProgressEvent, RegistrationResult
+from .events import LevelRecord, ProgressEvent, RegistrationError, RegistrationResult, Reporter
 from .image import Volume, VolumeError
 from .initialize import (
     fit_landmarks,
@@ -32,10 +32,18 @@ from .initialize import (
     init_geometry,
     init_moments,
 )
+from .linear_stage import linear_objective, optimise_level
 from .metrics import make_metric
-from .optimize import CancelToken, minimize
+from .optimize import CancelToken
 from .pyramid import default_schedule, gaussian_pyramid
-from .resample import resample, sample_with_gradient
+from .resample import resample
+from .sampling import (
+    draw_samples,
+    foreground_mask,
+    keep_overlapping,
+    mask_for_level,
+    representative_values,
+)
 from .transforms.base import MatrixTransform, ParametricTransform
 from .transforms.linear import Affine, Rigid, Similarity, Translation
 
@@ -56,13 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Affine": {"transform": "affine", "metric": "mi", "init": "com"},
 }
 
-# Fraction of sample points that must land inside the moving image.
-MIN_OVERLAP = 0.05
 FINEST_SIGMA_VOXELS = 0.5
-
-
-class RegistrationError(ValueError):
-    """A registration that cannot run or cannot go on, with the reason in words."""
 
 
 def register(
@@ -153,7 +155,7 @@ def register(
     mask = _mask_on_fixed(fixed_mask, fixed_f)
     init_mask = mask  # initialisation uses the user's mask only
     if mask is None and sampling == "foreground":
-        mask = _foreground(fixed_f.data)
+        mask = foreground_mask(fixed_f.data)
 
     # ---------------------------------------------------------------- initialisation
     init = "initial" if initial is not None else init.lower()
@@ -190,26 +192,26 @@ def register(
     current = np.asarray(init_matrix, dtype=np.float64)
     records: list[LevelRecord] = []
     final_cost = float("nan")
-    reporter = _Reporter(callback, t_start, n_levels)
+    reporter = Reporter(callback, t_start, n_levels)
     for stage_index, stage_name in enumerate(stage_names):
         model = LINEAR_MODELS[stage_name].from_matrix(current, center=center)
         model.radius = radius
         metric_fn = make_metric(metric, **(metric_options or {}))
         for level in range(n_levels):
             level_fixed, level_moving = fixed_pyr[level], moving_pyr[level]
-            level_mask = _mask_for_level(mask, shrink_factors[level])
-            points, fixed_values = _draw_samples(level_fixed, level_mask,
+            level_mask = mask_for_level(mask, shrink_factors[level])
+            points, fixed_values = draw_samples(level_fixed, level_mask,
                                                  samples_per_level[level], rng)
-            points, fixed_values = _keep_overlapping(points, fixed_values, model,
+            points, fixed_values = keep_overlapping(points, fixed_values, model,
                                                      level_moving)
-            metric_fn.setup(_representative(level_fixed.data, rng),
-                            _representative(level_moving.data, rng))
+            metric_fn.setup(representative_values(level_fixed.data, rng),
+                            representative_values(level_moving.data, rng))
             record = LevelRecord(stage_index, stage_name, level, shrink_factors[level],
                                  sigmas_mm[level], int(len(points)))
             records.append(record)
-            objective = _linear_objective(model, metric_fn, level_moving, points,
+            objective = linear_objective(model, metric_fn, level_moving, points,
                                           fixed_values, cancel)
-            final_cost = _optimise_level(model, objective, record, reporter, optimizer,
+            final_cost = optimise_level(model, objective, record, reporter, optimizer,
                                          iterations_per_level[level], tolerance, cancel)
         current = model.matrix
 
@@ -313,24 +315,6 @@ def _mask_on_fixed(mask: Volume | None, fixed: Volume) -> np.ndarray | None:
     return values
 
 
-def _foreground(data: np.ndarray) -> np.ndarray | None:
-    """Voxels above 5 % of the robust intensity range; None when that is not a region."""
-    flat = data.reshape(-1)
-    probe = flat[:: max(1, flat.size // 200_000)]
-    lo, hi = np.percentile(probe, [1.0, 99.0])
-    if hi <= lo:
-        return None
-    mask = data > lo + 0.05 * (hi - lo)
-    fraction = float(np.count_nonzero(mask)) / mask.size
-    return mask if 0.02 < fraction < 0.98 else None
-
-
-def _mask_for_level(mask: np.ndarray | None, shrink: Sequence[int]) -> np.ndarray | None:
-    if mask is None:
-        return None
-    return mask[tuple(slice(None, None, f) for f in shrink)]
-
-
 # -------------------------------------------------------------------- initialisation
 def _landmark_kind(model: str, landmarks: tuple[np.ndarray, np.ndarray] | None) -> str:
     # An affine fit needs d+1 well-spread pairs; with fewer a similarity is the best
@@ -384,154 +368,3 @@ def _region_radius(fixed: Volume, mask: np.ndarray | None, center: np.ndarray) -
     return float(max(np.linalg.norm(half_extent) / np.sqrt(3.0), 1.0))
 
 
-# -------------------------------------------------------------------- sampling
-def _draw_samples(volume: Volume, mask: np.ndarray | None, n: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random points near voxel centres of ``volume`` (inside ``mask``): world, values."""
-    candidates = np.flatnonzero(mask.reshape(-1)) if mask is not None else None
-    total = volume.data.size if candidates is None else candidates.size
-    if total == 0:
-        raise RegistrationError("no fixed-image voxel to sample (mask empty at this level)")
-    if n >= total:
-        chosen = np.arange(total)
-    else:
-        chosen = rng.choice(total, size=n, replace=False)
-    chosen.sort()  # memory-friendly gathers
-    index = chosen if candidates is None else candidates[chosen]
-    ijk = np.stack(np.unravel_index(index, volume.shape), axis=-1).astype(np.float64)
-    # Jitter the points off the voxel centres and interpolate the fixed image there too,
-    # so fixed and moving values carry the same interpolation blur: it halved the MI
-    # bias on 1 mm brains (0.10 -> 0.05 mm TRE) against exact voxel-centre values.
-    upper = np.asarray(volume.shape, dtype=np.float64) - 1.0
-    ijk = np.clip(ijk + rng.uniform(-0.5, 0.5, size=ijk.shape), 0.0, upper)
-    points = volume.voxel_to_world(ijk)
-    values, _, _ = sample_with_gradient(volume, points)
-    return points, values
-
-
-def _keep_overlapping(points: np.ndarray, fixed_values: np.ndarray, model: ParametricTransform,
-                      moving: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the sample points that the current transform maps inside the moving grid."""
-    inside = moving.contains_voxel(moving.world_to_voxel(model.transform_points(points)))
-    n_inside, n_total = int(np.count_nonzero(inside)), len(points)
-    if n_inside < max(MIN_OVERLAP * n_total, 8):
-        raise RegistrationError(
-            f"the images do not overlap: only {n_inside} of {n_total} fixed sample points map "
-            "inside the moving image (check the initialisation and the images' world "
-            "positions)")
-    return points[inside], fixed_values[inside]
-
-
-def _sample_clamped(moving: Volume, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Moving values and world gradients, points outside clamped onto the grid's border.
-
-    Counting only the points that fall inside makes the sampled cost jump whenever one
-    crosses the border, which defeats a line search; the samples are therefore fixed
-    per level (all inside at its start) and a point that drifts out reads the border
-    value, with a zero derivative along the clamped voxel axes. The cost stays
-    continuous and its gradient exact.
-    """
-    voxels = moving.world_to_voxel(points_world)
-    upper = np.asarray(moving.shape, dtype=np.float64) - 1.0
-    clamped = np.clip(voxels, 0.0, upper)
-    outside = clamped != voxels
-    if not outside.any():
-        values, gradient, _ = sample_with_gradient(moving, points_world)
-        return values, gradient
-    values, gradient, _ = sample_with_gradient(moving, moving.voxel_to_world(clamped))
-    linear = moving.affine[:-1, :-1]
-    gradient_voxel = gradient @ linear  # d value / d voxel index
-    gradient_voxel[outside] = 0.0
-    return values, gradient_voxel @ np.linalg.inv(linear)
-
-
-def _representative(data: np.ndarray, rng: np.random.Generator, n: int = 200_000) -> np.ndarray:
-    flat = data.reshape(-1)
-    if flat.size <= n:
-        return flat
-    return flat[rng.integers(0, flat.size, size=n)]
-
-
-# -------------------------------------------------------------------- objective
-def _linear_objective(model: ParametricTransform, metric, moving: Volume, points: np.ndarray,
-                      fixed_values: np.ndarray, cancel: CancelToken):
-    """Cost and gradient w.r.t. the model parameters at the fixed sample points.
-
-    The chain rule is ``dC/dp = sum_i w_i . dT(x_i)/dp`` with ``w_i = dC/dm_i * grad m``.
-    For a linear model dT(x)/dp is affine in x, so the sum needs only ``sum_i w_i`` and
-    ``sum_i w_i (x_i - c)^T``, and the Jacobian at d+1 points: cheap at any sample count.
-    """
-    d = points.shape[1]
-    center = np.asarray(model.center, dtype=np.float64)
-    offsets = points - center
-    basis = np.vstack([center, center + np.eye(d)])
-
-    def evaluate(p: np.ndarray) -> tuple[float, np.ndarray]:
-        cancel.raise_if_cancelled()
-        model.parameters = p
-        values, gradient = _sample_clamped(moving, model.transform_points(points))
-        cost, dcost_dm = metric.value_and_derivative(fixed_values, values)
-        w = dcost_dm[:, None] * gradient
-        sum_w = w.sum(axis=0)
-        moment = w.T @ offsets  # (d, d): sum_i w_i (x_i - c)^T
-        jac = model.jacobian(basis)  # (d+1, d, P)
-        j0 = jac[0]
-        grad = sum_w @ j0 + np.einsum("ak,kap->p", moment, jac[1:] - j0[None])
-        return float(cost), grad
-
-    return evaluate
-
-
-
-
-def _optimise_level(model: ParametricTransform, objective, record: LevelRecord,
-                    reporter: _Reporter, optimizer: str, max_iterations: int,
-                    tolerance: float, cancel: CancelToken) -> float:
-    """Run the optimiser on one level in scaled parameters; return the final cost."""
-    scales = model.parameter_scales()
-    reporter.emit("level_start", record, 0, max_iterations, float("nan"), model)
-    level_start = time.perf_counter()
-
-    def scaled_objective(q: np.ndarray) -> tuple[float, np.ndarray]:
-        cost, grad = objective(q / scales)
-        return cost, grad / scales
-
-    def on_iteration(iteration: int, value: float, q: np.ndarray) -> None:
-        record.costs.append(float(value))
-        model.parameters = q / scales
-        reporter.total_iterations += 1
-        reporter.emit("iteration", record, iteration, max_iterations, value, model)
-
-    outcome = minimize(scaled_objective, model.parameters * scales, method=optimizer,
-                       max_iterations=max_iterations, tolerance=tolerance,
-                       callback=on_iteration, cancel=cancel)
-    model.parameters = outcome.x / scales
-    record.stop_reason = outcome.stop_reason
-    record.seconds = time.perf_counter() - level_start
-    reporter.emit("level_end", record, outcome.n_iterations, max_iterations,
-                  float(outcome.value), model)
-    return float(outcome.value)
-
-
-class _Reporter:
-    """Turns driver state into ProgressEvents for the caller's callback."""
-
-    def __init__(self, callback: Callable[[ProgressEvent], None] | None, t_start: float,
-                 n_levels: int) -> None:
-        self.callback = callback
-        self.t_start = t_start
-        self.n_levels = n_levels
-        self.total_iterations = 0
-
-    def emit(self, kind: str, record: LevelRecord, iteration: int, max_iterations: int,
-             cost: float, transform) -> None:
-        if self.callback is None:
-            return
-        # A snapshot: the model keeps moving after the event is handed over.
-        snapshot = MatrixTransform(transform.matrix)
-        self.callback(ProgressEvent(
-            kind=kind, stage=record.stage, stage_name=record.stage_name, level=record.level,
-            n_levels=self.n_levels, iteration=iteration, max_iterations=max_iterations,
-            cost=float(cost), transform=snapshot,
-            elapsed=time.perf_counter() - self.t_start,
-            total_iterations=self.total_iterations))
