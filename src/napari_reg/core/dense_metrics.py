@@ -16,6 +16,8 @@ gradient, the way ANTs and demons do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -63,8 +65,10 @@ class DenseMetric:
         """Called once per pyramid level with the level's images (ranges, scales)."""
 
     def value_and_derivatives(self, fixed: np.ndarray, moving: np.ndarray,
-                              mask: np.ndarray | None = None
+                              mask: np.ndarray | None = None,
+                              check: Callable[[], None] | None = None
                               ) -> tuple[float, np.ndarray, np.ndarray]:
+        """``check`` (optional) is called between the expensive parts (cancellation)."""
         raise NotImplementedError
 
 
@@ -122,7 +126,7 @@ class LocalNCC(DenseMetric):
             out = out * c.reshape([-1 if a == axis else 1 for a in range(len(shape))])
         return out
 
-    def value_and_derivatives(self, fixed, moving, mask=None):
+    def value_and_derivatives(self, fixed, moving, mask=None, check=None):
         # Written with in-place operations: on a 1 mm brain every temporary is 35 MB and
         # the arithmetic, not the 12 box filters, used to dominate.
         mom_i, mom_j = self._moments or (_moments(fixed), _moments(moving))
@@ -156,6 +160,8 @@ class LocalNCC(DenseMetric):
                 raise ValueError("the local NCC mask is empty")
             weight = m / np.float32(total)
             cost = -float(np.sum(cc * m, dtype=np.float64) / total)
+        if check is not None:
+            check()
         a = s_ij / den
         a *= 2 * weight  # A = 2 s_IJ / D (per window, weighted)
         r = cc
@@ -202,7 +208,7 @@ class SampledDenseMetric(DenseMetric):
         self._fwd.setup(fixed, moving)
         self._bwd.setup(moving, fixed)
 
-    def value_and_derivatives(self, fixed, moving, mask=None):
+    def value_and_derivatives(self, fixed, moving, mask=None, check=None):
         if mask is None:
             f, m = fixed.ravel(), moving.ravel()
         else:

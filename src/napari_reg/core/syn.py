@@ -123,6 +123,7 @@ def register_syn(
     dense = make_dense_metric(metric, radius=radius, **(metric_options or {}))
     emit = Emitter(callback, stage, "syn", n_levels, t0, total_iterations)
     cancel = cancel if cancel is not None else CancelToken()
+    check = cancel.raise_if_cancelled  # called between the expensive steps of an iteration
     records: list[LevelRecord] = []
     v: np.ndarray | None = None
     grid_affine = fixed_pyr[0].affine
@@ -145,7 +146,9 @@ def register_syn(
         v = (np.zeros((d,) + grid.shape, np.float32) if v is None
              else regrid(v, grid_affine, grid.shape, grid.affine))
         grid_affine = grid.affine
+        check()
         mov_s = smooth(moving_f, sigmas[level]) if sigmas[level] > 0 else moving_f
+        check()
         warped_lin = resample(mov_s, grid, matrix).data.astype(np.float32, copy=False)
         fimg = grid.data.astype(np.float32, copy=False)
         mask = mask_at_level(fixed_mask, fixed_f, shrink[level])
@@ -161,18 +164,20 @@ def register_syn(
             cancel.raise_if_cancelled()
             v_vox = _to_voxel_vectors(v, grid_affine)
             # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
-            half = exp_voxel(0.5 * v_vox, max_step_voxels=0.5)
-            half_inv = exp_voxel(-0.5 * v_vox, max_step_voxels=0.5)
+            half = exp_voxel(0.5 * v_vox, max_step_voxels=0.5, check=check)
+            half_inv = exp_voxel(-0.5 * v_vox, max_step_voxels=0.5, check=check)
             j_mid = _warp(warped_lin, idx + half)
             i_mid = _warp(fimg, idx + half_inv)
-            cancel.raise_if_cancelled()
-            cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mask)
-            record.costs.append(cost)
+            check()
+            cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mask, check=check)
+            check()
             grad = force_field(d_j, j_mid, grid_affine)
             grad -= force_field(d_i, i_mid, grid_affine)
+            check()
             update = _gaussian(grad, update_sigma_voxels)
             norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
-            cancel.raise_if_cancelled()
+            check()
+            record.costs.append(cost)
             if norm <= 0 or not np.isfinite(norm):
                 record.stop_reason = "zero_gradient"
                 emit("iteration", level, it, iters[level], cost, snapshot)

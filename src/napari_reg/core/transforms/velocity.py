@@ -12,6 +12,8 @@ Direction as everywhere: ``exp(v)`` maps fixed world points (mm) to moving world
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .base import Transform
@@ -41,11 +43,13 @@ def squaring_steps(velocity_vox: np.ndarray, max_step_voxels: float = 0.25) -> i
 
 
 def exp_voxel(velocity_vox: np.ndarray, n_steps: int | None = None,
-              max_step_voxels: float = 0.25) -> np.ndarray:
+              max_step_voxels: float = 0.25,
+              check: Callable[[], None] | None = None) -> np.ndarray:
     """Scaling and squaring in voxel units: ``(d, *shape)`` velocity -> displacement.
 
     Both in voxel index units of the same grid (float32). ``n_steps`` defaults to
-    :func:`squaring_steps` with ``max_step_voxels``.
+    :func:`squaring_steps` with ``max_step_voxels``. ``check`` is called before every
+    squaring (a cancellation hook: on a 1 mm brain one squaring takes about a second).
     """
     u = np.array(velocity_vox, dtype=np.float32)
     if n_steps is None:
@@ -54,6 +58,8 @@ def exp_voxel(velocity_vox: np.ndarray, n_steps: int | None = None,
         u *= np.float32(0.5 ** n_steps)
         idx = _index_grid(tuple(u.shape[1:]))
         for _ in range(n_steps):
+            if check is not None:
+                check()
             u += _interpolate(u, idx + u)  # u <- u + u o (Id + u), i.e. T <- T o T
     return u
 
