@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each name is a module in napari_reg.commands with add_parser() and run().
-COMMANDS = ("demo", "register", "apply")
+COMMANDS = ("demo", "register", "apply", "segment", "template", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,147 @@
+"""``napari-reg template IMAGES... -o OUTDIR``: build an unbiased groupwise template.
+
+Writes OUTDIR/template.nii.gz, OUTDIR/transforms/<image>.tfm (ITK, maps TEMPLATE physical
+points to that image's points; a dense ``<image>_field.nii.gz`` instead when the maps are
+deformable) and OUTDIR/template.json (inputs, parameters, per-iteration history), the
+record last: a template whose record exists is finished and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.register import LINEAR_MODELS, METRICS
+
+TEMPLATE_RECORD = "template.json"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "template", help="build an unbiased template from a group of images",
+        description="Iteratively register every image to the current template, average, and "
+        "move the average to the group's mean (inverse mean transform), as ANTs' template "
+        "scripts do. Transforms map template world points to image world points.")
+    p.add_argument("images", nargs="*", help="the group's images")
+    p.add_argument("--list", help="text file with one image path per line")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_template_options(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: CPU count; 0 = this process)")
+    p.add_argument("--scheduler", help="Dask scheduler address (e.g. tcp://host:8786)")
+    p.set_defaults(func=run)
+
+
+def add_template_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("template")
+    g.add_argument("--template-iterations", type=int, default=4,
+                   help="template iterations (default 4)")
+    g.add_argument("--transform", default="affine",
+                   help=f"registration model ({', '.join(LINEAR_MODELS)}, or a deformable "
+                   "stage when available; default affine)")
+    g.add_argument("--metric", choices=list(METRICS), default="mi")
+    g.add_argument("--affine-mean", choices=["log", "arithmetic"], default="log")
+    g.add_argument("--shape-step", type=float, default=0.25,
+                   help="deformable correction step (ANTs gradient step; default 0.25)")
+    g.add_argument("--reference", help="grid of the template (default: the first image)")
+    g.add_argument("--levels", type=int, default=3, help="pyramid levels (default 3)")
+
+
+def _images(args: argparse.Namespace) -> list[str]:
+    from ..batch import BatchError, read_list
+
+    images = list(args.images) + (read_list(args.list) if args.list else [])
+    missing = [p for p in images if not Path(p).is_file()]
+    if missing:
+        raise BatchError(f"image file(s) not found: {', '.join(missing)}")
+    return images
+
+
+def build_template_files(images: list[str], output: str | os.PathLike, options: dict[str, Any],
+                         workers: int | None = None, scheduler: Any = None,
+                         log=print) -> Path:
+    """Build (or reuse) OUTPUT/template.nii.gz from image files; return its path."""
+    from ..batch import executor_mapper
+    from ..core.template import build_template
+    from ..io.atomic import atomic_path
+    from ..io.displacement_fields import save_displacement_field
+    from ..io.transform_files import write_itk_transform
+    from ..io.volumes import load_volume, save_volume, volume_name
+
+    output = Path(output)
+    record_path, template_path = output / TEMPLATE_RECORD, output / "template.nii.gz"
+    resolved = [str(Path(p).resolve()) for p in images]
+    if record_path.is_file() and template_path.is_file():
+        done = json.loads(record_path.read_text())
+        if done.get("images") == resolved:
+            log(f"template already built: {template_path} (delete {record_path} to rebuild)")
+            return template_path
+    volumes = [load_volume(p) for p in images]
+    reference = load_volume(options["reference"]) if options.get("reference") else None
+    kwargs = {k: v for k, v in options.items() if k != "reference"}
+    n_iter = kwargs.get("iterations", 4)
+
+    def progress(event) -> None:
+        if event.phase in ("registered", "average"):
+            what = "averaged" if event.phase == "average" else f"image {event.image_index + 1}"
+            log(f"template iteration {event.iteration + 1}/{n_iter}: {what}")
+
+    if workers == 0 and scheduler is None:
+        result = build_template(volumes, reference, callback=progress, **kwargs)
+    else:
+        with executor_mapper(workers, scheduler) as mapper:
+            result = build_template(volumes, reference, callback=progress, mapper=mapper,
+                                    **kwargs)
+    transforms_dir = output / "transforms"
+    entries = []
+    for path, transform in zip(images, result.transforms, strict=True):
+        name = volume_name(path)
+        if transform.is_linear:
+            target = transforms_dir / f"{name}.tfm"
+            transforms_dir.mkdir(parents=True, exist_ok=True)
+            write_itk_transform(transform.matrix, target,
+                                comment="napari-reg template: maps template points to image points")
+            entries.append({"image": str(Path(path).resolve()), "transform": str(target),
+                            "matrix_ras_template_to_image": np.asarray(transform.matrix).tolist()})
+        else:
+            target = transforms_dir / f"{name}_field.nii.gz"
+            save_displacement_field(target, transform, reference=result.template)
+            entries.append({"image": str(Path(path).resolve()), "transform": str(target)})
+    save_volume(result.template, template_path, dtype=np.float32)
+    record = {"images": resolved, "direction": "transforms map template world (RAS mm) "
+              "points to image world points", "parameters": result.parameters,
+              "history": [h.to_dict() for h in result.history], "transforms": entries}
+    with atomic_path(record_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+    return template_path
+
+
+def template_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"iterations": args.template_iterations, "transform": args.transform,
+            "metric": args.metric, "affine_mean": args.affine_mean,
+            "shape_step": args.shape_step, "reference": args.reference,
+            "register_options": {"levels": args.levels}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.optimize import Cancelled
+
+    try:
+        images = _images(args)
+        path = build_template_files(images, args.output, template_options(args),
+                                    args.workers, args.scheduler,
+                                    log=lambda m: print(m, file=sys.stderr))
+    except (KeyboardInterrupt, Cancelled):
+        print("\nnapari-reg template: interrupted; no template written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        print(f"napari-reg template: error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
