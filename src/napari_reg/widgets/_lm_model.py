@@ -1,0 +1,124 @@
+"""Landmark bookkeeping for the landmarks panel (no Qt): ids, pairs, undo snapshots.
+
+A landmark layer is a napari Points layer whose ``features['id']`` column holds one
+string id per point; a fixed and a moving point with the same id form a pair. Points
+are stored in the *voxel* coordinates of their image (the layer carries the image's
+affine, so napari shows them where they belong), and
+``layer.metadata['original_affine']`` is the image file's voxel->world matrix: the world
+RAS mm position of a landmark is ``original_affine @ data`` whatever hand-made move the
+image layer shows (the convention of the registration core and of landmark files).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.image import apply_affine
+from ._layer_volumes import file_affine
+
+__all__ = ["PairRow", "Snapshot", "UndoStack", "ids_of", "next_id", "pair_rows",
+           "world_points", "natural_key"]
+
+
+def natural_key(value: str) -> tuple:
+    """Sort key putting '2' before '10' and numbers before names."""
+    parts = re.split(r"(\d+)", str(value))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != "")
+
+
+def ids_of(layer: Any) -> list[str]:
+    """The layer's landmark ids as strings (empty list for no points)."""
+    if layer is None or len(layer.data) == 0:
+        return []
+    features = layer.features
+    if "id" not in features.columns:
+        return [str(k + 1) for k in range(len(layer.data))]
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            for v in features["id"]]
+
+
+def world_points(layer: Any) -> np.ndarray:
+    """``(N, d)`` world RAS mm of a landmark layer's points (file affine, see module doc)."""
+    data = np.asarray(layer.data, dtype=np.float64)
+    if data.size == 0:
+        return data.reshape(0, layer.ndim)
+    return apply_affine(file_affine(layer), data)
+
+
+def next_id(this: list[str], other: list[str]) -> str:
+    """The id a new point on this side gets.
+
+    First an id the other side has and this side lacks (the click completes that pair),
+    else one more than the largest numeric id on either side ("1" to start).
+    """
+    have = set(this)
+    missing = sorted((i for i in other if i not in have), key=natural_key)
+    if missing:
+        return missing[0]
+    numbers = [int(i) for i in this + other if i.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+@dataclass
+class PairRow:
+    """One table row: an id with its fixed and/or moving world point (RAS mm)."""
+
+    id: str
+    fixed: np.ndarray | None
+    moving: np.ndarray | None
+    fixed_index: int | None
+    moving_index: int | None
+    residual: float | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.fixed is not None and self.moving is not None
+
+
+def pair_rows(fixed_layer: Any, moving_layer: Any) -> list[PairRow]:
+    """All ids of both layers (natural order) with their points; unpaired ids included."""
+    rows: dict[str, PairRow] = {}
+    for side, layer in (("fixed", fixed_layer), ("moving", moving_layer)):
+        if layer is None:
+            continue
+        pts = world_points(layer)
+        for k, i in enumerate(ids_of(layer)):
+            row = rows.setdefault(i, PairRow(i, None, None, None, None))
+            setattr(row, side, pts[k])
+            setattr(row, f"{side}_index", k)
+    return [rows[i] for i in sorted(rows, key=natural_key)]
+
+
+@dataclass
+class Snapshot:
+    """Points (data coordinates) and ids of both layers, for undo."""
+
+    fixed_data: np.ndarray
+    fixed_ids: list[str]
+    moving_data: np.ndarray
+    moving_ids: list[str]
+
+
+class UndoStack:
+    """Bounded stack of :class:`Snapshot` (newest last)."""
+
+    def __init__(self, limit: int = 200):
+        self.limit = limit
+        self._items: list[Snapshot] = []
+
+    def push(self, snap: Snapshot) -> None:
+        self._items.append(snap)
+        del self._items[:-self.limit]
+
+    def pop(self) -> Snapshot | None:
+        return self._items.pop() if self._items else None
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)

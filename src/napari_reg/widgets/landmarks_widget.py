@@ -1,0 +1,448 @@
+"""Landmarks panel: paired points clicked on the fixed and moving images, fits, files.
+
+Pairs are explicit: every point carries an id (``features['id']`` of its Points layer)
+and a fixed and a moving point with the same id form a pair, whatever the click order.
+A new click gets the id of the pair selected in the table when this side lacks it,
+else the first id that the other side has and this side lacks (so clicking fixed 1, 2, 3
+then moving 1, 2, 3 pairs up as expected), else a new number. Points live
+in their image's voxel coordinates (the Points layer carries the image's affine), so
+they are clicked on 2D slices of 3D volumes and shown where the image is; world RAS mm
+positions come from the image file's affine (see ``_lm_model``).
+
+Fits (fixed world RAS mm -> moving world RAS mm): rigid, similarity, affine
+(:func:`napari_reg.core.initialize.fit_landmarks`) or a thin-plate spline
+(:mod:`napari_reg.core.thin_plate`), with per-pair residuals in the table. A fit can be
+previewed and handed to the Register panel as its initialisation (through the shared
+"current alignment", :mod:`._lm_alignment`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from napari.layers import Points
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QFileDialog
+
+from ..core.initialize import fit_landmarks
+from ..core.qc import target_registration_error
+from ..core.thin_plate import fit_thin_plate
+from ..core.transforms.base import MatrixTransform, Transform
+from ..io.landmarks import Landmarks, read_landmarks, write_landmarks
+from ._layer_volumes import file_affine, layer_affine
+from ._lm_alignment import get_alignment, request_manual_init
+from ._lm_model import (
+    Snapshot,
+    UndoStack,
+    ids_of,
+    next_id,
+    pair_rows,
+    world_points,
+)
+from ._lm_table import PairTable
+from ._session import get_session, unwrap_viewer
+
+__all__ = ["LandmarksWidget", "FIT_CHOICES"]
+
+FIT_CHOICES = [("Rigid", "rigid"), ("Similarity", "similarity"), ("Affine", "affine"),
+               ("Thin-plate spline (deformable)", "tps")]
+_FILTER = "Landmarks (*.csv *.fcsv *.mrk.json *.json)"
+
+
+class LandmarksWidget(Container):
+    """Click, pair, edit, fit, save and load landmarks on the session's images."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer = unwrap_viewer(viewer)
+        self._session = get_session(viewer)
+        self.alignment = get_alignment(viewer)
+        self.fixed_points = ComboBox(label="Fixed points", choices=self._points, nullable=True)
+        self.moving_points = ComboBox(label="Moving points", choices=self._points, nullable=True)
+        self.new_layers = PushButton(text="New landmark layers on fixed / moving")
+        self.click_fixed = PushButton(text="Click on fixed")
+        self.click_moving = PushButton(text="Click on moving")
+        self.select_mode = PushButton(text="Select / move")
+        self.delete = PushButton(text="Delete pair")
+        self.undo_button = PushButton(text="Undo")
+        self.kind = ComboBox(label="Fit", choices=FIT_CHOICES, value="rigid")
+        self.smoothing = FloatSpinBox(label="Spline smoothing (mm)", min=0.0, max=1e4,
+                                      step=0.5, value=0.0, visible=False)
+        self.fit_button = PushButton(text="Fit")
+        self.preview = PushButton(text="Preview fit")
+        self.use_init = PushButton(text="Use fit as registration initialisation")
+        self.summary = Label(value="")
+        self.load_side = ComboBox(label="Load into", choices=["fixed", "moving"])
+        self.load_button = PushButton(text="Load file...")
+        self.save_button = PushButton(text="Save both...")
+        self.extend([self.fixed_points, self.moving_points, self.new_layers,
+                     Container(widgets=[self.click_fixed, self.click_moving, self.select_mode],
+                               layout="horizontal", labels=False),
+                     Container(widgets=[self.delete, self.undo_button], layout="horizontal",
+                               labels=False)])
+        self.table = PairTable()
+        self.native.layout().addWidget(self.table)
+        self.extend([self.kind, self.smoothing, self.fit_button, self.summary, self.preview,
+                     self.use_init, self.load_side,
+                     Container(widgets=[self.load_button, self.save_button],
+                               layout="horizontal", labels=False)])
+
+        self.undo_stack = UndoStack()
+        self.fit: Transform | None = None
+        self._fit_kind = ""
+        self._busy = False  # our own edits: no undo snapshot, no id assignment
+        self._follow: dict[int, Any] = {}  # id(points layer) -> image layer it sits on
+        self._connected: list[Any] = []
+
+        self.new_layers.clicked.connect(self._guard(self.create_layers))
+        self.click_fixed.clicked.connect(lambda: self.start_clicking("fixed"))
+        self.click_moving.clicked.connect(lambda: self.start_clicking("moving"))
+        self.select_mode.clicked.connect(lambda: self.start_clicking(None))
+        self.delete.clicked.connect(self._guard(self.delete_selected))
+        self.undo_button.clicked.connect(self.undo)
+        self.kind.changed.connect(lambda v: setattr(self.smoothing, "visible", v == "tps"))
+        self.fit_button.clicked.connect(self._guard(self.run_fit))
+        self.preview.clicked.connect(self._guard(self.preview_fit))
+        self.use_init.clicked.connect(self._guard(self.use_as_initialisation))
+        self.load_button.clicked.connect(self._guard(self._load_dialog))
+        self.save_button.clicked.connect(self._guard(self._save_dialog))
+        self.fixed_points.changed.connect(self._on_layers_chosen)
+        self.moving_points.changed.connect(self._on_layers_chosen)
+        self.table.row_chosen.connect(self.go_to)
+        events = viewer.layers.events
+        events.inserted.connect(self.reset_choices)
+        events.removed.connect(self.reset_choices)
+        self.native.destroyed.connect(self._shutdown)
+        self._on_layers_chosen()
+
+    def _shutdown(self, *_args: Any) -> None:
+        self._disconnect()
+        events = self._viewer.layers.events
+        events.inserted.disconnect(self.reset_choices)
+        events.removed.disconnect(self.reset_choices)
+
+    @staticmethod
+    def _guard(action: Any) -> Any:
+        """Run a button action; a ValueError becomes a notification (nothing is lost)."""
+        def run(*_args: Any) -> Any:
+            try:
+                return action()
+            except ValueError as exc:
+                show_error(str(exc))
+                return None
+        return run
+
+    def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Points)]
+
+    # ------------------------------------------------------------------ layers
+    def create_layers(self) -> tuple[Points, Points]:
+        """Empty Points layers on the session's fixed and moving images (their affines)."""
+        fixed_img, moving_img = self.alignment.layers()
+        made = []
+        for side, image, colour in (("fixed", fixed_img, "yellow"),
+                                    ("moving", moving_img, "cyan")):
+            spacing = float(np.mean(np.linalg.norm(file_affine(image)[:-1, :-1], axis=0)))
+            layer = self._viewer.add_points(
+                np.zeros((0, image.ndim)), ndim=image.ndim, name=f"{side} landmarks",
+                affine=layer_affine(image), features={"id": np.array([], dtype=object)},
+                text={"string": "{id}", "color": colour, "size": 10,
+                      "anchor": "upper_left"},
+                face_color=colour, border_color="black", size=4.0 / spacing,
+                metadata={"original_affine": file_affine(image), "napari_reg_side": side})
+            self._follow[id(layer)] = image
+            made.append(layer)
+        self.reset_choices()
+        self.fixed_points.value, self.moving_points.value = made
+        return made[0], made[1]
+
+    def _layers(self) -> tuple[Any, Any]:
+        return self.fixed_points.value, self.moving_points.value
+
+    def _disconnect(self) -> None:
+        for layer, cb in self._connected:
+            try:
+                emitter = (layer.events.affine if cb == self._follow_moving
+                           else layer.events.data)
+                emitter.disconnect(cb)
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        self._connected = []
+
+    def _on_layers_chosen(self, *_args: Any) -> None:
+        self._disconnect()
+        for side, layer in zip(("fixed", "moving"), self._layers(), strict=True):
+            if layer is None:
+                continue
+            cb = functools.partial(self._on_data, side)
+            layer.events.data.connect(cb)
+            self._connected.append((layer, cb))
+        moving_img = self._session.moving_layer
+        if moving_img is not None:
+            moving_img.events.affine.connect(self._follow_moving)
+            self._connected.append((moving_img, self._follow_moving))
+        self.fit = None
+        self.refresh()
+
+    def _follow_moving(self, *_args: Any) -> None:
+        """Keep points we placed on the moving image on it when the image is moved."""
+        for layer in self._layers():
+            image = self._follow.get(id(layer)) if layer is not None else None
+            if image is not None and image is self._session.moving_layer:
+                layer.affine = layer_affine(image)
+
+    # ------------------------------------------------------------------ editing
+    def snapshot(self) -> Snapshot:
+        f, m = self._layers()
+        nd = (f or m).ndim if (f or m) is not None else 3
+        return Snapshot(np.array(f.data) if f is not None else np.zeros((0, nd)), ids_of(f),
+                        np.array(m.data) if m is not None else np.zeros((0, nd)), ids_of(m))
+
+    def _write(self, layer: Any, data: np.ndarray, ids: list[str]) -> None:
+        self._busy = True
+        try:
+            layer.data = np.asarray(data, dtype=np.float64).reshape(-1, layer.ndim)
+            layer.features = {"id": np.array(ids, dtype=object)}
+        finally:
+            self._busy = False
+
+    def _on_data(self, side: str, event: Any) -> None:
+        if self._busy:
+            return
+        action = str(getattr(event, "action", ""))
+        if action in ("adding", "removing", "changing"):
+            self.undo_stack.push(self.snapshot())
+            return
+        layer = self._layers()[0 if side == "fixed" else 1]
+        if action == "added":
+            self._assign_ids(side, layer, event)
+        self.refresh()
+
+    def _assign_ids(self, side: str, layer: Any, event: Any) -> None:
+        """Give new points their ids; refuse points outside the image they sit on."""
+        n = len(layer.data)
+        new = sorted({int(i) % n for i in (event.data_indices or ())}) or [n - 1]
+        data, ids = np.array(layer.data), ids_of(layer)
+        image = self._follow.get(id(layer))
+        if image is not None:
+            shape = np.asarray(image.data.shape[-layer.ndim:])
+            outside = [k for k in new if np.any(data[k] < -0.5) or np.any(data[k] > shape - 0.5)]
+            if outside:
+                keep = [k for k in range(n) if k not in outside]
+                self._write(layer, data[keep], [ids[k] for k in keep])
+                self.undo_stack.pop()
+                show_warning(f"That click is outside the {side} image '{image.name}'; "
+                             "no landmark was added.")
+                return
+        other = self._layers()[1 if side == "fixed" else 0]
+        others = ids_of(other)
+        mine = [ids[j] for j in range(n) if j not in new]
+        chosen = self.table.selected_id()  # a pair picked in the table gets the click
+        for k in new:
+            ids[k] = chosen if chosen and chosen not in mine else next_id(mine, others)
+            mine.append(ids[k])
+        self._write(layer, data, ids)
+
+    def start_clicking(self, side: str | None) -> None:
+        """Put the fixed or moving Points layer in add mode (None: select/move mode);
+        the other image is hidden meanwhile so the click lands on what is seen."""
+        fixed, moving = self._layers()
+        if side is not None and (fixed is None or moving is None):
+            try:
+                fixed, moving = self.create_layers()
+            except ValueError as exc:
+                show_error(str(exc))
+                return
+        target = {"fixed": fixed, "moving": moving}.get(side or "")
+        for layer in (fixed, moving):
+            if layer is not None:
+                layer.mode = "add" if layer is target else "select"
+        if target is not None:
+            self._viewer.layers.selection.active = target
+        images = {"fixed": self._session.fixed_layer, "moving": self._session.moving_layer}
+        overlay = self.alignment.overlay.layer if self.alignment.overlay is not None else None
+        for name, image in images.items():
+            if image is not None and image in self._viewer.layers:
+                image.visible = side is None or name == side
+        if side is not None and overlay is not None and overlay in self._viewer.layers:
+            overlay.visible = False
+        if side is None:
+            self.alignment.refresh_overlay()
+
+    def delete_selected(self) -> None:
+        """Delete the selected pair (both points) from the table."""
+        row = self.table.selected_row()
+        if row is None:
+            raise ValueError("Select a landmark pair in the table first.")
+        self.undo_stack.push(self.snapshot())
+        for layer, index in zip(self._layers(), (row.fixed_index, row.moving_index),
+                                strict=True):
+            if layer is not None and index is not None:
+                keep = [k for k in range(len(layer.data)) if k != index]
+                ids = ids_of(layer)
+                self._write(layer, np.asarray(layer.data)[keep], [ids[k] for k in keep])
+        self.refresh()
+
+    def undo(self) -> bool:
+        """Restore both layers to before the last add, move, delete or load."""
+        snap = self.undo_stack.pop()
+        fixed, moving = self._layers()
+        if snap is None:
+            show_info("Nothing to undo.")
+            return False
+        if fixed is not None:
+            self._write(fixed, snap.fixed_data, snap.fixed_ids)
+        if moving is not None:
+            self._write(moving, snap.moving_data, snap.moving_ids)
+        self.refresh()
+        return True
+
+    # ------------------------------------------------------------------ table
+    def refresh(self) -> None:
+        """Rebuild the table; re-fit quietly when a fit is shown (live residuals)."""
+        rows = pair_rows(*self._layers())
+        if self.fit is not None:
+            try:
+                self._fit_rows(rows)
+            except ValueError:
+                self.fit = None
+                self.summary.value = "Fit cleared: the current pairs no longer support it."
+        self.table.set_rows(rows)
+
+    def go_to(self, row_index: int, side: str = "fixed") -> None:
+        """Move the viewer to a pair: the slider position and the camera centre."""
+        row = self.table.rows[row_index]
+        index = row.fixed_index if side == "fixed" else row.moving_index
+        layer = self._layers()[0 if side == "fixed" else 1]
+        if index is None:  # an unpaired row: go to the point that exists
+            side = "moving" if side == "fixed" else "fixed"
+            index = row.fixed_index if side == "fixed" else row.moving_index
+            layer = self._layers()[0 if side == "fixed" else 1]
+        shown = layer.data_to_world(np.asarray(layer.data[index]))
+        dims = self._viewer.dims
+        offset = dims.ndim - len(shown)
+        dims.point = tuple(dims.point[:offset]) + tuple(float(v) for v in shown)
+        self._viewer.camera.center = tuple(float(shown[a - offset]) for a in dims.displayed
+                                           if a >= offset)
+        layer.selected_data = {index}
+
+    # ------------------------------------------------------------------ fitting
+    def _pairs(self, rows: list | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        rows = pair_rows(*self._layers()) if rows is None else rows
+        paired = [r for r in rows if r.paired]
+        if not paired:
+            raise ValueError("No landmark pairs yet: click a point on the fixed image and "
+                             "the same point on the moving image.")
+        unpaired = [r.id for r in rows if not r.paired]
+        return (np.array([r.fixed for r in paired]), np.array([r.moving for r in paired]),
+                unpaired)
+
+    def _fit_rows(self, rows: list, kind: str | None = None) -> Transform:
+        kind = kind or self._fit_kind
+        f, m, unpaired = self._pairs(rows)
+        if kind == "tps":
+            fit: Transform = fit_thin_plate(f, m, smoothing=float(self.smoothing.value))
+        else:
+            fit = MatrixTransform(fit_landmarks(f, m, kind))
+        residuals = target_registration_error(fit, f, m)
+        for r, res in zip([r for r in rows if r.paired], residuals, strict=True):
+            r.residual = float(res)
+        self.fit, self._fit_kind = fit, kind
+        label = dict((v, k) for k, v in FIT_CHOICES)[kind]
+        text = (f"{label} from {len(f)} pairs: residual mean {residuals.mean():.3f} mm, "
+                f"max {residuals.max():.3f} mm")
+        if unpaired:
+            text += f"; ignored unpaired: {', '.join(unpaired)}"
+        self.summary.value = text
+        return fit
+
+    def run_fit(self) -> Transform:
+        """Fit the chosen model to the current pairs; residuals go to the table."""
+        rows = pair_rows(*self._layers())
+        fit = self._fit_rows(rows, self.kind.value)
+        self.table.set_rows(rows)
+        unpaired = [r.id for r in rows if not r.paired]
+        if unpaired:
+            show_warning(f"Landmarks without a partner were left out of the fit: "
+                         f"{', '.join(unpaired)}")
+        return fit
+
+    def _require_fit(self) -> Transform:
+        if self.fit is None or self._fit_kind != self.kind.value:
+            return self.run_fit()
+        return self.fit
+
+    def preview_fit(self) -> None:
+        """Show the moving image warped by the fit (overlay on the fixed grid)."""
+        self.alignment.set(self._require_fit())
+
+    def use_as_initialisation(self) -> None:
+        """Make the fit the current alignment and select it in the Register panel."""
+        fit = self._require_fit()
+        self.alignment.set(fit)
+        docked = request_manual_init(self._viewer)
+        where = ("The Register panel now starts from it." if docked else
+                 "Choose 'Current manual alignment' as initialisation in the Register panel.")
+        extra = (" A registration starts from the spline's affine part (registration "
+                 "initialisations are linear)." if not fit.is_linear else "")
+        show_info(f"Landmark fit set as the current alignment. {where}{extra}")
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path, coordinate_system: str = "LPS") -> tuple[Path, Path]:
+        """Write ``<name>_fixed<ext>`` and ``<name>_moving<ext>`` (world RAS mm; Slicer
+        files in ``coordinate_system``). Returns the two paths."""
+        path = Path(path)
+        name = path.name
+        ext = ".mrk.json" if name.lower().endswith(".mrk.json") else path.suffix
+        stem = name[: len(name) - len(ext)] if ext else name
+        out = []
+        for side, layer in zip(("fixed", "moving"), self._layers(), strict=True):
+            if layer is None or len(layer.data) == 0:
+                raise ValueError(f"There are no {side} landmarks to save.")
+            target = path.with_name(f"{stem}_{side}{ext or '.csv'}")
+            write_landmarks(Landmarks(ids_of(layer), world_points(layer)), target,
+                            coordinate_system=coordinate_system)
+            out.append(target)
+        show_info(f"Saved {out[0].name} and {out[1].name} (world RAS mm)")
+        return out[0], out[1]
+
+    def load(self, path: str | Path, side: str) -> None:
+        """Replace one side's landmarks with a file's (world RAS mm; undoable)."""
+        landmarks = read_landmarks(path)  # LandmarkFileError (a ValueError) names the problem
+        fixed, moving = self._layers()
+        if fixed is None or moving is None:
+            fixed, moving = self.create_layers()
+        layer = fixed if side == "fixed" else moving
+        if landmarks.ndim != layer.ndim:
+            raise ValueError(f"{Path(path).name} holds {landmarks.ndim}D landmarks but the "
+                             f"{side} layer is {layer.ndim}D.")
+        self.undo_stack.push(self.snapshot())
+        data = (landmarks.points @ np.linalg.inv(file_affine(layer))[:-1, :-1].T
+                + np.linalg.inv(file_affine(layer))[:-1, -1])
+        self._write(layer, data, list(landmarks.ids))
+        image = self._follow.get(id(layer))
+        if image is not None:
+            shape = np.asarray(image.data.shape[-layer.ndim:])
+            out = [i for i, p in zip(landmarks.ids, data, strict=True)
+                   if np.any(p < -0.5) or np.any(p > shape - 0.5)]
+            if out:
+                show_warning(f"Landmarks outside the {side} image '{image.name}' (kept, "
+                             f"check the file's space): {', '.join(out)}")
+        self.refresh()
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save landmarks (two files: "
+                                              "_fixed and _moving)", "landmarks.csv", _FILTER)
+        if path:
+            self.save(path)
+
+    def _load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.native, f"Load {self.load_side.value} "
+                                              "landmarks", "", _FILTER)
+        if path:
+            self.load(path, self.load_side.value)

@@ -1,0 +1,225 @@
+"""Landmarks panel driven like a user: clicks go through the Points layers' own mouse
+callbacks (napari's add mode), pairs are matched by id, fits recover known transforms,
+undo / delete / files / bad input behave. Screenshot: /tmp/napari_reg_landmarks.png."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+from phantoms import homogeneous, rotation
+
+from napari_reg.core.image import Volume, apply_affine
+from napari_reg.io.landmarks import read_landmarks
+from napari_reg.layers import volume_to_layer_data
+from napari_reg.widgets._layer_volumes import manual_initial
+from napari_reg.widgets._session import get_session
+from napari_reg.widgets.landmarks_widget import LandmarksWidget
+from napari_reg.widgets.register_widget import RegisterWidget
+
+FIXED_AFFINE = np.array([[2.0, 0, 0, -30], [0, 1.5, 0, -25], [0, 0, 2.5, -20], [0, 0, 0, 1]])
+MOVING_AFFINE = np.array([[-1.8, 0, 0, 35], [0, 1.6, 0, -28], [0, 0, 2.2, -18], [0, 0, 0, 1]])
+TRUTH = homogeneous(rotation(0.05, -0.08, 0.12), [3.0, -2.0, 1.5], center=[0, 0, 0])
+FIXED_CLICKS = np.array([[-10.0, -5, -4], [12, 3, 6], [0, 14, -8], [8, -12, 10], [-6, 8, 12],
+                         [4, 0, 0]])
+
+
+@dataclass
+class Click:
+    """The mouse event napari's layer callbacks read (world position, buttons, keys)."""
+
+    type: str
+    position: tuple
+    is_dragging: bool = False
+    modifiers: list = field(default_factory=list)
+    view_direction: object = None
+    dims_displayed: list = field(default_factory=lambda: [1, 2])
+    pos: np.ndarray = field(default_factory=lambda: np.array([50.0, 50.0]))
+    button: int = 1
+    handled: bool = False
+
+
+def click(layer, world) -> None:
+    """Press and release at a world point (no motion: napari's add mode adds a point)."""
+    position = tuple(float(v) for v in world)
+    mouse_press_callbacks(layer, Click("mouse_press", position))
+    mouse_release_callbacks(layer, Click("mouse_release", position))
+
+
+@pytest.fixture
+def notes(monkeypatch) -> dict[str, list[str]]:
+    got: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
+    for kind in got:
+        monkeypatch.setattr(f"napari_reg.widgets.landmarks_widget.show_{kind}",
+                            got[kind].append)
+    return got
+
+
+@pytest.fixture
+def panel(make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    layers = []
+    for name, affine in (("fixed", FIXED_AFFINE), ("moving", MOVING_AFFINE)):
+        vol = Volume(rng.random((30, 34, 18)).astype(np.float32), affine, name)
+        data, kwargs, _ = volume_to_layer_data(vol, "image")
+        layers.append(viewer.add_image(data, **kwargs))
+    get_session(viewer).set_roles(*layers)
+    widget = LandmarksWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _click_all(widget, fixed_points, moving_points, moving_order) -> None:
+    widget.start_clicking("fixed")
+    fixed_layer, moving_layer = widget.fixed_points.value, widget.moving_points.value
+    for p in fixed_points:
+        click(fixed_layer, p)
+    widget.start_clicking("moving")
+    assert moving_layer.mode == "add" and not widget._session.fixed_layer.visible
+    for k in moving_order:  # not the fixed order: the table row chosen says which pair
+        widget.table.selectRow([r.id for r in widget.table.rows].index(str(k + 1)))
+        click(moving_layer, moving_points[k])
+    widget.start_clicking(None)
+
+
+def test_click_pair_fit_undo_delete(panel, notes) -> None:
+    viewer, widget = panel
+    moving_clicks = apply_affine(TRUTH, FIXED_CLICKS)
+    _click_all(widget, FIXED_CLICKS, moving_clicks, [3, 0, 5, 1, 4, 2])
+    fixed_layer, moving_layer = widget.fixed_points.value, widget.moving_points.value
+    # points live in voxel coordinates of their image (the layers carry the image affine)
+    np.testing.assert_allclose(fixed_layer.affine.affine_matrix, FIXED_AFFINE)
+    np.testing.assert_allclose(apply_affine(FIXED_AFFINE, fixed_layer.data), FIXED_CLICKS,
+                               atol=1e-9)
+    assert list(fixed_layer.features["id"]) == ["1", "2", "3", "4", "5", "6"]
+    assert list(moving_layer.features["id"]) == ["4", "1", "6", "2", "5", "3"]
+    assert all(r.paired for r in widget.table.rows) and len(widget.table.rows) == 6
+
+    for kind in ("rigid", "similarity", "affine"):
+        widget.kind.value = kind
+        fit = widget.run_fit()
+        np.testing.assert_allclose(fit.matrix, TRUTH, atol=1e-6)
+        assert max(r.residual for r in widget.table.rows) < 1e-6
+    widget.kind.value = "tps"
+    tps = widget.run_fit()
+    np.testing.assert_allclose(tps.transform_points(FIXED_CLICKS), moving_clicks, atol=1e-6)
+    assert "residual mean 0.000 mm" in widget.summary.value
+
+    # an extra fixed point is unpaired, shown as such, left out of the fit with a warning
+    widget.table.clearSelection()
+    widget.start_clicking("fixed")
+    click(fixed_layer, [2.0, 2.0, 2.0])
+    row = widget.table.rows[-1]
+    assert row.id == "7" and not row.paired and widget.table.text(6, 7) == "unpaired"
+    widget.kind.value = "affine"
+    widget.run_fit()
+    assert any("7" in w for w in notes["warning"])
+    # undo removes the click; a second undo is not needed for anything else
+    assert widget.undo()
+    assert len(fixed_layer.data) == 6 and all(r.paired for r in widget.table.rows)
+
+    # moving a point through napari's own event chain is undoable too
+    before = np.array(moving_layer.data)
+    moving_layer.events.data(value=moving_layer.data, action="changing", data_indices=(0,),
+                             vertex_indices=((),))
+    moved = before.copy()
+    moved[0] += 2.0
+    moving_layer._set_data(moved)
+    moving_layer.events.data(value=moving_layer.data, action="changed", data_indices=(0,),
+                             vertex_indices=((),))
+    assert widget.table.rows[3].residual > 1.0  # live residual of pair 4 after the move
+    widget.undo()
+    np.testing.assert_allclose(moving_layer.data, before)
+
+    # delete a pair from the table, then undo the deletion
+    widget.table.selectRow(1)
+    widget.delete_selected()
+    assert [r.id for r in widget.table.rows] == ["1", "3", "4", "5", "6"]
+    widget.undo()
+    assert [r.id for r in widget.table.rows] == ["1", "2", "3", "4", "5", "6"]
+    assert not notes["error"], notes["error"]
+
+    # selecting a pair moves the view there (slider position and camera centre)
+    viewer.dims.order = (2, 0, 1)
+    step = viewer.dims.range[2].step  # napari snaps the slider to its step
+    widget.table.cellClicked.emit(2, 1)
+    assert abs(viewer.dims.point[2] - FIXED_CLICKS[2][2]) <= step / 2 + 1e-9
+    np.testing.assert_allclose(viewer.camera.center[-2:], FIXED_CLICKS[2][[0, 1]], atol=1e-6)
+    widget.table.cellClicked.emit(4, 5)  # the moving half of the row
+    assert abs(viewer.dims.point[2] - moving_clicks[4][2]) <= step / 2 + 1e-9
+    np.testing.assert_allclose(viewer.camera.center[-2:], moving_clicks[4][[0, 1]], atol=1e-6)
+    assert widget.moving_points.value.selected_data == {list(moving_layer.features["id"])
+                                                        .index("5")}
+    viewer.screenshot(path="/tmp/napari_reg_landmarks.png", canvas_only=False)
+
+
+def test_bad_input_is_refused_and_nothing_lost(panel, notes, tmp_path) -> None:
+    viewer, widget = panel
+    widget.start_clicking("fixed")
+    fixed_layer = widget.fixed_points.value
+    for p in FIXED_CLICKS[:3]:
+        click(fixed_layer, p)
+    click(fixed_layer, [500.0, 0.0, 0.0])  # outside the fixed image
+    assert len(fixed_layer.data) == 3 and "outside" in notes["warning"][-1]
+    widget.start_clicking("moving")
+    for p in [[0.0, 0, 0], [5.0, 5, 5], [10.0, 10, 10]]:  # collinear on the moving side
+        click(widget.moving_points.value, p)
+    widget.kind.value = "rigid"
+    widget.fit_button.clicked.emit()
+    assert "collinear" in notes["error"][-1]
+    widget.kind.value = "affine"
+    widget.fit_button.clicked.emit()
+    assert "at least 4" in notes["error"][-1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,a,b,c\n1,0,0,0\n")
+    inches = tmp_path / "inches.csv"
+    inches.write_text("id,x_in,y_in,z_in\n1,0,0,0\n")
+    for path in (bad, inches):
+        widget._guard(lambda p=path: widget.load(p, "fixed"))()
+    assert "header" in notes["error"][-2] and "millimetres" in notes["error"][-1]
+    assert len(fixed_layer.data) == 3 and len(widget.table.rows) == 3
+
+
+def test_files_round_trip_and_initialisation(panel, notes, tmp_path) -> None:
+    viewer, widget = panel
+    register = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(register)
+    moving_clicks = apply_affine(TRUTH, FIXED_CLICKS)
+    _click_all(widget, FIXED_CLICKS, moving_clicks, range(6))
+    for name in ("lm.csv", "lm.fcsv", "lm.mrk.json"):
+        f_path, m_path = widget.save(tmp_path / name)
+        assert f_path.name.startswith("lm_fixed") and m_path.name.startswith("lm_moving")
+        np.testing.assert_allclose(read_landmarks(f_path).points, FIXED_CLICKS, atol=1e-9)
+        np.testing.assert_allclose(read_landmarks(m_path).points, moving_clicks, atol=1e-9)
+    assert (tmp_path / "lm_fixed.csv").read_text().startswith("id,x,y,z")
+
+    # load into a fresh pair of layers, in a reversed file order: pairs still match by id
+    text = (tmp_path / "lm_moving.csv").read_text().splitlines()
+    (tmp_path / "rev.csv").write_text("\n".join([text[0]] + text[:0:-1]) + "\n")
+    widget.create_layers()
+    widget.load(tmp_path / "lm_fixed.fcsv", "fixed")
+    widget.load(tmp_path / "rev.csv", "moving")
+    assert len(widget.table.rows) == 6 and all(r.paired for r in widget.table.rows)
+    widget.kind.value = "rigid"
+    fit = widget.run_fit()
+    np.testing.assert_allclose(fit.matrix, TRUTH, atol=1e-6)
+    assert widget.undo() and len(widget.moving_points.value.data) == 0  # undo the load
+
+    # the fit becomes the Register panel's initialisation ("Current manual alignment")
+    widget.load(tmp_path / "rev.csv", "moving")
+    widget.use_as_initialisation()
+    session = get_session(viewer)
+    np.testing.assert_allclose(manual_initial(session.fixed_layer, session.moving_layer),
+                               TRUTH, atol=1e-9)
+    assert register.init.value == "manual"
+    # the moving landmarks follow the moved moving image on screen
+    moving_layer = widget.moving_points.value
+    first_id = int(moving_layer.features["id"][0])  # the file was reversed: id 6
+    shown = moving_layer.data_to_world(moving_layer.data[0])
+    np.testing.assert_allclose(shown, FIXED_CLICKS[first_id - 1], atol=1e-6)
+    widget.alignment.wait()
+    assert not session.moving_layer.visible and widget.alignment.overlay.layer.visible
+    assert not notes["error"], notes["error"]
