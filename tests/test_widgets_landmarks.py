@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
-from phantoms import homogeneous, rotation
 
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.io.landmarks import read_landmarks
@@ -18,6 +17,7 @@ from napari_reg.widgets._layer_volumes import manual_initial
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.landmarks_widget import LandmarksWidget
 from napari_reg.widgets.register_widget import RegisterWidget
+from phantoms import homogeneous, rotation
 
 FIXED_AFFINE = np.array([[2.0, 0, 0, -30], [0, 1.5, 0, -25], [0, 0, 2.5, -20], [0, 0, 0, 1]])
 MOVING_AFFINE = np.array([[-1.8, 0, 0, 35], [0, 1.6, 0, -28], [0, 0, 2.2, -18], [0, 0, 0, 1]])
