@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,34 @@ def test_pipeline_warns_about_an_intensity_metric_across_contrasts() -> None:
         result = segment_with_atlases(subject, [atlas], metric="ssd", fusion="majority",
                                       register_options={"levels": 1, "iterations": 2})
     assert any("metric='mi'" in note for note in result.notes)
+
+
+def test_segment_command_line(tmp_path, capsys) -> None:
+    from napari_reg.cli import main
+    from napari_reg.io.volumes import load_volume, save_volume
+
+    subject = phantom_volume((26, 22, 20), (3.0, 3.0, 3.0), name="subject")
+    save_volume(subject, tmp_path / "subject.nii.gz")
+    save_volume(subject.with_data(_phantom_labels(subject.world_grid())), tmp_path / "gt.nii.gz")
+    argv = ["segment", str(tmp_path / "subject.nii.gz")]
+    for k, m in enumerate([homogeneous(np.eye(3), [3.0, -2.0, 1.0]),
+                           homogeneous(np.eye(3), [-2.0, 2.0, -1.0])]):
+        atlas = _atlas(m, f"a{k}")
+        save_volume(atlas.image, tmp_path / f"a{k}.nii.gz")
+        save_volume(atlas.labels, tmp_path / f"a{k}_labels.nii.gz")
+        argv += ["--atlas", str(tmp_path / f"a{k}.nii.gz"), str(tmp_path / f"a{k}_labels.nii.gz")]
+    out = tmp_path / "seg"
+    argv += ["-o", str(out), "--truth", str(tmp_path / "gt.nii.gz"), "--levels", "2",
+             "--metric", "ncc", "--fusion", "majority"]
+    assert main(argv) == 0
+    labels = load_volume(out / "labels.nii.gz")
+    np.testing.assert_allclose(labels.affine, subject.affine, atol=1e-5)
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    record = json.loads((out / "segment.json").read_text())
+    assert min(record["dice"]["fused"].values()) > 0.85
+    assert (out / "dice.tsv").read_text().startswith("label\tfused\ta0\ta1")
+    assert main(argv) == 1  # outputs exist: refused without --overwrite
+    assert "pass --overwrite" in capsys.readouterr().err
+    argv[argv.index("--truth") + 1] = str(tmp_path / "missing.nii.gz")
+    assert main(argv + ["--overwrite"]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -110,3 +110,33 @@ def test_bad_template_inputs() -> None:
         build_template([image, phantom_volume((8, 8, 8), (1.0, 1.0, 1.0))])
     with pytest.raises(TemplateError, match="unknown affine mean"):
         build_template([image, image], affine_mean="median")
+
+
+def test_template_command_line(tmp_path) -> None:
+    import json
+
+    from napari_reg.cli import main
+    from napari_reg.io.transform_files import read_itk_transform
+    from napari_reg.io.volumes import load_volume, save_volume
+    from phantoms import homogeneous
+
+    shifts = [(4.0, -2.0, 2.0), (-2.0, 3.0, -1.0), (1.0, -4.0, 2.0)]
+    paths = []
+    for k, shift in enumerate(shifts):
+        path = tmp_path / f"img{k}.nii.gz"
+        save_volume(phantom_volume((24, 22, 20), (3.0, 3.0, 3.0),
+                                   transform=homogeneous(np.eye(3), shift)), path)
+        paths.append(str(path))
+    out = tmp_path / "tpl"
+    assert main(["template", *paths, "-o", str(out), "--workers", "0", "--transform",
+                 "translation", "--metric", "ncc", "--levels", "2",
+                 "--template-iterations", "2"]) == 0
+    template = load_volume(out / "template.nii.gz")
+    assert template.shape == (24, 22, 20)
+    record = json.loads((out / "template.json").read_text())
+    assert record["parameters"]["transform"] == "translation"
+    mean = np.mean(shifts, axis=0)
+    for k, shift in enumerate(shifts):  # template -> image = the shift about the group mean
+        matrix = read_itk_transform(out / "transforms" / f"img{k}.tfm")
+        np.testing.assert_allclose(matrix[:3, 3], np.subtract(shift, mean), atol=0.4)
+    assert main(["template", str(tmp_path / "nope.nii.gz"), paths[0], "-o", str(out)]) == 1
