@@ -98,7 +98,8 @@ def register_syn(
     step_voxels
         Largest update per iteration, in voxels of the current level (ANTs' step).
     update_sigma_voxels, field_sigma_voxels
-        Gaussian sigmas (voxels) for the update (fluid) and the field (elastic).
+        Gaussian sigmas for the update (fluid) and the field (elastic), in voxels of the
+        level's finest axis (the kernels are isotropic in mm on anisotropic grids).
     convergence_window, convergence_tolerance
         Stop a level when the cost's least-squares slope over the last ``window``
         iterations, relative to its mean magnitude, is above ``-tolerance`` per iteration.
@@ -174,7 +175,7 @@ def register_syn(
             grad = force_field(d_j, j_mid, grid_affine)
             grad -= force_field(d_i, i_mid, grid_affine)
             check()
-            update = _gaussian(grad, update_sigma_voxels)
+            update = _gaussian(grad, update_sigma_voxels, grid.spacing)
             norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
             check()
             record.costs.append(cost)
@@ -183,7 +184,7 @@ def register_syn(
                 emit("iteration", level, it, iters[level], cost, snapshot)
                 break
             v -= update * np.float32(step_mm / norm)
-            v = _gaussian(v, field_sigma_voxels)
+            v = _gaussian(v, field_sigma_voxels, grid.spacing)
             emit("iteration", level, it, iters[level], cost, snapshot)
             if _converged(record.costs, convergence_window, convergence_tolerance):
                 record.stop_reason = "converged"
@@ -216,11 +217,16 @@ def _warp(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
                                    output=np.float32)
 
 
-def _gaussian(components: np.ndarray, sigma_voxels: float) -> np.ndarray:
-    """Gaussian smoothing of each vector component (sigma in voxels of the grid)."""
+def _gaussian(components: np.ndarray, sigma_voxels: float, spacing: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing of each vector component.
+
+    ``sigma_voxels`` counts voxels of the finest axis; coarser axes of an anisotropic grid
+    get proportionally fewer voxels, so the kernel is isotropic in mm.
+    """
     if sigma_voxels <= 0:
         return components
-    return np.stack([ndimage.gaussian_filter(c, sigma_voxels, mode="nearest", truncate=3.0)
+    sigma = sigma_voxels * float(spacing.min()) / np.asarray(spacing, np.float64)
+    return np.stack([ndimage.gaussian_filter(c, sigma, mode="nearest", truncate=3.0)
                      for c in components])
 
 
