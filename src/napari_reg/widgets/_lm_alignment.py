@@ -57,6 +57,7 @@ class Alignment:
         self.overlay: LiveOverlay | None = None
         self._overlay_key: tuple | None = None
         self.show_overlay = True
+        self._overlay_wanted = False  # False: a late warp must not re-show the overlay
         self.max_voxels = 1_000_000
         self._timer = QTimer()
         self._timer.setInterval(_POLL_MS)
@@ -145,6 +146,7 @@ class Alignment:
         _, moving_layer = self.layers()
         identity = self._nonlinear is None and _is_identity(self.matrix)
         use_overlay = self.show_overlay and not identity
+        self._overlay_wanted = use_overlay
         if use_overlay:
             self._ensure_overlay().request(self.transform)
             self._timer.start()
@@ -154,13 +156,16 @@ class Alignment:
 
     def poll(self) -> bool:
         """Swap a finished overlay warp in (GUI thread); True when the layer changed."""
-        overlay = self.overlay
-        if overlay is None:
+        overlay, viewer = self.overlay, self.viewer
+        f, m = self.session.fixed_layer, self.session.moving_layer
+        if overlay is None or viewer is None or f not in viewer.layers or m not in viewer.layers:
+            # the images (or the viewer) went away: never add a layer to a closing viewer
             self._timer.stop()
+            self._drop_overlay()
             return False
         changed = overlay.poll()
         if changed and overlay.layer is not None:
-            overlay.layer.visible = True
+            overlay.layer.visible = self._overlay_wanted
         if overlay._pending is None and overlay._latest is None:  # idle: stop polling
             self._timer.stop()
         return changed
