@@ -305,7 +305,9 @@ def test_manual_alignment_and_landmark_settings(make_napari_viewer, qtbot, pair_
     np.testing.assert_allclose(initial, expected, atol=1e-9)
     reg.init.value = "manual"
     reg.iterations.value = "3, 2"
+    preview = viewer.add_image(np.zeros((2, 2, 2)), name="warped (alignment)")
     _run_to_end(reg, qtbot)
+    assert not preview.visible  # the live overlay replaced the manual-alignment preview
     used = session.outcome.result.parameters
     assert used["init"] == "initial"
     np.testing.assert_allclose(used["initial"], expected, atol=1e-9)

@@ -33,6 +33,7 @@ from ..core.events import RegistrationResult
 from ..core.image import Volume
 from ..core.register import PRESETS, register
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
+from ._lm_alignment import ALIGNMENT_LAYER_NAME
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._worker import JobPoller, RegistrationJob
 from .cost_plot import CostPlotPanel
@@ -255,6 +256,9 @@ class RegisterWidget(Container):
                                         layer_kwargs=self._warped_style(moving_layer))
             self._overlay.layer = self._existing_live_layer()
         self._run_inputs = (fixed_layer, moving_layer)
+        for lyr in self._viewer.layers:  # the live overlay supersedes the alignment preview
+            if lyr.name == ALIGNMENT_LAYER_NAME and self.live.value:
+                lyr.visible = False
         self._run_settings = kwargs
         self._run_volumes = (fixed, moving)
         self._job = RegistrationJob(functools.partial(_register_and_warp, fixed, moving,
