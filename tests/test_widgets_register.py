@@ -158,10 +158,11 @@ def test_full_run_live_overlay_curve_result_and_export(make_napari_viewer, qtbot
     np.testing.assert_allclose(warped_layer.data, reference.data, atol=1e-3 * np.ptp(
         reference.data))
     truth = np.loadtxt(DATA / "ground_truth_fixed_to_moving.txt")
-    corners = outcome.fixed.corners_world()
-    err = np.linalg.norm((corners @ (result.matrix - truth)[:3, :3].T)
-                         + (result.matrix - truth)[:3, 3], axis=1)
-    assert err.max() < 4.0  # mm at the corners of the field of view, 4 mm voxels
+    fixed = outcome.fixed
+    brain = fixed.world_grid()[fixed.data > 0.3 * fixed.data.max()]
+    diff = result.matrix - truth
+    tre = np.linalg.norm(brain @ diff[:3, :3].T + diff[:3, 3], axis=1).mean()
+    assert tre < 2.0  # mm over the brain with 4 mm voxels and a short run (~1.2 mm here)
     viewer.screenshot(path="/tmp/napari_reg_gui_after.png", canvas_only=False)
     # before/after toggle
     reg.after.value = False
