@@ -147,3 +147,14 @@ def test_batch_to_template_command(images, tmp_path, capsys) -> None:
                                    atol=0.4)
     assert main(argv) == 0  # resume: template reused, pairs already done
     assert "template already built" in capsys.readouterr().err
+
+
+def test_a_corrupt_image_fails_its_pair_only(images, tmp_path) -> None:
+    fixed, movings = images
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume at all" * 20)
+    pairs = plan_pairs(fixed, [str(broken), movings[0]], tmp_path / "out", FAST)
+    report = run_batch(pairs, workers=0)
+    assert [o.status for o in report.outcomes] == ["failed", "done"]
+    assert "broken.nii.gz" in report.outcomes[0].message
+    assert not (tmp_path / "out" / "broken" / "run.json").exists()

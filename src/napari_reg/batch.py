@@ -68,6 +68,7 @@ class PairOutcome:
     final_cost: float | None = None
     message: str = ""
     output_dir: str = ""
+    cpu_seconds: float = 0.0  # CPU time of the worker (all threads): wall >> cpu = contention
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_pair(job: Job, output_dir: str | os.PathLike, name: str = "") -> PairOut
     folders) are replaced. Module-level so that process pools and Dask can ship it.
     """
     output_dir = Path(output_dir)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         for leftover in output_dir.glob(".napari-reg-*"):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -181,8 +182,8 @@ def run_pair(job: Job, output_dir: str | os.PathLike, name: str = "") -> PairOut
         record = json.loads(paths["record"].read_text())
         cost = record.get("result", {}).get("final_cost")
         return PairOutcome(name, "done", time.perf_counter() - t0, cost,
-                           output_dir=str(output_dir))
-    except (ValueError, OSError, ArithmeticError, MemoryError) as exc:
+                           output_dir=str(output_dir), cpu_seconds=time.process_time() - c0)
+    except Exception as exc:  # noqa: BLE001 - any failure is this pair's, the batch goes on
         return PairOutcome(name, "failed", time.perf_counter() - t0,
                            message=f"{type(exc).__name__}: {exc}", output_dir=str(output_dir))
 
@@ -235,11 +236,35 @@ def _runner(workers: int | None, scheduler: Any,
         return
     n = workers or os.cpu_count() or 1
     # spawn: a fresh interpreter per worker, safe when the caller has threads (GUI, Dask).
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+    # Workers inherit the environment when they start (at the first submit), so the
+    # BLAS/OpenMP thread caps must be in place for the whole pool's life.
+    with _thread_caps(max(1, (os.cpu_count() or 1) // n)):
+        pool = ProcessPoolExecutor(max_workers=n,
+                                   mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield f"{n} local process{'es' if n > 1 else ''}", pool.submit
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_caps(n_threads: int) -> Iterator[None]:
+    """Cap each worker's BLAS/OpenMP threads so N workers do not oversubscribe the CPUs
+    (as Dask's nannies do); a user's own settings win."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    for key in _THREAD_VARIABLES:
+        os.environ.setdefault(key, str(n_threads))
     try:
-        yield f"{n} local process{'es' if n > 1 else ''}", pool.submit
+        yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _as_completed(futures: dict[Any, int]) -> Iterator[Any]:
