@@ -223,3 +223,24 @@ def test_files_round_trip_and_initialisation(panel, notes, tmp_path) -> None:
     widget.alignment.wait()
     assert not session.moving_layer.visible and widget.alignment.overlay.layer.visible
     assert not notes["error"], notes["error"]
+
+
+def test_sample_data_landmarks_are_adopted(make_napari_viewer, notes) -> None:
+    from napari_reg._sample_data import load_mni_pair, make_mni_pair
+    from napari_reg.widgets._layer_volumes import paired_landmarks
+
+    viewer = make_napari_viewer()
+    added = [getattr(viewer, f"add_{kind}")(data, **kwargs)
+             for data, kwargs, kind in make_mni_pair()]
+    get_session(viewer).set_roles(added[0], added[1])
+    widget = LandmarksWidget(viewer)
+    assert widget.fixed_points.value is added[2] and widget.moving_points.value is added[3]
+    rows = widget.table.rows
+    assert len(rows) == len(load_mni_pair().landmark_ids) and all(r.paired for r in rows)
+    widget.kind.value = "affine"
+    fit = widget.run_fit()
+    np.testing.assert_allclose(fit.matrix, load_mni_pair().true_fixed_to_moving, atol=2e-3)
+    # the Register panel's own pairing (by the id feature) agrees with the table
+    f, m = paired_landmarks(added[2], added[3])
+    assert len(f) == len(rows)
+    assert not notes["error"], notes["error"]

@@ -115,15 +115,16 @@ class LandmarksWidget(Container):
         self.moving_points.changed.connect(self._on_layers_chosen)
         self.table.row_chosen.connect(self.go_to)
         events = viewer.layers.events
-        events.inserted.connect(self.reset_choices)
+        events.inserted.connect(self._on_inserted)
         events.removed.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
+        self._on_inserted()
         self._on_layers_chosen()
 
     def _shutdown(self, *_args: Any) -> None:
         self._disconnect()
         events = self._viewer.layers.events
-        events.inserted.disconnect(self.reset_choices)
+        events.inserted.disconnect(self._on_inserted)
         events.removed.disconnect(self.reset_choices)
 
     @staticmethod
@@ -139,6 +140,18 @@ class LandmarksWidget(Container):
 
     def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Points)]
+
+    def _on_inserted(self, *_args: Any) -> None:
+        """Refresh the layer choices; adopt Points layers named 'fixed ...' / 'moving ...'
+        (e.g. the sample data's landmarks) when none are chosen yet."""
+        self.reset_choices()
+        if self.fixed_points.value is None and self.moving_points.value is None:
+            named = {side: next((lyr for _, lyr in self._points()
+                                 if side in lyr.name.lower()), None)
+                     for side in ("fixed", "moving")}
+            if named["fixed"] is not None and named["moving"] is not None:
+                self.fixed_points.value, self.moving_points.value = (named["fixed"],
+                                                                     named["moving"])
 
     # ------------------------------------------------------------------ layers
     def create_layers(self) -> tuple[Points, Points]:
@@ -179,6 +192,10 @@ class LandmarksWidget(Container):
         for side, layer in zip(("fixed", "moving"), self._layers(), strict=True):
             if layer is None:
                 continue
+            ids = ids_of(layer)
+            if "id" not in layer.features.columns or any(
+                    not isinstance(v, str) for v in layer.features["id"]):
+                self._write(layer, np.asarray(layer.data), ids)  # string ids on both sides
             cb = functools.partial(self._on_data, side)
             layer.events.data.connect(cb)
             self._connected.append((layer, cb))

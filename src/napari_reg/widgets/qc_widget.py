@@ -107,15 +107,24 @@ class QCWidget(Container):
         self.source.changed.connect(self._drop_inputs)
         self._session.result_changed.connect(self._drop_inputs)
         events = viewer.layers.events
-        events.inserted.connect(self.reset_choices)
+        events.inserted.connect(self._on_inserted)
         events.removed.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
+        self._on_inserted()
 
     def _shutdown(self, *_args: Any) -> None:
         self._session.result_changed.disconnect(self._drop_inputs)
         events = self._viewer.layers.events
-        events.inserted.disconnect(self.reset_choices)
+        events.inserted.disconnect(self._on_inserted)
         events.removed.disconnect(self.reset_choices)
+
+    def _on_inserted(self, *_args: Any) -> None:
+        """Refresh choices; pick Points layers named 'fixed ...' / 'moving ...' if unset."""
+        self.reset_choices()
+        for side, combo in (("fixed", self.fixed_points), ("moving", self.moving_points)):
+            if combo.value is None:
+                combo.value = next((lyr for _, lyr in self._of(Points)()
+                                    if side in lyr.name.lower()), None)
 
     def _of(self, kind: type) -> Any:
         return lambda _w=None: [(lyr.name, lyr) for lyr in self._viewer.layers
