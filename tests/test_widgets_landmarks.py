@@ -16,6 +16,8 @@ from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets._layer_volumes import manual_initial
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.landmarks_widget import LandmarksWidget
+from napari_reg.widgets.overlay import warp_to_grid
+from napari_reg.widgets.qc_widget import QCWidget
 from napari_reg.widgets.register_widget import RegisterWidget
 from phantoms import homogeneous, rotation
 
@@ -107,6 +109,23 @@ def test_click_pair_fit_undo_delete(panel, notes) -> None:
     tps = widget.run_fit()
     np.testing.assert_allclose(tps.transform_points(FIXED_CLICKS), moving_clicks, atol=1e-6)
     assert "residual mean 0.000 mm" in widget.summary.value
+    # the spline previews through the shared overlay and is inspectable by the QC panel
+    widget.preview_fit()
+    alignment = widget.alignment
+    alignment.wait()
+    assert alignment.transform is tps
+    expected = warp_to_grid(alignment.overlay.moving, tps, alignment.overlay.shape,
+                            alignment.overlay.grid_affine)
+    np.testing.assert_allclose(alignment.overlay.layer.data, expected, atol=1e-5)
+    qc_panel = QCWidget(viewer)
+    qc_panel.source.value = "alignment"
+    jac, _, _ = qc_panel.deformation()
+    assert np.isfinite(jac.data).all() and jac.data.min() > 0
+    session = get_session(viewer)  # the Register panel would start from the affine part
+    np.testing.assert_allclose(manual_initial(session.fixed_layer, session.moving_layer),
+                               tps.affine_matrix, atol=1e-9)
+    alignment.reset()  # the images back where their files put them
+    alignment.wait()
 
     # an extra fixed point is unpaired, shown as such, left out of the fit with a warning
     widget.table.clearSelection()
@@ -117,8 +136,9 @@ def test_click_pair_fit_undo_delete(panel, notes) -> None:
     widget.kind.value = "affine"
     widget.run_fit()
     assert any("7" in w for w in notes["warning"])
-    # undo removes the click; a second undo is not needed for anything else
-    assert widget.undo()
+    # Ctrl+Z on the active Points layer undoes the click (napari's layer keymap)
+    binding = next(k for k in fixed_layer.keymap if str(k).lower() in ("control-z", "ctrl+z"))
+    fixed_layer.keymap[binding](fixed_layer)
     assert len(fixed_layer.data) == 6 and all(r.paired for r in widget.table.rows)
 
     # moving a point through napari's own event chain is undoable too

@@ -129,3 +129,25 @@ def test_without_images_the_panel_says_so(make_napari_viewer, monkeypatch) -> No
     assert "Load panel" in widget.status.value
     widget.translate[1].value = 3.0
     assert errors and "Load panel" in errors[-1]
+
+
+def test_two_dimensional_images(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    yy, xx = np.mgrid[0:40, 0:30]
+    image = np.exp(-((yy - 15.0) ** 2 + (xx - 10.0) ** 2) / 20.0).astype(np.float32)
+    affine = np.array([[1.5, 0, -20.0], [0, 1.0, -15.0], [0, 0, 1]])
+    layers = []
+    for name in ("fixed 2d", "moving 2d"):
+        data, kwargs, _ = volume_to_layer_data(Volume(image, affine, name), "image")
+        layers.append(viewer.add_image(data, **kwargs))
+    get_session(viewer).set_roles(*layers)
+    widget = ManualWidget(viewer)
+    assert not widget.translate[2].visible and not widget.rotate[0].visible
+    widget.rotate[2].value = 90.0
+    widget.translate[1].value = 5.0
+    widget.alignment.wait()
+    centre = layer_volume(layers[1], use_file_affine=True).center_world()
+    motion = rigid_motion([0.0, 5.0], [90.0], centre)
+    np.testing.assert_allclose(widget.matrix(), np.linalg.inv(motion), atol=1e-12)
+    np.testing.assert_allclose(widget.alignment.overlay.layer.data, _expected_overlay(widget),
+                               atol=1e-5)

@@ -63,6 +63,7 @@ class Alignment:
         self._timer.setInterval(_POLL_MS)
         self._timer.timeout.connect(self.poll)
         self.session.roles_changed.connect(self._drop_overlay)
+        self.session.result_changed.connect(self._on_result)
 
     # ------------------------------------------------------------------ state
     @property
@@ -119,6 +120,12 @@ class Alignment:
         self.set(np.eye(layer_affine(f).shape[0]))
 
     # ------------------------------------------------------------------ overlay
+    def _on_result(self, outcome: Any) -> None:
+        """A registration finished: its own overlay shows the result, hide ours."""
+        if outcome is not None and self.overlay is not None and self.overlay.layer is not None:
+            self._overlay_wanted = False
+            self.overlay.layer.visible = False
+
     def _drop_overlay(self) -> None:
         if self.overlay is not None:
             self.overlay.close()

@@ -199,6 +199,8 @@ class LandmarksWidget(Container):
             cb = functools.partial(self._on_data, side)
             layer.events.data.connect(cb)
             self._connected.append((layer, cb))
+            # Ctrl+Z while the Points layer is active undoes the last landmark edit
+            layer.bind_key("Control-Z", self._undo_key, overwrite=True)
         moving_img = self._session.moving_layer
         if moving_img is not None:
             moving_img.events.affine.connect(self._follow_moving)
@@ -304,6 +306,9 @@ class LandmarksWidget(Container):
                 ids = ids_of(layer)
                 self._write(layer, np.asarray(layer.data)[keep], [ids[k] for k in keep])
         self.refresh()
+
+    def _undo_key(self, _layer: Any) -> None:
+        self.undo()
 
     def undo(self) -> bool:
         """Restore both layers to before the last add, move, delete or load."""
