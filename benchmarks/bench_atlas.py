@@ -88,33 +88,55 @@ def mean_dice(report: dict[int, float]) -> float:
     return float(np.mean([report[v] for v in LABELS]))
 
 
-def part_atlas(args) -> dict:
-    people = make_subjects(args.atlases + 1, args.step, args.warp_mm, args.seed)
-    (subject, truth), atlases = people[0], [Atlas(im, lab, im.name) for im, lab in people[1:]]
-    t0 = time.perf_counter()
-    result = segment_with_atlases(subject, atlases, transform="affine", metric="mi",
-                                  fusion="weighted", similarity="lncc", radius_mm=args.radius,
-                                  truth=truth)
-    seconds = time.perf_counter() - t0
+def affine_then_syn(fixed: Volume, moving: Volume, callback=None, cancel=None, **_):
+    """Affine (MI) then the symmetric SVF stage of core/syn.py, called directly: what
+    ``register(transform="syn")`` will do once the driver chains deformable stages."""
+    from napari_reg.core.register import register
+    from napari_reg.core.syn import register_syn
+
+    linear = register(fixed, moving, transform="affine", metric="mi", cancel=cancel)
+    return register_syn(fixed, moving, linear.matrix, cancel=cancel)
+
+
+def fusion_rows(result, subject: Volume, truth: Volume, atlases: list[Atlas],
+                radius: float, label: str, linear_rows: bool) -> dict:
     rows = {}
     singles = [dice_per_label(lab, truth, list(LABELS)) for lab in result.atlas_labels]
-    rows["single atlas (mean of atlases)"] = {v: float(np.mean([s[v] for s in singles]))
-                                              for v in LABELS}
-    rows["single atlas (best)"] = max(singles, key=mean_dice)
-    rows["majority vote"] = dice_per_label(
+    rows[f"{label}: single atlas (mean of atlases)"] = {
+        v: float(np.mean([s[v] for s in singles])) for v in LABELS}
+    rows[f"{label}: single atlas (best)"] = max(singles, key=mean_dice)
+    rows[f"{label}: majority vote"] = dice_per_label(
         fuse_labels(result.atlas_labels, "majority")[0], truth, list(LABELS))
     for sim in ("lncc", "lssd"):
         fused, _ = fuse_labels(result.atlas_labels, "weighted", subject, result.warped_images,
-                               similarity=sim, radius_mm=args.radius)
-        rows[f"weighted voting ({sim}, {args.radius:g} mm)"] = dice_per_label(
+                               similarity=sim, radius_mm=radius)
+        rows[f"{label}: weighted voting ({sim}, {radius:g} mm)"] = dice_per_label(
             fused, truth, list(LABELS))
-    linear = [propagate_labels(a.labels, subject, t, "linear", result.values)
-              for a, t in zip(atlases, result.transforms, strict=True)]
-    rows["majority vote, linear propagation"] = dice_per_label(
-        fuse_labels(linear, "majority")[0], truth, list(LABELS))
-    fused, _ = fuse_labels(linear, "weighted", subject, result.warped_images, similarity="lssd",
-                           radius_mm=args.radius)
-    rows["weighted (lssd), linear propagation"] = dice_per_label(fused, truth, list(LABELS))
+    if linear_rows:
+        linear = [propagate_labels(a.labels, subject, t, "linear", result.values)
+                  for a, t in zip(atlases, result.transforms, strict=True)]
+        rows[f"{label}: majority vote, linear propagation"] = dice_per_label(
+            fuse_labels(linear, "majority")[0], truth, list(LABELS))
+        fused, _ = fuse_labels(linear, "weighted", subject, result.warped_images,
+                               similarity="lssd", radius_mm=radius)
+        rows[f"{label}: weighted (lssd), linear propagation"] = dice_per_label(
+            fused, truth, list(LABELS))
+    return rows
+
+
+def part_atlas(args) -> dict:
+    people = make_subjects(args.atlases + 1, args.step, args.warp_mm, args.seed)
+    (subject, truth), atlases = people[0], [Atlas(im, lab, im.name) for im, lab in people[1:]]
+    rows, seconds = {}, {}
+    for label, register_fn in (("affine", None), ("affine + SyN", affine_then_syn)):
+        t0 = time.perf_counter()
+        result = segment_with_atlases(subject, atlases, transform="affine", metric="mi",
+                                      fusion="weighted", similarity="lncc",
+                                      radius_mm=args.radius, truth=truth,
+                                      register_fn=register_fn)
+        seconds[label] = time.perf_counter() - t0
+        rows.update(fusion_rows(result, subject, truth, atlases, args.radius, label,
+                                linear_rows=register_fn is None))
     return {"rows": rows, "seconds": seconds, "n_atlases": len(atlases),
             "shape": list(subject.shape), "spacing_mm": float(subject.spacing[0])}
 
@@ -179,14 +201,16 @@ def render(results: dict) -> str:
     a, b = results["atlas"], results["batch"]
     lines = [f"# Atlas segmentation and batch benchmark ({results['date']})", "",
              f"Machine: {results['machine']}. One run; load average at start "
-             f"{results['load_start']}, at end {results['load_end']} (the 2 cores are shared "
-             "with other engineers' jobs, so times are noisy).", "",
+             f"{results['load_start']:.2f}, at end {results['load_end']:.2f} (the 2 cores are "
+             "shared with other engineers' jobs, so times are noisy).", "",
              "## Multi-atlas Dice (MNI152 T1 + GM/WM (+ derived CSF) labels)", "",
              f"Subject and {a['n_atlases']} atlases: the template under its own random affine "
              f"(GUIDE bounds) and smooth random warp (max {results['args']['warp_mm']} mm, "
-             f"~12 mm correlation), {a['spacing_mm']:g} mm grid {tuple(a['shape'])}. Affine "
-             f"registration (MI, defaults) of every atlas to the subject; total "
-             f"{a['seconds']:.1f} s for registration + propagation + weighted fusion.", "",
+             f"~12 mm correlation), {a['spacing_mm']:g} mm grid {tuple(a['shape'])}. Every "
+             "atlas registered to the subject: affine (MI, defaults), or affine then the SyN "
+             "stage of `core/syn.py` (defaults, called directly until `register()` chains it). "
+             "Registration + propagation + weighted fusion of all atlases took "
+             + ", ".join(f"{v:.1f} s ({k})" for k, v in a["seconds"].items()) + ".", "",
              "| method | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
     for name, row in a["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[v]:.3f}" for v in LABELS)

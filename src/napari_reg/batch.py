@@ -9,8 +9,11 @@ record). ``run_job`` writes through a staging folder and ``run.json`` is moved i
   Ctrl-C, a lost cluster) skips finished pairs and redoes only the others;
 * a pair whose folder holds outputs but no ``run.json`` was interrupted mid-move: its
   leftovers are replaced;
-* one failed pair is reported and the others go on; a summary table (also written as
-  ``batch_summary.tsv`` and ``.json``) ends every run.
+* one failed pair is reported and the others go on (and is tried again by the next
+  run); a summary table (also written as ``batch_summary.tsv`` and ``.json``) ends every
+  run;
+* a finished pair is recognised by its fixed and moving paths only: after changing the
+  registration parameters, write to a new output folder.
 
 Where pairs run: local worker processes (``concurrent.futures.ProcessPoolExecutor``,
 default), this process (``workers=0``, for debugging), or an existing Dask distributed
