@@ -158,3 +158,31 @@ def test_a_corrupt_image_fails_its_pair_only(images, tmp_path) -> None:
     assert [o.status for o in report.outcomes] == ["failed", "done"]
     assert "broken.nii.gz" in report.outcomes[0].message
     assert not (tmp_path / "out" / "broken" / "run.json").exists()
+
+
+def test_batch_resumes_after_its_worker_process_is_killed(images, tmp_path) -> None:
+    """A hard crash: the worker process dies (SIGKILL) after the first pair finished."""
+    import multiprocessing
+    import os
+    import signal
+
+    fixed, movings = images
+    out = tmp_path / "out"
+    pairs = plan_pairs(fixed, movings, out, FAST)
+    killed = []
+
+    def kill_worker(outcome) -> None:
+        if outcome.status == "done" and not killed:
+            for child in multiprocessing.active_children():  # the pool's worker(s) only
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+
+    report = run_batch(pairs, workers=1, callback=kill_worker)
+    assert killed and report.interrupted
+    assert "worker process died" in report.runner
+    first = [o.status for o in report.outcomes]
+    assert first.count("done") >= 1 and "not run" in first
+    report = run_batch(pairs, workers=0)
+    assert report.ok
+    assert sorted(o.status for o in report.outcomes) == sorted(
+        ["already done" if s == "done" else "done" for s in first])
