@@ -186,3 +186,13 @@ def test_batch_resumes_after_its_worker_process_is_killed(images, tmp_path) -> N
     assert report.ok
     assert sorted(o.status for o in report.outcomes) == sorted(
         ["already done" if s == "done" else "done" for s in first])
+
+
+def test_batch_warns_about_an_intensity_metric_across_contrasts(images, tmp_path, capsys):
+    fixed, _ = images
+    t2 = tmp_path / "t2.nii.gz"
+    save_volume(phantom_volume((22, 20, 18), (3.0, 3.0, 3.0), contrast="t2"), t2)
+    argv = ["batch", "--fixed", fixed, str(t2), "-o", str(tmp_path / "o"), "--workers", "0",
+            "--metric", "ssd", "--levels", "1", "--iterations", "3"]
+    main(argv)
+    assert "metric='mi'" in capsys.readouterr().err

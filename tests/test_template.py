@@ -140,3 +140,14 @@ def test_template_command_line(tmp_path) -> None:
         matrix = read_itk_transform(out / "transforms" / f"img{k}.tfm")
         np.testing.assert_allclose(matrix[:3, 3], np.subtract(shift, mean), atol=0.4)
     assert main(["template", str(tmp_path / "nope.nii.gz"), paths[0], "-o", str(out)]) == 1
+
+
+def test_intensity_metric_across_contrasts_is_flagged() -> None:
+    from napari_reg.core.labels import ModalityWarning
+
+    images = [phantom_volume((32, 28), (2.0, 2.0), name="t1"),
+              phantom_volume((32, 28), (2.0, 2.0), contrast="t2", name="t2")]
+    with pytest.warns(ModalityWarning, match="metric='mi'"):
+        result = build_template(images, iterations=1, transform="translation", metric="ssd",
+                                register_options={"levels": 1, "iterations": 5})
+    assert len(result.notes) == 1 and "'t2'" in result.notes[0]

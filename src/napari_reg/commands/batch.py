@@ -57,6 +57,26 @@ def _parameters(args: argparse.Namespace) -> dict:
     return params
 
 
+def _check_contrast(fixed: str, movings: list[str], metric: str, log) -> None:
+    """Warn (once, on the first readable moving image) when an intensity metric meets
+    another contrast: batches usually hold one modality, and loading every image twice
+    would cost more than it tells."""
+    from ..core.initialize import init_center_of_mass
+    from ..core.labels import modality_check
+    from ..io.volumes import load_volume
+
+    first = next((m for m in movings if Path(m).is_file()), None)
+    if first is None or metric not in ("ssd", "sad", "ncc"):
+        return
+    try:
+        f, m = load_volume(fixed), load_volume(first)
+    except (ValueError, OSError):
+        return  # the pair itself will report the unreadable file
+    note = modality_check(f, m, metric, transform=init_center_of_mass(f, m), warn=False)
+    if note:
+        log(f"napari-reg batch: warning: {note}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..batch import BatchError, plan_pairs, read_list, run_batch
     from .template import build_template_files
@@ -76,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                              template_options(args), args.workers,
                                              args.scheduler, log=log))
         pairs = plan_pairs(fixed, movings, args.output, _parameters(args), args.fixed_mask)
+        _check_contrast(fixed, movings, args.metric, log)
     except KeyboardInterrupt:
         log("\nnapari-reg batch: interrupted while building the template")
         return 130

@@ -114,8 +114,11 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
             save_displacement_field(target, transform, reference=result.template)
             entries.append({"image": str(Path(path).resolve()), "transform": str(target)})
     save_volume(result.template, template_path, dtype=np.float32)
-    record = {"images": resolved, "direction": "transforms map template world (RAS mm) "
-              "points to image world points", "parameters": result.parameters,
+    for note in result.notes:
+        log(f"warning: {note}")
+    record = {"images": resolved, "notes": result.notes,
+              "direction": "transforms map template world (RAS mm) points to image world points",
+              "parameters": result.parameters,
               "history": [h.to_dict() for h in result.history], "transforms": entries}
     with atomic_path(record_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str))

@@ -25,7 +25,9 @@ The correction is ``N = A o D_s^-1 o Mbar^-1``. Iterations stop after ``iteratio
 once the bias (mean displacement of ``Tbar`` over the template grid) is below
 ``tolerance_mm``. Iteration 0 starts from the average of the images aligned by their
 centres of mass on the reference grid (so the first template is already unbiased in
-translation). ``mapper`` (like the built-in ``map``) lets a caller register the images in
+translation). An intensity metric (SSD/SAD/NCC) on images that look like different
+contrasts gets a :class:`~.labels.ModalityWarning` (and a note in the result).
+``mapper`` (like the built-in ``map``) lets a caller register the images in
 parallel (processes, a Dask cluster); the core stays free of any executor.
 """
 
@@ -41,6 +43,7 @@ from scipy import linalg
 
 from .image import Volume
 from .initialize import init_center_of_mass
+from .labels import modality_check
 from .optimize import CancelToken
 from .resample import resample
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
@@ -97,6 +100,7 @@ class TemplateResult:
     transforms: list[Transform]
     history: list[TemplateIteration] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def mean_affine(matrices: Sequence[np.ndarray], method: str = "log") -> np.ndarray:
@@ -210,6 +214,8 @@ def build_template(
 
     # Iteration 0's template: centres of mass aligned, then unbiased like any other.
     start = [init_center_of_mass(reference, image) for image in images]
+    notes = [note for image, m in zip(images, start, strict=True)
+             if (note := modality_check(reference, image, metric, transform=m))]
     transforms: list[Transform] = [MatrixTransform(m) for m in start]
     template, correction, _ = _average_and_correct(images, grid, transforms, start,
                                                    affine_mean, shape_step)
@@ -236,7 +242,7 @@ def build_template(
     params = {"iterations": iterations, "iterations_run": len(history), "affine_mean":
               affine_mean, "shape_step": shape_step, "tolerance_mm": tolerance_mm, **options}
     return TemplateResult(template.with_data(template.data, name="template"), final, history,
-                          params)
+                          params, notes)
 
 
 def _register_all(template: Volume, images: Sequence[Volume], options: dict[str, Any],
