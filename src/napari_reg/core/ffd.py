@@ -104,7 +104,7 @@ def register_bspline(
     shrink_factors: Sequence[Sequence[int] | int] | None = None,
     sigmas_mm: Sequence[float] | None = None,
     iterations: int | Sequence[int] = 60,
-    samples: int | Sequence[int] = 20000,
+    samples: int | Sequence[int] | None = None,
     optimizer: str = "lbfgs",
     fixed_mask: np.ndarray | Volume | None = None,
     seed: int = 0,
@@ -136,7 +136,8 @@ def register_bspline(
         Pyramid schedule (defaults from :func:`napari_reg.core.pyramid.default_schedule`).
     iterations, samples
         Per level (one value or one per level): optimiser iterations; random fixed voxels
-        drawn once per level (the objective must be deterministic for L-BFGS).
+        drawn once per level (the objective must be deterministic for L-BFGS). Default
+        samples: ``max(20000, 4 x control points)`` per level (capped by the voxels).
     callback, cancel
         ``callback(ProgressEvent)`` at every iteration with ``stage_name="bspline"``
         (plus ``level_start``/``level_end``); ``cancel`` a :class:`CancelToken` whose
@@ -154,7 +155,7 @@ def register_bspline(
     shrink, sigmas = level_schedule(fixed_f, levels, shrink_factors, sigmas_mm)
     n_levels = len(shrink)
     iters = per_level(iterations, n_levels, "iterations")
-    n_samples = per_level(samples, n_levels, "samples")
+    n_samples = per_level(20000 if samples is None else samples, n_levels, "samples")
     final_spacing = np.broadcast_to(np.asarray(grid_spacing_mm, np.float64), (d,))
     try:
         BSplineTransform.over_volume(fixed_f, final_spacing)  # validates the final spacing
@@ -177,6 +178,10 @@ def register_bspline(
             ffd = ffd.refine(2)
         lf, lm = fixed_pyr[level], moving_pyr[level]
         lmask = mask_at_level(fixed_mask, fixed_f, shrink[level])
+        if samples is None:
+            # a fixed sample set must over-determine the control points (each sample
+            # constrains 4^d of them): at least 4 samples per control point
+            n_samples[level] = max(20000, 4 * int(np.prod(ffd.grid_shape)))
         points, fvals = _draw(lf, lmask, n_samples[level], rng)
         keep = inside_moving(points, matrix, lm)
         if np.count_nonzero(keep) < max(0.1 * len(points), 16):
