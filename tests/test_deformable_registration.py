@@ -108,6 +108,17 @@ def test_syn_recovers_diffeomorphic_and_inverse_consistent():
     assert np.abs(back - POINTS).max() < 0.1 * SPACING
 
 
+def test_syn_default_schedule_skips_full_resolution():
+    """ANTs SyNQuick-like default: the finest (unshrunk) level runs no iterations; the
+    velocity stays on the half-resolution grid and the field is still on the fixed grid."""
+    result = register_syn(FIXED, MOVING, LINEAR, levels=3)
+    assert result.parameters["iterations"] == [70, 50, 0]
+    assert result.levels[-1].stop_reason == "skipped" and not result.levels[-1].costs
+    assert result.deformation.shape == tuple(n // 2 for n in SHAPE)
+    assert mean_error(result.transform) < 0.3 * mean_error(_Linear())
+    assert result.displacement_field().same_grid(FIXED.shape, FIXED.affine)
+
+
 @pytest.mark.parametrize("which", ["bspline", "syn"])
 def test_oblique_anisotropic_flipped_grids(which):
     """World-space registration: the fixed grid is rotated, flipped and anisotropic, the

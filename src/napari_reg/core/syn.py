@@ -63,7 +63,7 @@ def register_syn(
     levels: int = 4,
     shrink_factors: Sequence[Sequence[int] | int] | None = None,
     sigmas_mm: Sequence[float] | None = None,
-    iterations: int | Sequence[int] = (100, 70, 50, 0),
+    iterations: int | Sequence[int] | None = None,
     step_voxels: float = 0.25,
     update_sigma_voxels: float = 3.0,
     field_sigma_voxels: float = 0.5,
@@ -92,9 +92,9 @@ def register_syn(
         the velocity lives on each level's fixed grid.
     iterations
         Maximum iterations per level (one value or one per level). The default, like
-        ANTs' ``antsRegistrationSyNQuick`` (100x70x50x0), skips the full-resolution
-        level: the velocity stays on the half-resolution grid, which is 8x cheaper per
-        iteration in 3D and loses little for smooth deformations.
+        ANTs' ``antsRegistrationSyNQuick`` (100x70x50x0 for 4 levels), skips the
+        full-resolution level: the velocity stays on the half-resolution grid, which is
+        8x cheaper per iteration in 3D and loses little for smooth deformations.
     step_voxels
         Largest update per iteration, in voxels of the current level (ANTs' step).
     update_sigma_voxels, field_sigma_voxels
@@ -119,7 +119,8 @@ def register_syn(
             raise DeformableError(f"{name} must be a finite positive number, got {value}")
     shrink, sigmas = level_schedule(fixed_f, levels, shrink_factors, sigmas_mm)
     n_levels = len(shrink)
-    iters = per_level(iterations, n_levels, "iterations")
+    iters = per_level(_default_iterations(shrink) if iterations is None else iterations,
+                      n_levels, "iterations")
     fixed_pyr = gaussian_pyramid(fixed_f, shrink, sigmas)
     dense = make_dense_metric(metric, radius=radius, **(metric_options or {}))
     emit = Emitter(callback, stage, "syn", n_levels, t0, total_iterations)
@@ -228,6 +229,15 @@ def _gaussian(components: np.ndarray, sigma_voxels: float, spacing: np.ndarray) 
     sigma = sigma_voxels * float(spacing.min()) / np.asarray(spacing, np.float64)
     return np.stack([ndimage.gaussian_filter(c, sigma, mode="nearest", truncate=3.0)
                      for c in components])
+
+
+def _default_iterations(shrink: list[list[int]]) -> list[int]:
+    """100x70x50 right-aligned on the coarse levels; 0 at an unshrunk finest level (>= 3
+    levels, as antsRegistrationSyNQuick), else 50 there."""
+    n = len(shrink)
+    head = ([100] * max(0, n - 4) + [100, 70, 50])[-(n - 1):] if n > 1 else []
+    last = 0 if n >= 3 and all(f == 1 for f in shrink[-1]) else 50
+    return head + [last]
 
 
 def _converged(costs: list[float], window: int, tolerance: float) -> bool:
