@@ -133,6 +133,8 @@ def test_click_pair_fit_undo_delete(panel, notes) -> None:
     click(fixed_layer, [2.0, 2.0, 2.0])
     row = widget.table.rows[-1]
     assert row.id == "7" and not row.paired and widget.table.text(6, 7) == "unpaired"
+    assert str(fixed_layer.symbol[-1]) in ("ring", "Symbol.RING")
+    assert str(fixed_layer.symbol[0]) in ("disc", "Symbol.DISC")
     widget.kind.value = "affine"
     widget.run_fit()
     assert any("7" in w for w in notes["warning"])
@@ -263,6 +265,17 @@ def test_sample_data_landmarks_are_adopted(make_napari_viewer, notes) -> None:
     # the Register panel's own pairing (by the id feature) agrees with the table
     f, m = paired_landmarks(added[2], added[3])
     assert len(f) == len(rows)
+    # one more fixed click without a partner: a ring on the canvas, a flagged table row
+    viewer.window.add_dock_widget(widget)
+    viewer.window._qt_window.resize(1500, 1000)
+    viewer.dims.order = (2, 1, 0)
+    widget.start_clicking("fixed")
+    click(added[2], [20.0, -30.0, f[0][2]])
+    assert not widget.table.rows[-1].paired
+    widget.start_clicking(None)
+    widget.table.cellClicked.emit(0, 1)
+    viewer.reset_view()
+    viewer.screenshot(path="/tmp/napari_reg_landmarks_sample.png", canvas_only=False)
     assert not notes["error"], notes["error"]
 
 

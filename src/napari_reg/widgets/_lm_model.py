@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 
 from ..core.image import apply_affine
+from ..core.initialize import fit_landmarks
+from ..core.qc import target_registration_error
+from ..core.thin_plate import fit_thin_plate
+from ..core.transforms.base import MatrixTransform, Transform
 from ._layer_volumes import file_affine
 
-__all__ = ["PairRow", "Snapshot", "UndoStack", "ids_of", "next_id", "pair_rows",
-           "world_points", "natural_key"]
+__all__ = ["PairRow", "Snapshot", "UndoStack", "FitOutcome", "fit_rows", "ids_of", "next_id",
+           "pair_rows", "world_points", "natural_key"]
 
 
 def natural_key(value: str) -> tuple:
@@ -122,3 +126,35 @@ class UndoStack:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+@dataclass
+class FitOutcome:
+    """A fit of paired rows: ``transform`` (fixed world RAS mm -> moving world RAS mm),
+    per-pair ``residuals`` (mm, in row order of the paired rows) and ``unpaired`` ids."""
+
+    transform: Transform
+    residuals: np.ndarray
+    unpaired: list[str]
+
+
+def fit_rows(rows: list[PairRow], kind: str, smoothing: float = 0.0) -> FitOutcome:
+    """Fit ``kind`` (rigid, similarity, affine or ``tps``) to the paired rows and store each
+    pair's residual ``|T(fixed) - moving|`` (mm) in its row. Unpaired rows are left out.
+
+    Raises ValueError (``LandmarkError``) for too few or degenerate pairs.
+    """
+    paired = [r for r in rows if r.paired]
+    if not paired:
+        raise ValueError("No landmark pairs yet: click a point on the fixed image and the "
+                         "same point on the moving image.")
+    f = np.array([r.fixed for r in paired])
+    m = np.array([r.moving for r in paired])
+    if kind == "tps":
+        fit: Transform = fit_thin_plate(f, m, smoothing=smoothing)
+    else:
+        fit = MatrixTransform(fit_landmarks(f, m, kind))
+    residuals = target_registration_error(fit, f, m)
+    for r, res in zip(paired, residuals, strict=True):
+        r.residual = float(res)
+    return FitOutcome(fit, residuals, [r.id for r in rows if not r.paired])

@@ -29,21 +29,11 @@ from napari.layers import Points
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
-from ..core.initialize import fit_landmarks
-from ..core.qc import target_registration_error
-from ..core.thin_plate import fit_thin_plate
-from ..core.transforms.base import MatrixTransform, Transform
-from ..io.landmarks import Landmarks, read_landmarks, write_landmarks
+from ..core.transforms.base import Transform
 from ._layer_volumes import file_affine, layer_affine
 from ._lm_alignment import get_alignment, request_manual_init
-from ._lm_model import (
-    Snapshot,
-    UndoStack,
-    ids_of,
-    next_id,
-    pair_rows,
-    world_points,
-)
+from ._lm_files import outside, read_for_layer, save_pair
+from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._session import get_session, unwrap_viewer
 
@@ -248,16 +238,15 @@ class LandmarksWidget(Container):
         new = sorted({int(i) % n for i in (event.data_indices or ())}) or [n - 1]
         data, ids = np.array(layer.data), ids_of(layer)
         image = self._follow.get(id(layer))
-        if image is not None:
-            shape = np.asarray(image.data.shape[-layer.ndim:])
-            outside = [k for k in new if np.any(data[k] < -0.5) or np.any(data[k] > shape - 0.5)]
-            if outside:
-                keep = [k for k in range(n) if k not in outside]
-                self._write(layer, data[keep], [ids[k] for k in keep])
-                self.undo_stack.pop()
-                show_warning(f"That click is outside the {side} image '{image.name}'; "
-                             "no landmark was added.")
-                return
+        bad = ({int(k) for k in outside(data[new], [str(k) for k in new], image)}
+               if image is not None else set())
+        if bad:
+            keep = [k for k in range(n) if k not in bad]
+            self._write(layer, data[keep], [ids[k] for k in keep])
+            self.undo_stack.pop()
+            show_warning(f"That click is outside the {side} image '{image.name}'; no "
+                         "landmark was added.")
+            return
         other = self._layers()[1 if side == "fixed" else 0]
         others = ids_of(other)
         mine = [ids[j] for j in range(n) if j not in new]
@@ -335,6 +324,10 @@ class LandmarksWidget(Container):
                 self.fit = None
                 self.summary.value = "Fit cleared: the current pairs no longer support it."
         self.table.set_rows(rows)
+        paired = {r.id for r in rows if r.paired}
+        for layer in self._layers():  # on the canvas: a ring = still waiting for a partner
+            if layer is not None and len(layer.data):
+                layer.symbol = ["disc" if i in paired else "ring" for i in ids_of(layer)]
 
     def go_to(self, row_index: int, side: str = "fixed") -> None:
         """Move the viewer to a pair: the slider position and the camera centre."""
@@ -354,34 +347,18 @@ class LandmarksWidget(Container):
         layer.selected_data = {index}
 
     # ------------------------------------------------------------------ fitting
-    def _pairs(self, rows: list | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        rows = pair_rows(*self._layers()) if rows is None else rows
-        paired = [r for r in rows if r.paired]
-        if not paired:
-            raise ValueError("No landmark pairs yet: click a point on the fixed image and "
-                             "the same point on the moving image.")
-        unpaired = [r.id for r in rows if not r.paired]
-        return (np.array([r.fixed for r in paired]), np.array([r.moving for r in paired]),
-                unpaired)
-
     def _fit_rows(self, rows: list, kind: str | None = None) -> Transform:
         kind = kind or self._fit_kind
-        f, m, unpaired = self._pairs(rows)
-        if kind == "tps":
-            fit: Transform = fit_thin_plate(f, m, smoothing=float(self.smoothing.value))
-        else:
-            fit = MatrixTransform(fit_landmarks(f, m, kind))
-        residuals = target_registration_error(fit, f, m)
-        for r, res in zip([r for r in rows if r.paired], residuals, strict=True):
-            r.residual = float(res)
-        self.fit, self._fit_kind = fit, kind
+        result = fit_rows(rows, kind, float(self.smoothing.value))
+        self.fit, self._fit_kind = result.transform, kind
+        res = result.residuals
         label = dict((v, k) for k, v in FIT_CHOICES)[kind]
-        text = (f"{label} from {len(f)} pairs: residual mean {residuals.mean():.3f} mm, "
-                f"max {residuals.max():.3f} mm")
-        if unpaired:
-            text += f"; ignored unpaired: {', '.join(unpaired)}"
+        text = (f"{label} from {len(res)} pairs: residual mean {res.mean():.3f} mm, "
+                f"max {res.max():.3f} mm")
+        if result.unpaired:
+            text += f"; ignored unpaired: {', '.join(result.unpaired)}"
         self.summary.value = text
-        return fit
+        return result.transform
 
     def run_fit(self) -> Transform:
         """Fit the chosen model to the current pairs; residuals go to the table."""
@@ -418,43 +395,24 @@ class LandmarksWidget(Container):
     def save(self, path: str | Path, coordinate_system: str = "LPS") -> tuple[Path, Path]:
         """Write ``<name>_fixed<ext>`` and ``<name>_moving<ext>`` (world RAS mm; Slicer
         files in ``coordinate_system``). Returns the two paths."""
-        path = Path(path)
-        name = path.name
-        ext = ".mrk.json" if name.lower().endswith(".mrk.json") else path.suffix
-        stem = name[: len(name) - len(ext)] if ext else name
-        out = []
-        for side, layer in zip(("fixed", "moving"), self._layers(), strict=True):
-            if layer is None or len(layer.data) == 0:
-                raise ValueError(f"There are no {side} landmarks to save.")
-            target = path.with_name(f"{stem}_{side}{ext or '.csv'}")
-            write_landmarks(Landmarks(ids_of(layer), world_points(layer)), target,
-                            coordinate_system=coordinate_system)
-            out.append(target)
+        out = save_pair(*self._layers(), path, coordinate_system)
         show_info(f"Saved {out[0].name} and {out[1].name} (world RAS mm)")
-        return out[0], out[1]
+        return out
 
     def load(self, path: str | Path, side: str) -> None:
         """Replace one side's landmarks with a file's (world RAS mm; undoable)."""
-        landmarks = read_landmarks(path)  # LandmarkFileError (a ValueError) names the problem
         fixed, moving = self._layers()
         if fixed is None or moving is None:
             fixed, moving = self.create_layers()
         layer = fixed if side == "fixed" else moving
-        if landmarks.ndim != layer.ndim:
-            raise ValueError(f"{Path(path).name} holds {landmarks.ndim}D landmarks but the "
-                             f"{side} layer is {layer.ndim}D.")
+        data, ids = read_for_layer(path, layer)  # a ValueError names file and problem
         self.undo_stack.push(self.snapshot())
-        data = (landmarks.points @ np.linalg.inv(file_affine(layer))[:-1, :-1].T
-                + np.linalg.inv(file_affine(layer))[:-1, -1])
-        self._write(layer, data, list(landmarks.ids))
+        self._write(layer, data, ids)
         image = self._follow.get(id(layer))
-        if image is not None:
-            shape = np.asarray(image.data.shape[-layer.ndim:])
-            out = [i for i, p in zip(landmarks.ids, data, strict=True)
-                   if np.any(p < -0.5) or np.any(p > shape - 0.5)]
-            if out:
-                show_warning(f"Landmarks outside the {side} image '{image.name}' (kept, "
-                             f"check the file's space): {', '.join(out)}")
+        out = outside(data, ids, image) if image is not None else []
+        if out:
+            show_warning(f"Landmarks outside the {side} image '{image.name}' (kept, check "
+                         f"the file's space): {', '.join(out)}")
         self.refresh()
 
     def _save_dialog(self) -> None:
