@@ -197,24 +197,97 @@ def part_batch(args) -> dict:
     return out
 
 
+def part_template(args) -> dict:
+    """Templates of a group with a known mean: the T1 under affines exp(+-G_k) (log-mean =
+    identity) and smooth warps +-u_k, so the unbiased template is the T1 in its own place.
+    Affine-only (registrations on 2 worker processes) and affine + SyN (in-process)."""
+    from scipy import linalg
+
+    from napari_reg.batch import executor_mapper
+    from napari_reg.core.template import build_template, mean_affine
+
+    t1, gm, wm, affine = load_mni(args.step)
+    mask = brain_mask(gm, wm)
+    truth = Volume(t1, affine, "mni")
+    rng = np.random.default_rng(args.seed + 2)
+    center = truth.center_world()
+    images = []
+    for k in range(args.template_images // 2):
+        g = linalg.logm(random_affine(rng, center)).real * 0.5
+        u = smooth_field(t1.shape, float(args.step), args.warp_mm / 2, rng)
+        for sign in (1.0, -1.0):
+            m = linalg.expm(sign * g)
+            # image(y) = t1(m^-1 y + sign * u): template -> image maps are ~ m and the warps
+            images.append(Volume(np.clip(pull(t1, affine, np.linalg.inv(m), sign * u, 1), 0,
+                                         None), affine, f"g{k}{'ab'[sign < 0]}"))
+    points = truth.voxel_to_world(np.argwhere(mask).astype(float))
+
+    def score(template: Volume) -> float:
+        a, b = template.data[mask].astype(float), t1[mask].astype(float)
+        return float(np.corrcoef(a, b)[0, 1])
+
+    out = {"n_images": len(images)}
+    t0 = time.perf_counter()
+    with executor_mapper(workers=2) as mapper:
+        affine_result = build_template(images, truth, iterations=args.template_iterations,
+                                       metric="mi", mapper=mapper)
+    out["affine"] = {"seconds": time.perf_counter() - t0, "ncc_to_t1": score(
+        affine_result.template), "bias_mm": [h.bias_mm for h in affine_result.history]}
+    start = np.mean([im.data for im in images], axis=0)
+    out["plain average"] = {"ncc_to_t1": score(Volume(start, affine))}
+    t0 = time.perf_counter()
+    syn_result = build_template(images, truth, iterations=args.template_iterations,
+                                metric="mi", transform="syn", register_fn=affine_then_syn,
+                                shape_step=0.5)
+    out["affine + SyN"] = {"seconds": time.perf_counter() - t0, "ncc_to_t1": score(
+        syn_result.template), "bias_mm": [h.bias_mm for h in syn_result.history]}
+    # the mean of the affine template's final maps as a displacement (0 = unbiased)
+    mean_matrix = mean_affine([t.matrix for t in affine_result.transforms])
+    offset = np.linalg.norm(apply_affine(mean_matrix, points) - points, axis=1).mean()
+    out["affine"]["mean_map_offset_mm"] = float(offset)
+    return out
+
+
 def render(results: dict) -> str:
-    a, b = results["atlas"], results["batch"]
+    a, b = results.get("atlas"), results.get("batch")
     lines = [f"# Atlas segmentation and batch benchmark ({results['date']})", "",
              f"Machine: {results['machine']}. One run; load average at start "
              f"{results['load_start']:.2f}, at end {results['load_end']:.2f} (the 2 cores are "
-             "shared with other engineers' jobs, so times are noisy).", "",
-             "## Multi-atlas Dice (MNI152 T1 + GM/WM (+ derived CSF) labels)", "",
-             f"Subject and {a['n_atlases']} atlases: the template under its own random affine "
-             f"(GUIDE bounds) and smooth random warp (max {results['args']['warp_mm']} mm, "
-             f"~12 mm correlation), {a['spacing_mm']:g} mm grid {tuple(a['shape'])}. Every "
-             "atlas registered to the subject: affine (MI, defaults), or affine then the SyN "
-             "stage of `core/syn.py` (defaults, called directly until `register()` chains it). "
-             "Registration + propagation + weighted fusion of all atlases took "
-             + ", ".join(f"{v:.1f} s ({k})" for k, v in a["seconds"].items()) + ".", "",
-             "| method | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
-    for name, row in a["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[v]:.3f}" for v in LABELS)
-                     + f" | {mean_dice(row):.3f} |")
+             "shared with other engineers' jobs, so times are noisy)."]
+    if a:
+        lines += ["", "## Multi-atlas Dice (MNI152 T1 + GM/WM (+ derived CSF) labels)", "",
+                 f"Subject and {a['n_atlases']} atlases: the template under its own random affine "
+                 f"(GUIDE bounds) and smooth random warp (max {results['args']['warp_mm']} mm, "
+                 f"~12 mm correlation), {a['spacing_mm']:g} mm grid {tuple(a['shape'])}. Every "
+                 "atlas registered to the subject: affine (MI, defaults), or affine then the SyN "
+                 "stage of `core/syn.py` (defaults, called directly until `register()` chains it). "
+                 "Registration + propagation + weighted fusion of all atlases took "
+                 + ", ".join(f"{v:.1f} s ({k})" for k, v in a["seconds"].items()) + ".", "",
+                 "| method | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
+        for name, row in a["rows"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[v]:.3f}" for v in LABELS)
+                         + f" | {mean_dice(row):.3f} |")
+    t = results.get("template")
+    if t:
+        lines += ["", "## Template construction (known mean)", "",
+                  f"{t['n_images']} images: the T1 ({results['args']['step']} mm) under affines "
+                  "exp(+-G_k) (log-Euclidean mean = identity) and smooth warps +-u_k (max "
+                  f"{results['args']['warp_mm'] / 2:g} mm), so the unbiased template is the T1 "
+                  f"itself. {results['args']['template_iterations']} iterations, MI. Score: "
+                  "correlation with the T1 over the brain.", "",
+                  "| template | corr. with T1 | bias removed per iteration (mm) | seconds |",
+                  "|---|---|---|---|",
+                  f"| plain average of the images | {t['plain average']['ncc_to_t1']:.4f} | | |"]
+        for key in ("affine", "affine + SyN"):
+            r = t[key]
+            lines.append(f"| {key} | {r['ncc_to_t1']:.4f} | "
+                         + ", ".join(f"{b:.3f}" for b in r["bias_mm"])
+                         + f" | {r['seconds']:.1f} |")
+        lines += ["", "Mean of the affine template's final maps, as a displacement over the "
+                  f"brain: {t['affine']['mean_map_offset_mm']:.3f} mm (0 = unbiased). The "
+                  "affine template's registrations ran on 2 local worker processes."]
+    if not b:
+        return "\n".join(lines) + "\n"
     lines += ["", "## Batch throughput", "",
               f"{b['n_pairs']} pairs (T1 at {results['args']['batch_step']} mm, "
               f"{tuple(b['shape'])}, "
@@ -240,14 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=6, help="batch pairs")
     p.add_argument("--batch-step", type=int, default=1, help="MNI step of the batch images")
     p.add_argument("--seed", type=int, default=20261124)
+    p.add_argument("--template-images", type=int, default=4, help="even number")
+    p.add_argument("--template-iterations", type=int, default=3)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: atlas,template,batch")
     p.add_argument("--out", type=Path, default=None, help="markdown output (json beside it)")
     args = p.parse_args(argv)
     results = {"date": dt.date.today().isoformat(), "args": vars(args) | {"out": str(args.out)},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
                f"CPUs, Python {platform.python_version()}",
                "load_start": os.getloadavg()[0]}
-    results["atlas"] = part_atlas(args)
-    results["batch"] = part_batch(args)
+    skip = set(args.skip.split(","))
+    for part, fn in (("atlas", part_atlas), ("template", part_template), ("batch", part_batch)):
+        if part not in skip:
+            results[part] = fn(args)
     results["load_end"] = os.getloadavg()[0]
     text = render(results)
     print(text)

@@ -21,12 +21,16 @@ giving ``T_i``: template world RAS mm -> image ``i`` world RAS mm. Then
   with the gradient step ``s`` (ANTs: ``-s * ubar`` as a first-order inverse; here the
   exact fixed-point inverse of the scaled field).
 
-The correction is ``N = A o D_s^-1 o Mbar^-1``. Iterations stop after ``iterations`` or
-once the bias (mean displacement of ``Tbar`` over the template grid) is below
-``tolerance_mm``. Iteration 0 starts from the average of the images aligned by their
-centres of mass on the reference grid (so the first template is already unbiased in
-translation). An intensity metric (SSD/SAD/NCC) on images that look like different
-contrasts gets a :class:`~.labels.ModalityWarning` (and a note in the result).
+The correction is ``N = A o D_s^-1 o Mbar^-1``. The bias it removes (mean displacement of
+``Tbar`` over the template grid) falls fast but not to zero: an intensity average is
+blurrier than its images, and a blurred convex shape looks smaller (its half-maximum
+contour moves inward), so the registrations to it find a small common scale that every
+iteration removes again (a steady state, not a drift: ~0.1 % scale on phantoms). Iterations
+therefore stop after ``iterations``, or once the bias is below ``tolerance_mm`` or changes
+by less than that between two iterations. Iteration 0 starts from the average of the
+images aligned by their centres of mass on the reference grid (so the first template is
+already unbiased in translation). An intensity metric (SSD/SAD/NCC) on images that look
+like different contrasts gets a :class:`~.labels.ModalityWarning` (and a note in the result).
 ``mapper`` (like the built-in ``map``) lets a caller register the images in
 parallel (processes, a Dask cluster); the core stays free of any executor.
 """
@@ -235,7 +239,8 @@ def build_template(
                                          float(np.mean([o[2] for o in outcomes])),
                                          time.perf_counter() - t0))
         emit(iteration, n - 1, "average")
-        if bias < tolerance_mm:
+        if bias < tolerance_mm or (len(history) > 1
+                                    and abs(bias - history[-2].bias_mm) < tolerance_mm):
             break
     final = [_compose(correction, t) for t in transforms]
     emit(len(history) - 1, n - 1, "done")
