@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+from napari.utils._proxies import ReadOnlyWrapper
+from napari.utils.interactions import (
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
 
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.io.landmarks import read_landmarks
@@ -43,11 +48,17 @@ class Click:
     handled: bool = False
 
 
+def event(kind: str, world, **kwargs) -> ReadOnlyWrapper:
+    """A mouse event as napari's canvas hands it to layer callbacks (read-only wrapper:
+    napari swaps the wrapped event of a running drag for each move / release)."""
+    position = tuple(float(v) for v in world)
+    return ReadOnlyWrapper(Click(kind, position, **kwargs), exceptions=("handled",))
+
+
 def click(layer, world) -> None:
     """Press and release at a world point (no motion: napari's add mode adds a point)."""
-    position = tuple(float(v) for v in world)
-    mouse_press_callbacks(layer, Click("mouse_press", position))
-    mouse_release_callbacks(layer, Click("mouse_release", position))
+    mouse_press_callbacks(layer, event("mouse_press", world))
+    mouse_release_callbacks(layer, event("mouse_release", world))
 
 
 @pytest.fixture
@@ -143,15 +154,18 @@ def test_click_pair_fit_undo_delete(panel, notes) -> None:
     fixed_layer.keymap[binding](fixed_layer)
     assert len(fixed_layer.data) == 6 and all(r.paired for r in widget.table.rows)
 
-    # moving a point through napari's own event chain is undoable too
+    # dragging a point in napari's select mode (press on it, move, release) is undoable
     before = np.array(moving_layer.data)
-    moving_layer.events.data(value=moving_layer.data, action="changing", data_indices=(0,),
-                             vertex_indices=((),))
-    moved = before.copy()
-    moved[0] += 2.0
-    moving_layer._set_data(moved)
-    moving_layer.events.data(value=moving_layer.data, action="changed", data_indices=(0,),
-                             vertex_indices=((),))
+    widget.start_clicking(None)
+    viewer.layers.selection.active = moving_layer
+    start = moving_layer.data_to_world(before[0])  # pair 4 (clicked first on moving)
+    viewer.dims.point = tuple(start)
+    end = start + np.array([0.0, 3.0, 2.0])
+    mouse_press_callbacks(moving_layer, event("mouse_press", start))
+    mouse_move_callbacks(moving_layer, event("mouse_move", end, is_dragging=True))
+    mouse_release_callbacks(moving_layer, event("mouse_release", end))
+    np.testing.assert_allclose(moving_layer.data_to_world(moving_layer.data[0]), end,
+                               atol=1e-6)
     assert widget.table.rows[3].residual > 1.0  # live residual of pair 4 after the move
     widget.undo()
     np.testing.assert_allclose(moving_layer.data, before)
