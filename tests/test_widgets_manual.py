@@ -105,6 +105,12 @@ def test_centre_change_undo_and_reset(panel) -> None:
     about_cursor = rigid_motion([0, 0, 0], [0, 0, 10.0], [5.0, -20.0, 10.0])
     np.testing.assert_allclose(widget.matrix(), before @ np.linalg.inv(about_cursor),
                                atol=1e-12)
+    viewer.cursor.position = (0.0, 0.0, 0.0)
+    widget.pick_centre.clicked.emit()  # a new centre, picked again: still nothing moves
+    np.testing.assert_allclose(widget.center, [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(widget.matrix(), before @ np.linalg.inv(about_cursor),
+                               atol=1e-12)
+    assert widget.undo()  # back to before the re-pick
     assert widget.undo()  # back to before the 10 degrees
     np.testing.assert_allclose(widget.matrix(), before, atol=1e-12)
     assert widget.undo()  # back to before the centre change: 30 degrees on the slider

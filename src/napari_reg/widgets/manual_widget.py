@@ -72,11 +72,15 @@ class ManualWidget(Container):
                                    step=0.5, value=0.0) for a in "xyz"]
         self.centre = ComboBox(label="Rotation centre", choices=CENTRE_CHOICES, value="image")
         self.centre_label = Label(value="")
+        self.pick_centre = PushButton(text="Rotate about the cursor now",
+                                      tooltip="Hover over the point to rotate about, then "
+                                              "click here")
         self.reset_button = PushButton(text="Reset (images as loaded)")
         self.undo_button = PushButton(text="Undo")
         self.use_init = PushButton(text="Use as registration initialisation")
         self.status = Label(value="")
         self.extend([*self.translate, *self.rotate, self.centre, self.centre_label,
+                     self.pick_centre,
                      Container(widgets=[self.reset_button, self.undo_button],
                                layout="horizontal", labels=False),
                      self.use_init, self.status])
@@ -89,6 +93,7 @@ class ManualWidget(Container):
         for w in (*self.translate, *self.rotate):
             w.changed.connect(self._on_slider)
         self.centre.changed.connect(self._on_centre)
+        self.pick_centre.clicked.connect(self.centre_at_cursor)
         self.reset_button.clicked.connect(self.reset)
         self.undo_button.clicked.connect(self.undo)
         self.use_init.clicked.connect(self.use_as_initialisation)
@@ -199,6 +204,13 @@ class ManualWidget(Container):
         self._choose_centre()
         self._pre_change = self._state()
         self._last_push = -np.inf
+
+    def centre_at_cursor(self) -> None:
+        """Rotate about the cursor's current world position from now on."""
+        if self.centre.value != "cursor":
+            self.centre.value = "cursor"  # _on_centre re-centres (nothing moves)
+        else:
+            self._on_centre()
 
     def _on_external(self, _transform: Any) -> None:
         if not self._updating:  # a landmark fit or another panel set the alignment
