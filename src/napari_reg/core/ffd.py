@@ -32,6 +32,7 @@ from .metrics import make_metric
 from .optimize import CancelToken, minimize
 from .pyramid import gaussian_pyramid
 from .resample import sample_with_gradient
+from .sampling import draw_samples, representative_values
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
 from .transforms.bspline import BSplineTransform
 
@@ -182,14 +183,14 @@ def register_bspline(
             # a fixed sample set must over-determine the control points (each sample
             # constrains 4^d of them): at least 4 samples per control point
             n_samples[level] = max(20000, 4 * int(np.prod(ffd.grid_shape)))
-        points, fvals = _draw(lf, lmask, n_samples[level], rng)
+        points, fvals = draw_samples(lf, lmask, n_samples[level], rng)
         keep = inside_moving(points, matrix, lm)
         if np.count_nonzero(keep) < max(0.1 * len(points), 16):
             raise DeformableError(
                 f"only {np.count_nonzero(keep)} of {len(points)} fixed samples map inside the "
                 "moving image under the initial transform: the images do not overlap")
         points, fvals = points[keep], fvals[keep]
-        metric_fn.setup(_subset(lf.data, rng), _subset(lm.data, rng))
+        metric_fn.setup(representative_values(lf.data, rng), representative_values(lm.data, rng))
         record = LevelRecord(stage, "bspline", level, shrink[level], sigmas[level], len(points))
         records.append(record)
         emit("level_start", level, 0, iters[level], cost, snapshot)
@@ -226,20 +227,3 @@ def register_bspline(
         n_iterations=emit.total - total_iterations,
         diagnostics={"control_grid": list(ffd.grid_shape),
                      "bending_energy": ffd.bending_energy()})
-
-
-def _draw(volume: Volume, mask: np.ndarray | None, n: int, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random voxel centres of ``volume`` (inside ``mask``): world points, values."""
-    flat = volume.data.reshape(-1)
-    cand = np.flatnonzero(mask.reshape(-1)) if mask is not None else np.arange(flat.size)
-    if cand.size == 0:
-        raise DeformableError("no fixed voxel to sample at this level (mask too small)")
-    chosen = np.sort(cand if n >= cand.size else rng.choice(cand, size=n, replace=False))
-    ijk = np.stack(np.unravel_index(chosen, volume.shape), axis=-1).astype(np.float64)
-    return volume.voxel_to_world(ijk), flat[chosen].astype(np.float64)
-
-
-def _subset(data: np.ndarray, rng: np.random.Generator, n: int = 200_000) -> np.ndarray:
-    flat = data.reshape(-1)
-    return flat if flat.size <= n else flat[rng.integers(0, flat.size, n)]

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from .image import Volume, VolumeError
 from .transforms.base import MatrixTransform, Transform
+from .transforms.field import DisplacementField
 
 __all__ = ["sample", "sample_with_gradient", "resample", "INTERPOLATIONS"]
 
@@ -253,6 +254,8 @@ def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transfo
                     order: int, fill: float, out: np.ndarray) -> None:
     """Map the reference grid through a general transform slab by slab (bounded memory)."""
     shape = reference.shape
+    field = transform if isinstance(transform, DisplacementField) else None
+    on_grid = field is not None and field.same_grid(shape, reference.affine)
     per_row = int(np.prod(shape[1:]))
     rows = max(1, _SLAB_POINTS // per_row)
     other_axes = [np.arange(n, dtype=np.float64) for n in shape[1:]]
@@ -260,7 +263,13 @@ def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transfo
         stop = min(shape[0], start + rows)
         grid = np.meshgrid(np.arange(start, stop, dtype=np.float64), *other_axes, indexing="ij")
         ijk = np.stack([g.ravel() for g in grid], axis=1)
-        world = transform.transform_points(reference.voxel_to_world(ijk))
+        world = reference.voxel_to_world(ijk)
+        if on_grid:
+            # A field stored on this very grid: add its vectors, no interpolation needed.
+            world += field.components[(slice(None), slice(start, stop))].reshape(
+                len(shape), -1).T
+        else:
+            world = transform.transform_points(world)
         vox = moving.world_to_voxel(world)
         out[start:stop] = ndimage.map_coordinates(
             data, vox.T, order=order, mode="constant", cval=fill, prefilter=False,
