@@ -217,6 +217,9 @@ def test_bad_input_is_refused_and_nothing_lost(panel, notes, tmp_path) -> None:
         widget._guard(lambda p=path: widget.load(p, "fixed"))()
     assert "header" in notes["error"][-2] and "millimetres" in notes["error"][-1]
     assert len(fixed_layer.data) == 3 and len(widget.table.rows) == 3
+    widget.moving_points.value = fixed_layer  # one layer for both sides: refused
+    assert "two different" in notes["error"][-1] and widget.moving_points.value is None
+    assert len(fixed_layer.data) == 3
 
 
 def test_files_round_trip_and_initialisation(panel, notes, tmp_path) -> None:

@@ -77,6 +77,9 @@ class Alignment:
             raise ValueError("Choose a fixed and a moving image in the Load panel first.")
         if f is m:
             raise ValueError("The fixed and the moving image are the same layer.")
+        if f.ndim != m.ndim:
+            raise ValueError(f"The fixed image '{f.name}' is {f.ndim}D but the moving image "
+                             f"'{m.name}' is {m.ndim}D; both must be 2D or both 3D.")
         return f, m
 
     @property

@@ -179,6 +179,11 @@ class LandmarksWidget(Container):
 
     def _on_layers_chosen(self, *_args: Any) -> None:
         self._disconnect()
+        if self.fixed_points.value is not None and (self.fixed_points.value
+                                                    is self.moving_points.value):
+            show_error("Fixed and moving landmarks must be two different Points layers.")
+            self.moving_points.value = None  # re-enters this method with a valid choice
+            return
         for side, layer in zip(("fixed", "moving"), self._layers(), strict=True):
             if layer is None:
                 continue

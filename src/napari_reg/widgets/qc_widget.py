@@ -35,6 +35,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..core import qc
 from ..core.transforms.base import MatrixTransform
 from ._layer_volumes import layer_volume
+from ._lm_alignment import get_alignment
 from ._lm_model import pair_rows
 from ._qc_inputs import QCInputs, gather, upsert_layer
 from ._session import get_session, unwrap_viewer
@@ -106,6 +107,8 @@ class QCWidget(Container):
         self.fade.changed.connect(self._fade)
         self.source.changed.connect(self._drop_inputs)
         self._session.result_changed.connect(self._drop_inputs)
+        self._alignment = get_alignment(viewer)
+        self._alignment.changed.connect(self._drop_inputs)
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
         events.removed.connect(self.reset_choices)
@@ -114,6 +117,7 @@ class QCWidget(Container):
 
     def _shutdown(self, *_args: Any) -> None:
         self._session.result_changed.disconnect(self._drop_inputs)
+        self._alignment.changed.disconnect(self._drop_inputs)
         events = self._viewer.layers.events
         events.inserted.disconnect(self._on_inserted)
         events.removed.disconnect(self.reset_choices)
