@@ -331,3 +331,16 @@ def test_register_panel_starts_from_the_landmark_fit(make_napari_viewer, qtbot, 
                            - apply_affine(truth, corners), axis=1)
     # 15 iterations at 2 mm keep the start's accuracy within a voxel at the FOV corners
     assert error.max() < 2.0, error
+
+
+def test_leave_one_out_error_is_honest_where_residuals_are_zero() -> None:
+    from napari_reg.widgets._lm_model import leave_one_out
+
+    rng = np.random.default_rng(5)
+    f = rng.uniform(-50, 50, (10, 3))
+    exact = apply_affine(TRUTH, f)
+    assert np.nanmax(leave_one_out(f, exact, "rigid")) < 1e-9  # a true rigid map: no error
+    noisy = exact + rng.normal(0, 1.0, f.shape)
+    loo = leave_one_out(f, noisy, "tps")  # residuals are 0 here, the LOO error is not
+    assert np.all(np.isfinite(loo)) and loo.mean() > 0.5
+    assert np.isnan(leave_one_out(f[:4], noisy[:4], "affine")).all()  # 3 left: no affine

@@ -24,8 +24,8 @@ from ..core.thin_plate import fit_thin_plate
 from ..core.transforms.base import MatrixTransform, Transform
 from ._layer_volumes import file_affine
 
-__all__ = ["PairRow", "Snapshot", "UndoStack", "FitOutcome", "fit_rows", "ids_of", "next_id",
-           "pair_rows", "world_points", "natural_key"]
+__all__ = ["PairRow", "Snapshot", "UndoStack", "FitOutcome", "fit_rows", "ids_of",
+           "leave_one_out", "next_id", "pair_rows", "world_points", "natural_key"]
 
 
 def natural_key(value: str) -> tuple:
@@ -136,6 +136,29 @@ class FitOutcome:
     transform: Transform
     residuals: np.ndarray
     unpaired: list[str]
+    leave_one_out: np.ndarray | None = None  # error at each pair when fitted without it
+
+
+def _fit(f: np.ndarray, m: np.ndarray, kind: str, smoothing: float) -> Transform:
+    if kind == "tps":
+        return fit_thin_plate(f, m, smoothing=smoothing)
+    return MatrixTransform(fit_landmarks(f, m, kind))
+
+
+def leave_one_out(f: np.ndarray, m: np.ndarray, kind: str, smoothing: float = 0.0
+                  ) -> np.ndarray:
+    """``|T_-i(f_i) - m_i|`` (mm) with ``T_-i`` fitted without pair i: an honest error
+    estimate where residuals are 0 by construction (splines, minimal sets). NaN where the
+    remaining pairs cannot define the fit."""
+    out = np.full(len(f), np.nan)
+    for i in range(len(f)):
+        keep = np.arange(len(f)) != i
+        try:
+            t = _fit(f[keep], m[keep], kind, smoothing)
+        except ValueError:
+            continue
+        out[i] = float(np.linalg.norm(t.transform_points(f[i:i + 1])[0] - m[i]))
+    return out
 
 
 def fit_rows(rows: list[PairRow], kind: str, smoothing: float = 0.0) -> FitOutcome:
@@ -150,11 +173,9 @@ def fit_rows(rows: list[PairRow], kind: str, smoothing: float = 0.0) -> FitOutco
                          "same point on the moving image.")
     f = np.array([r.fixed for r in paired])
     m = np.array([r.moving for r in paired])
-    if kind == "tps":
-        fit: Transform = fit_thin_plate(f, m, smoothing=smoothing)
-    else:
-        fit = MatrixTransform(fit_landmarks(f, m, kind))
+    fit = _fit(f, m, kind, smoothing)
     residuals = target_registration_error(fit, f, m)
     for r, res in zip(paired, residuals, strict=True):
         r.residual = float(res)
-    return FitOutcome(fit, residuals, [r.id for r in rows if not r.paired])
+    loo = leave_one_out(f, m, kind, smoothing) if len(f) <= 200 else None
+    return FitOutcome(fit, residuals, [r.id for r in rows if not r.paired], loo)

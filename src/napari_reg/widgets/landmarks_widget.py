@@ -360,6 +360,9 @@ class LandmarksWidget(Container):
         label = dict((v, k) for k, v in FIT_CHOICES)[kind]
         text = (f"{label} from {len(res)} pairs: residual mean {res.mean():.3f} mm, "
                 f"max {res.max():.3f} mm")
+        loo = result.leave_one_out
+        if loo is not None and np.isfinite(loo).any():
+            text += f"; leave-one-out mean {np.nanmean(loo):.3f} mm"
         if result.unpaired:
             text += f"; ignored unpaired: {', '.join(result.unpaired)}"
         self.summary.value = text
