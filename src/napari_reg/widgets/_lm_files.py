@@ -1,4 +1,5 @@
-"""Landmark layers <-> landmark files (CSV, Slicer .fcsv / .mrk.json) through io.landmarks.
+"""Landmark layers: made on an image, and to / from landmark files (CSV, Slicer .fcsv /
+.mrk.json, through io.landmarks).
 
 Files hold world RAS mm (Slicer files: LPS or RAS as they say); layers hold voxel
 coordinates of their image with the file affine in ``metadata['original_affine']``
@@ -14,10 +15,27 @@ import numpy as np
 
 from ..core.image import apply_affine
 from ..io.landmarks import Landmarks, read_landmarks, write_landmarks
-from ._layer_volumes import file_affine
+from ._layer_volumes import file_affine, layer_affine
 from ._lm_model import ids_of, world_points
 
-__all__ = ["pair_paths", "save_pair", "read_for_layer", "outside"]
+__all__ = ["add_landmark_layer", "pair_paths", "save_pair", "read_for_layer", "outside"]
+
+
+def add_landmark_layer(viewer: Any, image: Any, side: str, colour: str) -> Any:
+    """An empty Points layer ``"<side> landmarks"`` placed like ``image``.
+
+    It carries the image layer's displayed affine (points are voxel coordinates of the
+    image, clicked where the image is shown) and the image file's affine as
+    ``metadata['original_affine']`` (world RAS mm of a point, see ``_lm_model``); an
+    ``id`` feature shown as text; about 4 mm large.
+    """
+    spacing = float(np.mean(np.linalg.norm(file_affine(image)[:-1, :-1], axis=0)))
+    return viewer.add_points(
+        np.zeros((0, image.ndim)), ndim=image.ndim, name=f"{side} landmarks",
+        affine=layer_affine(image), features={"id": np.array([], dtype=object)},
+        text={"string": "{id}", "color": colour, "size": 10, "anchor": "upper_left"},
+        face_color=colour, border_color="black", size=4.0 / spacing,
+        metadata={"original_affine": file_affine(image), "napari_reg_side": side})
 
 
 def pair_paths(path: str | Path) -> tuple[Path, Path]:

@@ -30,9 +30,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.transforms.base import Transform
-from ._layer_volumes import file_affine, layer_affine
+from ._layer_volumes import layer_affine
 from ._lm_alignment import get_alignment, request_manual_init
-from ._lm_files import outside, read_for_layer, save_pair
+from ._lm_files import add_landmark_layer, outside, read_for_layer, save_pair
 from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._session import get_session, unwrap_viewer
@@ -147,19 +147,11 @@ class LandmarksWidget(Container):
     def create_layers(self) -> tuple[Points, Points]:
         """Empty Points layers on the session's fixed and moving images (their affines)."""
         fixed_img, moving_img = self.alignment.layers()
-        made = []
-        for side, image, colour in (("fixed", fixed_img, "yellow"),
-                                    ("moving", moving_img, "cyan")):
-            spacing = float(np.mean(np.linalg.norm(file_affine(image)[:-1, :-1], axis=0)))
-            layer = self._viewer.add_points(
-                np.zeros((0, image.ndim)), ndim=image.ndim, name=f"{side} landmarks",
-                affine=layer_affine(image), features={"id": np.array([], dtype=object)},
-                text={"string": "{id}", "color": colour, "size": 10,
-                      "anchor": "upper_left"},
-                face_color=colour, border_color="black", size=4.0 / spacing,
-                metadata={"original_affine": file_affine(image), "napari_reg_side": side})
+        made = [add_landmark_layer(self._viewer, image, side, colour)
+                for side, image, colour in (("fixed", fixed_img, "yellow"),
+                                            ("moving", moving_img, "cyan"))]
+        for layer, image in zip(made, (fixed_img, moving_img), strict=True):
             self._follow[id(layer)] = image
-            made.append(layer)
         self.reset_choices()
         self.fixed_points.value, self.moving_points.value = made
         return made[0], made[1]
