@@ -28,9 +28,10 @@ from . import __version__
 from .core.events import ProgressEvent, RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
-from .core.register import register
+from .core.register import DEFORMABLE_MODELS, register
 from .core.resample import resample
 from .io.atomic import atomic_path
+from .io.displacement_fields import save_displacement_field
 from .io.landmarks import read_landmarks
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import load_volume, save_volume
@@ -39,6 +40,8 @@ __all__ = ["Job", "JobError", "run_job", "OUTPUT_NAMES", "RUN_RECORD_VERSION"]
 
 RUN_RECORD_VERSION = 1
 OUTPUT_NAMES = {"transform": "transform.tfm", "warped": "warped.nii.gz", "record": "run.json"}
+# Written in addition for deformable runs.
+DEFORMABLE_OUTPUT_NAMES = {"field": "field.nii.gz", "jacobian": "jacobian.nii.gz"}
 
 
 class JobError(ValueError):
@@ -124,25 +127,41 @@ def run_job(
     """Run ``job`` and write its outputs into ``output_dir``; return their paths.
 
     Writes ``transform.tfm`` (ITK, maps fixed physical points to moving physical
-    points), ``warped.nii.gz`` (moving resampled on the fixed grid) and ``run.json``
-    (the job, the parameters actually used, versions, cost history, timings).
+    points; for deformable runs the linear stage), ``warped.nii.gz`` (moving resampled
+    on the fixed grid) and ``run.json`` (the job, the parameters actually used, versions,
+    cost history, timings). Deformable runs add ``field.nii.gz`` (the whole fixed->moving
+    map as an ITK/ANTs displacement field on the fixed grid) and ``jacobian.nii.gz`` (its
+    Jacobian determinant; values <= 0 are folds).
     """
     output_dir = Path(output_dir)
-    targets = {key: output_dir / name for key, name in OUTPUT_NAMES.items()}
+    names = dict(OUTPUT_NAMES)
+    if _is_deformable(job.parameters):
+        names.update(DEFORMABLE_OUTPUT_NAMES)
+    targets = {key: output_dir / name for key, name in names.items()}
     _check_outputs(job, targets, overwrite)
     fixed, moving = load_volume(job.fixed), load_volume(job.moving)
     kwargs, notes = _register_kwargs(job, fixed, moving)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
-    warped = resample(moving, fixed, result.transform, interpolation="linear")
+    field = result.deformable.displacement_field(fixed) if result.deformable else None
+    warped = resample(moving, fixed, field or result.transform, interpolation="linear")
     warped = warped.with_data(warped.data.astype(np.float32), name="warped")
     record = run_record(job, result)
     record["notes"] = notes
+    if field is not None:
+        jacobian = field.jacobian_determinant()
+        record["result"]["jacobian"] = {
+            "min": float(jacobian.min()), "max": float(jacobian.max()),
+            "folded_fraction": float(np.mean(jacobian <= 0))}
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".napari-reg-", dir=output_dir))
     try:
         write_itk_transform(result.matrix, staging / OUTPUT_NAMES["transform"],
                             comment="napari-reg: maps fixed physical points to moving points")
         save_volume(warped, staging / OUTPUT_NAMES["warped"])
+        if field is not None:
+            save_displacement_field(staging / names["field"], field)
+            save_volume(fixed.with_data(jacobian.astype(np.float32), name="jacobian"),
+                        staging / names["jacobian"])
         with atomic_path(staging / OUTPUT_NAMES["record"]) as tmp:
             tmp.write_text(json.dumps(record, indent=2))
         for target in targets.values():
@@ -150,6 +169,11 @@ def run_job(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return targets
+
+
+def _is_deformable(parameters: dict[str, Any]) -> bool:
+    stages = parameters.get("stages") or [parameters.get("transform", "affine")]
+    return stages[-1] in DEFORMABLE_MODELS
 
 
 def _check_outputs(job: Job, targets: dict[str, Path], overwrite: bool) -> None:

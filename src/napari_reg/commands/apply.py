@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
         "transform T maps reference (fixed) physical points to input (moving) points, as "
         "written by `napari-reg register`.",
     )
-    p.add_argument("transform", help="transform file (ITK .tfm/.txt/.mat; FSL .mat with --fsl)")
+    p.add_argument("transform", help="transform file: ITK .tfm/.txt/.mat, FSL .mat with --fsl, "
+                   "or a displacement field .nii/.nii.gz (ITK/ANTs layout, e.g. field.nii.gz)")
     p.add_argument("--reference", required=True, help="image defining the output grid (fixed)")
     p.add_argument("--input", required=True, help="image to resample (moving)")
     p.add_argument("-o", "--output", required=True, help="output NIfTI path")
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.resample import resample
     from ..core.transforms.base import MatrixTransform
+    from ..io.displacement_fields import load_displacement_field
     from ..io.transform_files import read_transform
     from ..io.volumes import load_volume, save_volume
     from ..layers import is_label_map
@@ -45,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists; choose another path or pass --overwrite")
         reference, image = load_volume(args.reference), load_volume(args.input)
-        matrix = read_transform(args.transform, fixed=reference, moving=image,
-                                format="fsl" if args.fsl else "auto")
+        if args.transform.endswith((".nii", ".nii.gz")):
+            transform = load_displacement_field(args.transform)
+        else:
+            transform = MatrixTransform(read_transform(
+                args.transform, fixed=reference, moving=image,
+                format="fsl" if args.fsl else "auto"))
         interpolation = args.interpolation or (
             "nearest" if is_label_map(image.data, Path(args.input).name) else "linear")
-        warped = resample(image, reference, MatrixTransform(matrix), interpolation=interpolation)
+        warped = resample(image, reference, transform, interpolation=interpolation)
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
         save_volume(warped, out)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..core.optimize import Cancelled
-from ..core.register import INIT_METHODS, LINEAR_MODELS, METRICS
+from ..core.register import INIT_METHODS, METRICS, TRANSFORMS
 from ._progress import TerminalProgress
 
 
@@ -22,7 +22,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("fixed", nargs="?", help="fixed (reference) image")
     p.add_argument("moving", nargs="?", help="moving image")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--transform", choices=list(LINEAR_MODELS), default="affine")
+    p.add_argument("--transform", choices=list(TRANSFORMS), default="affine",
+                   help="bspline and syn (diffeomorphic) run an affine stage first unless "
+                   "--no-linear; they also write field.nii.gz and jacobian.nii.gz")
+    p.add_argument("--no-linear", action="store_true",
+                   help="with bspline/syn: no affine stage before the deformable one")
     p.add_argument("--metric", choices=list(METRICS), default="mi",
                    help="similarity metric (default: mi, suits T1/T1 and T1/T2)")
     p.add_argument("--init", choices=list(INIT_METHODS), default=None,
@@ -32,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fixed-mask", help="mask image: sample the fixed image only where non-zero")
     p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat, FSL .mat)")
     adv = p.add_argument_group("advanced")
-    adv.add_argument("--stages", nargs="+", choices=list(LINEAR_MODELS),
+    adv.add_argument("--stages", nargs="+", choices=list(TRANSFORMS),
                      help="run several models in order, e.g. --stages rigid affine")
     adv.add_argument("--levels", type=int, default=3, help="pyramid levels (default 3)")
     adv.add_argument("--iterations", type=int, nargs="+", help="iterations per level")
@@ -40,6 +44,15 @@ def add_parser(subparsers) -> None:
     adv.add_argument("--optimizer", choices=["lbfgs", "gd"], default="lbfgs")
     adv.add_argument("--bins", type=int, help="histogram bins for mi/nmi")
     adv.add_argument("--seed", type=int, default=0, help="random seed of the sample draws")
+    adv.add_argument("--deformable-metric", choices=["lncc", "ssd", "ncc", "mi", "nmi"],
+                     help="metric of the bspline/syn stage (default: --metric for bspline, "
+                     "lncc (local NCC) for syn; use mi for multi-modal syn)")
+    adv.add_argument("--grid-spacing", type=float, metavar="MM",
+                     help="bspline control-point spacing at the finest level (mm, default 20)")
+    adv.add_argument("--bending-weight", type=float,
+                     help="bspline bending-energy weight lambda (default 1)")
+    adv.add_argument("--radius", type=int,
+                     help="syn local NCC window radius in voxels (default 2)")
     p.add_argument("--replay", metavar="RUN_JSON",
                    help="re-run the job recorded in a run.json (other options ignored)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -65,6 +78,15 @@ def build_job(args: argparse.Namespace):
             params[key] = getattr(args, key)
     if args.bins:
         params["metric_options"] = {"bins": args.bins}
+    if args.no_linear and args.transform in ("bspline", "syn") and not args.stages:
+        params["stages"] = [args.transform]
+    if args.deformable_metric:
+        params["deformable_metric"] = args.deformable_metric
+    options = ({"grid_spacing_mm": args.grid_spacing, "bending_weight": args.bending_weight}
+               if args.transform == "bspline" else {"radius": args.radius})
+    options = {k: v for k, v in options.items() if v is not None}
+    if options:
+        params["deformable_options"] = options
     return Job(fixed=args.fixed, moving=args.moving, parameters=params,
                fixed_mask=args.fixed_mask,
                landmarks=tuple(args.landmarks) if args.landmarks else None,

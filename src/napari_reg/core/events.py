@@ -93,6 +93,7 @@ class RegistrationResult:
     linear_matrix: np.ndarray | None = None
     final_cost: float = float("nan")
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    deformable: Any = None  # the deformable stage's DeformableResult, when there is one
 
     @property
     def matrix(self) -> np.ndarray:
@@ -132,8 +133,9 @@ class Reporter:
              cost: float, transform) -> None:
         if self.callback is None:
             return
-        # A snapshot: the model keeps moving after the event is handed over.
-        snapshot = MatrixTransform(transform.matrix)
+        # A snapshot: the model keeps moving after the event is handed over. (Deformable
+        # stages hand over fresh copies already.)
+        snapshot = MatrixTransform(transform.matrix) if transform.is_linear else transform
         self.callback(ProgressEvent(
             kind=kind, stage=record.stage, stage_name=record.stage_name, level=record.level,
             n_levels=self.n_levels, iteration=iteration, max_iterations=max_iterations,

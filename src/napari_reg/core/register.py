@@ -44,10 +44,11 @@ from .sampling import (
     mask_for_level,
     representative_values,
 )
-from .transforms.base import MatrixTransform, ParametricTransform
+from .transforms.base import MatrixTransform, ParametricTransform, Transform
 from .transforms.linear import Affine, Rigid, Similarity, Translation
 
-__all__ = ["register", "RegistrationError", "PRESETS", "LINEAR_MODELS", "INIT_METHODS", "METRICS"]
+__all__ = ["register", "RegistrationError", "PRESETS", "LINEAR_MODELS", "DEFORMABLE_MODELS",
+           "TRANSFORMS", "INIT_METHODS", "METRICS"]
 
 LINEAR_MODELS: dict[str, type[ParametricTransform]] = {
     "translation": Translation,
@@ -55,6 +56,9 @@ LINEAR_MODELS: dict[str, type[ParametricTransform]] = {
     "similarity": Similarity,
     "affine": Affine,
 }
+# Deformable models run after the linear stages (core/ffd.py, core/syn.py).
+DEFORMABLE_MODELS = ("bspline", "syn")
+TRANSFORMS = (*LINEAR_MODELS, *DEFORMABLE_MODELS)
 INIT_METHODS = ("none", "geometry", "com", "moments", "landmarks")
 METRICS = ("ssd", "sad", "ncc", "mi", "nmi")
 
@@ -62,6 +66,8 @@ METRICS = ("ssd", "sad", "ncc", "mi", "nmi")
 PRESETS: dict[str, dict[str, Any]] = {
     "Rigid": {"transform": "rigid", "metric": "mi", "init": "com"},
     "Affine": {"transform": "affine", "metric": "mi", "init": "com"},
+    "Affine + B-spline": {"transform": "bspline", "metric": "mi", "init": "com"},
+    "Affine + diffeomorphic": {"transform": "syn", "metric": "mi", "init": "com"},
 }
 
 FINEST_SIGMA_VOXELS = 0.5
@@ -87,6 +93,8 @@ def register(
     samples: Sequence[int] | int = (3000, 10000, 50000),
     optimizer: str = "lbfgs",
     tolerance: float = 1e-7,
+    deformable_metric: str | None = None,
+    deformable_options: dict[str, Any] | None = None,
     sampling: str = "foreground",
     metric_options: dict[str, Any] | None = None,
     landmark_fit: str | None = None,
@@ -100,8 +108,10 @@ def register(
         Volumes with voxel->world (RAS mm) affines; both 2D or both 3D. Their grids may
         differ in shape, spacing and orientation: all geometry is in world mm.
     transform
-        ``translation`` | ``rigid`` | ``similarity`` | ``affine``: the final model. Unless
-        ``stages`` is given, this is the only stage.
+        ``translation`` | ``rigid`` | ``similarity`` | ``affine``: the final linear model,
+        the only stage unless ``stages`` is given; or ``bspline`` (cubic B-spline FFD with
+        a bending-energy penalty) | ``syn`` (symmetric diffeomorphic, stationary velocity
+        field): an affine stage first, then the deformable one.
     metric
         ``ssd`` | ``sad`` | ``ncc`` | ``mi`` | ``nmi``. MI suits mono- and multi-modal.
     init
@@ -123,7 +133,8 @@ def register(
         within one cost evaluation.
     stages
         Model names run in order, each starting where the previous ended, e.g.
-        ``("rigid", "affine")``.
+        ``("rigid", "affine")`` or ``("syn",)`` (no linear stage). A deformable model can
+        only be the last stage.
     levels, shrink_factors, sigmas_mm
         The Gaussian pyramid: number of levels, or explicit per-level integer shrink
         factors per axis and smoothing sigmas in mm (coarse to fine).
@@ -139,8 +150,18 @@ def register(
         Where sample points are drawn when no ``fixed_mask`` is given: ``foreground``
         (voxels above 5 % of the fixed image's robust intensity range: the air around a
         head carries no information, and sampling it only dilutes the metric) or ``all``.
+    deformable_metric, deformable_options
+        The deformable stage's metric (default: ``metric`` for ``bspline``; local NCC,
+        ``lncc``, for ``syn`` as in ANTs' SyN — pass ``mi`` for multi-modal pairs) and
+        keyword options of :func:`~napari_reg.core.ffd.register_bspline` (e.g.
+        ``grid_spacing_mm``, ``bending_weight``) or :func:`~napari_reg.core.syn.register_syn`
+        (e.g. ``radius``, ``levels``, ``iterations``).
     seed
         Seed of the sample draws: the same inputs and seed give the same result.
+
+    For deformable runs ``result.transform`` is the whole fixed->moving map (the linear
+    part ``result.linear_matrix`` after the deformation) and ``result.deformable`` holds
+    the deformable stage's own result (dense field export, inverse).
     """
     t_start = time.perf_counter()
     cancel = cancel or CancelToken()
@@ -193,7 +214,8 @@ def register(
     records: list[LevelRecord] = []
     final_cost = float("nan")
     reporter = Reporter(callback, t_start, n_levels)
-    for stage_index, stage_name in enumerate(stage_names):
+    linear_names = [n for n in stage_names if n in LINEAR_MODELS]
+    for stage_index, stage_name in enumerate(linear_names):
         model = LINEAR_MODELS[stage_name].from_matrix(current, center=center)
         model.radius = radius
         metric_fn = make_metric(metric, **(metric_options or {}))
@@ -215,7 +237,17 @@ def register(
                                          iterations_per_level[level], tolerance, cancel)
         current = model.matrix
 
-    result_transform = MatrixTransform(current)
+    result_transform: Transform = MatrixTransform(current)
+    deformable = None
+    if stage_names[-1] in DEFORMABLE_MODELS:
+        deformable = _run_deformable(
+            stage_names[-1], len(stage_names) - 1, fixed_f, moving_f, current,
+            deformable_metric or _default_deformable_metric(stage_names[-1], metric),
+            deformable_options or {}, metric_options, fixed_mask, seed, callback, cancel,
+            t_start, reporter)
+        records.extend(deformable.levels)
+        result_transform = deformable.transform
+        final_cost = deformable.final_cost
     t_end = time.perf_counter()
     parameters = {
         "transform": stage_names[-1],
@@ -234,6 +266,8 @@ def register(
         "metric_options": dict(metric_options or {}),
         "landmark_fit": landmark_fit,
         "seed": int(seed),
+        "deformable_metric": deformable_metric,
+        "deformable_options": dict(deformable_options or {}),
     }
     result = RegistrationResult(
         transform=result_transform,
@@ -248,7 +282,10 @@ def register(
         },
         linear_matrix=current,
         final_cost=final_cost,
-        diagnostics={"center_mm": center.tolist(), "radius_mm": float(radius)},
+        diagnostics={"center_mm": center.tolist(), "radius_mm": float(radius),
+                     **({"deformable": deformable.parameters,
+                         **deformable.diagnostics} if deformable else {})},
+        deformable=deformable,
     )
     reporter.emit("done", LevelRecord(len(stage_names) - 1, stage_names[-1], n_levels - 1,
                                       [], 0.0, 0), 0, 0, final_cost, result_transform)
@@ -257,14 +294,48 @@ def register(
 
 # -------------------------------------------------------------------- checks
 def _check_stages(stages: Sequence[str] | None, transform: str) -> list[str]:
-    names = [s.lower() for s in (stages or [transform])]
+    if stages:
+        names = [s.lower() for s in stages]
+    elif transform.lower() in DEFORMABLE_MODELS:
+        names = ["affine", transform.lower()]
+    else:
+        names = [transform.lower()]
     if not names:
         raise RegistrationError("at least one stage is needed")
     for name in names:
-        if name not in LINEAR_MODELS:
+        if name not in TRANSFORMS:
             raise RegistrationError(
-                f"unknown transform '{name}'; choose one of {', '.join(LINEAR_MODELS)}")
+                f"unknown transform '{name}'; choose one of {', '.join(TRANSFORMS)}")
+    if any(n in DEFORMABLE_MODELS for n in names[:-1]):
+        raise RegistrationError("a deformable model (bspline, syn) can only be the last stage")
     return names
+
+
+def _default_deformable_metric(model: str, metric: str) -> str:
+    return "lncc" if model == "syn" else metric
+
+
+def _run_deformable(model: str, stage_index: int, fixed: Volume, moving: Volume,
+                    linear: np.ndarray, metric: str, options: dict[str, Any],
+                    metric_options: dict[str, Any] | None, fixed_mask: Volume | None,
+                    seed: int, callback, cancel: CancelToken, t_start: float,
+                    reporter: Reporter):
+    """The deformable stage after the linear ones; its events continue the run's count."""
+    from .ffd import register_bspline
+    from .syn import register_syn
+
+    common = {"metric": metric, "fixed_mask": fixed_mask, "callback": callback,
+              "cancel": cancel, "stage": stage_index, "t_start": t_start,
+              "total_iterations": reporter.total_iterations}
+    options = dict(options)
+    if model == "bspline":
+        options.setdefault("metric_options", metric_options)
+        options.setdefault("seed", seed)
+        result = register_bspline(fixed, moving, linear, **common, **options)
+    else:
+        result = register_syn(fixed, moving, linear, **common, **options)
+    reporter.total_iterations += result.n_iterations
+    return result
 
 
 def _check_pair(fixed: Volume, moving: Volume) -> tuple[Volume, Volume]:
