@@ -3,7 +3,8 @@
 Registers every atlas image to the subject (subject = FIXED), propagates its labels and
 fuses them. Writes OUTDIR/labels.nii.gz (fused labels on the subject grid),
 OUTDIR/confidence.nii.gz (winning share of the votes), OUTDIR/atlas_<k>.tfm (ITK; maps
-SUBJECT physical points to atlas k's points), OUTDIR/segment.json (inputs, parameters,
+SUBJECT physical points to atlas k's points; atlas_<k>_field.nii.gz, a displacement field,
+for deformable runs), OUTDIR/segment.json (inputs, parameters,
 notes, Dice) and, with --truth, OUTDIR/dice.tsv.
 """
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.labels import Atlas
     from ..core.optimize import Cancelled
     from ..io.atomic import atomic_path
+    from ..io.displacement_fields import save_displacement_field
     from ..io.transform_files import write_itk_transform
     from ..io.volumes import load_volume, save_volume, volume_name
 
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             write_itk_transform(t.matrix, out / f"atlas_{k + 1}.tfm",
                                 comment="napari-reg segment: maps subject points to atlas points")
             transforms.append(np.asarray(t.matrix).tolist())
-        else:
+        else:  # deformable: one self-contained dense field (ITK/ANTs readable)
+            save_displacement_field(out / f"atlas_{k + 1}_field.nii.gz", t, reference=subject)
             transforms.append(None)
     if result.dice is not None:
         columns = list(result.dice)
