@@ -196,3 +196,16 @@ def test_batch_warns_about_an_intensity_metric_across_contrasts(images, tmp_path
             "--metric", "ssd", "--levels", "1", "--iterations", "3"]
     main(argv)
     assert "metric='mi'" in capsys.readouterr().err
+
+
+def test_deformable_pairs_count_as_finished_only_with_their_field(images, tmp_path) -> None:
+    fixed, movings = images
+    params = dict(FAST, transform="syn", init="com")
+    pairs = plan_pairs(fixed, movings[:1], tmp_path / "out", params)
+    assert [o.status for o in run_batch(pairs, workers=0).outcomes] == ["done"]
+    folder = tmp_path / "out" / "moving0"
+    assert (folder / "field.nii.gz").is_file() and (folder / "jacobian.nii.gz").is_file()
+    (folder / "field.nii.gz").unlink()  # a crash after run.json was moved in, before the field
+    assert [o.status for o in run_batch(pairs, workers=0).outcomes] == ["done"]
+    assert (folder / "field.nii.gz").is_file()
+    assert [o.status for o in run_batch(pairs, workers=0).outcomes] == ["already done"]

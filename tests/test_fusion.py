@@ -170,3 +170,13 @@ def test_segment_command_line(tmp_path, capsys) -> None:
     argv[argv.index("--truth") + 1] = str(tmp_path / "missing.nii.gz")
     assert main(argv + ["--overwrite"]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_deformable_atlas_registration_through_the_driver() -> None:
+    subject = phantom_volume((26, 22, 20), (3.0, 3.0, 3.0), name="subject")
+    truth = subject.with_data(_phantom_labels(subject.world_grid()))
+    atlas = _atlas(homogeneous(rotation(0.03, 0.0, 0.05), [3.0, -2.0, 1.0]), "a")
+    result = segment_with_atlases(subject, [atlas], transform="syn", metric="ncc",
+                                  fusion="majority", truth=truth, register_options=FAST)
+    assert not result.transforms[0].is_linear
+    assert min(result.dice["fused"].values()) > 0.8

@@ -5,8 +5,9 @@ own folder ``OUTPUT/<pair name>/`` (``transform.tfm`` maps FIXED world points to
 world points; ``warped.nii.gz`` is the moving image on the fixed grid; ``run.json`` the
 record). ``run_job`` writes through a staging folder and ``run.json`` is moved in last, so
 
-* a pair is **finished** exactly when its ``run.json`` exists: a re-run (after a crash,
-  Ctrl-C, a lost cluster) skips finished pairs and redoes only the others;
+* a pair is **finished** exactly when its ``run.json`` and every other output of its job
+  exist: a re-run (after a crash, Ctrl-C, a lost cluster) skips finished pairs and
+  redoes only the others;
 * a pair whose folder holds outputs but no ``run.json`` was interrupted mid-move: its
   leftovers are replaced;
 * one failed pair is reported and the others go on (and is tried again by the next
@@ -166,8 +167,24 @@ def _finished(pair: BatchPair) -> PairOutcome | None:
         return PairOutcome(pair.name, "failed", message=f"{pair.output_dir} holds the result of "
                            f"another pair ({job.get('moving')} to {job.get('fixed')}); use "
                            "another output folder", output_dir=str(pair.output_dir))
+    missing = [name for name in _expected_outputs(pair.job)
+               if not (pair.output_dir / name).is_file()]
+    if missing:  # moved in before the others by an interrupted run: not finished
+        return None
     return PairOutcome(pair.name, "already done", final_cost=cost,
                        output_dir=str(pair.output_dir))
+
+
+def _expected_outputs(job: Job) -> list[str]:
+    """The files a finished pair has (deformable runs add the field and its Jacobian)."""
+    from .core.register import DEFORMABLE_MODELS
+    from .job import DEFORMABLE_OUTPUT_NAMES
+
+    names = list(OUTPUT_NAMES.values())
+    stages = job.parameters.get("stages") or [job.parameters.get("transform", "affine")]
+    if str(stages[-1]).lower() in DEFORMABLE_MODELS:
+        names += list(DEFORMABLE_OUTPUT_NAMES.values())
+    return names
 
 
 def run_pair(job: Job, output_dir: str | os.PathLike, name: str = "") -> PairOutcome:
