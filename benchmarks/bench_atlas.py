@@ -6,9 +6,10 @@ derived: inside the hole-filled, dilated brain where GM + WM < 0.5), a label map
 template pulled through their own known map ``x -> A_k x + u_k(x)`` (world mm): a random
 affine within the GUIDE bounds and a smooth random displacement (max ``--warp-mm``), the
 labels through the same map (nearest). Each atlas is registered to the subject (affine,
-MI, defaults: the deformation stays), its labels propagated, and the propagated maps fused;
-Dice per label against the subject's true labels. Reported: each single atlas, majority
-vote, locally weighted voting (LNCC and LSSD), and nearest vs linear propagation.
+MI, defaults: the deformation stays; or affine + SyN), its labels propagated, and the
+propagated maps fused; Dice per label against the subject's true labels. Reported: each
+single atlas, majority vote, locally weighted voting (LNCC and LSSD), and nearest vs
+linear propagation.
 
 Part 2, batch throughput: ``--pairs`` moving images (the T1 under random affines) to the
 fixed T1 through :func:`napari_reg.batch.run_batch` on 1 and 2 local worker processes
@@ -88,16 +89,6 @@ def mean_dice(report: dict[int, float]) -> float:
     return float(np.mean([report[v] for v in LABELS]))
 
 
-def affine_then_syn(fixed: Volume, moving: Volume, callback=None, cancel=None, **_):
-    """Affine (MI) then the symmetric SVF stage of core/syn.py, called directly: what
-    ``register(transform="syn")`` will do once the driver chains deformable stages."""
-    from napari_reg.core.register import register
-    from napari_reg.core.syn import register_syn
-
-    linear = register(fixed, moving, transform="affine", metric="mi", cancel=cancel)
-    return register_syn(fixed, moving, linear.matrix, cancel=cancel)
-
-
 def fusion_rows(result, subject: Volume, truth: Volume, atlases: list[Atlas],
                 radius: float, label: str, linear_rows: bool) -> dict:
     rows = {}
@@ -128,15 +119,14 @@ def part_atlas(args) -> dict:
     people = make_subjects(args.atlases + 1, args.step, args.warp_mm, args.seed)
     (subject, truth), atlases = people[0], [Atlas(im, lab, im.name) for im, lab in people[1:]]
     rows, seconds = {}, {}
-    for label, register_fn in (("affine", None), ("affine + SyN", affine_then_syn)):
+    for label, transform in (("affine", "affine"), ("affine + SyN", "syn")):
         t0 = time.perf_counter()
-        result = segment_with_atlases(subject, atlases, transform="affine", metric="mi",
+        result = segment_with_atlases(subject, atlases, transform=transform, metric="mi",
                                       fusion="weighted", similarity="lncc",
-                                      radius_mm=args.radius, truth=truth,
-                                      register_fn=register_fn)
+                                      radius_mm=args.radius, truth=truth)
         seconds[label] = time.perf_counter() - t0
         rows.update(fusion_rows(result, subject, truth, atlases, args.radius, label,
-                                linear_rows=register_fn is None))
+                                linear_rows=transform == "affine"))
     return {"rows": rows, "seconds": seconds, "n_atlases": len(atlases),
             "shape": list(subject.shape), "spacing_mm": float(subject.spacing[0])}
 
@@ -237,8 +227,7 @@ def part_template(args) -> dict:
     out["plain average"] = {"ncc_to_t1": score(Volume(start, affine))}
     t0 = time.perf_counter()
     syn_result = build_template(images, truth, iterations=args.template_iterations,
-                                metric="mi", transform="syn", register_fn=affine_then_syn,
-                                shape_step=0.5)
+                                metric="mi", transform="syn", shape_step=0.5)
     out["affine + SyN"] = {"seconds": time.perf_counter() - t0, "ncc_to_t1": score(
         syn_result.template), "bias_mm": [h.bias_mm for h in syn_result.history]}
     # Where each template sits relative to the T1 (the known mean): affine registration of
@@ -265,8 +254,8 @@ def render(results: dict) -> str:
                  f"Subject and {a['n_atlases']} atlases: the template under its own random affine "
                  f"(GUIDE bounds) and smooth random warp (max {results['args']['warp_mm']} mm, "
                  f"~12 mm correlation), {a['spacing_mm']:g} mm grid {tuple(a['shape'])}. Every "
-                 "atlas registered to the subject: affine (MI, defaults), or affine then the SyN "
-                 "stage of `core/syn.py` (defaults, called directly until `register()` chains it). "
+                 "atlas registered to the subject with `register()`: `transform=\"affine\"` (MI, "
+                 "defaults) or `transform=\"syn\"` (affine MI, then SyN with its defaults). "
                  "Registration + propagation + weighted fusion of all atlases took "
                  + ", ".join(f"{v:.1f} s ({k})" for k, v in a["seconds"].items()) + ".", "",
                  "| method | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
