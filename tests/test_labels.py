@@ -19,7 +19,7 @@ from napari_reg.core.labels import (
     modality_check,
     propagate_labels,
 )
-from phantoms import grid_affine, phantom_volume, rotation
+from phantoms import grid_affine, homogeneous, phantom_volume, rotation
 
 
 def _blocky_labels(shape, seed=0) -> np.ndarray:
@@ -135,3 +135,23 @@ def test_modality_check_asks_for_mi_across_contrasts() -> None:
         warnings.simplefilter("error")
         assert modality_check(t1, t2, "mi") is None
         assert modality_check(t1, t1, "ncc") is None
+
+
+def test_non_linear_maps_are_sampled_once_and_give_the_same_labels() -> None:
+    from napari_reg.core.labels import dense_on
+    from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
+    from napari_reg.core.transforms.field import DisplacementField
+
+    shape = (20, 18)
+    affine = grid_affine(shape, (1.5, 1.5))
+    labels = Volume(_blocky_labels(shape, seed=5), affine)
+    world = labels.world_grid()
+    bump = np.exp(-np.sum(world ** 2, axis=-1) / 50.0)[..., None] * [1.2, -0.8]
+    warp = CompositeTransform([DisplacementField(bump, affine),
+                               MatrixTransform(homogeneous(np.eye(2), [0.7, -0.4]))])
+    dense = dense_on(labels, warp)
+    assert isinstance(dense, DisplacementField)
+    assert dense_on(labels, dense) is dense and dense_on(labels, np.eye(3)).is_linear
+    for method in ("nearest", "linear"):
+        np.testing.assert_array_equal(propagate_labels(labels, labels, dense, method).data,
+                                      propagate_labels(labels, labels, warp, method).data)

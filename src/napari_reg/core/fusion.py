@@ -38,6 +38,7 @@ from .labels import (
     Atlas,
     LabelError,
     check_label_tables,
+    dense_on,
     dice_per_label,
     modality_check,
     propagate_labels,
@@ -294,9 +295,10 @@ def segment_with_atlases(
             callback(AtlasProgress(k, n, "propagate"))
         transforms.append(result.transform)
         results.append(result)
-        label_maps.append(propagate_labels(atlas.labels, subject, result.transform,
-                                           propagation, values))
-        warped_images.append(resample(atlas.image, subject, result.transform, "linear"))
+        on_subject = dense_on(subject, result.transform)  # one field for labels and image
+        label_maps.append(propagate_labels(atlas.labels, subject, on_subject, propagation,
+                                           values))
+        warped_images.append(resample(atlas.image, subject, on_subject, "linear"))
     cancel.raise_if_cancelled()
     if callback is not None:
         callback(AtlasProgress(n - 1, n, "fuse"))

@@ -30,10 +30,11 @@ import numpy as np
 from .image import Volume
 from .resample import resample
 from .transforms.base import MatrixTransform, Transform
+from .transforms.field import DisplacementField
 
 __all__ = [
     "Atlas", "LabelError", "LabelTableError", "ModalityWarning", "PROPAGATION_METHODS",
-    "label_values", "check_label_tables", "propagate_labels", "label_memberships",
+    "label_values", "check_label_tables", "propagate_labels", "label_memberships", "dense_on",
     "dice_per_label", "modality_check",
 ]
 
@@ -139,6 +140,20 @@ def _as_transform(transform: Transform | np.ndarray | None, ndim: int) -> Transf
     return transform
 
 
+def dense_on(reference: Volume, transform: Transform | np.ndarray | None) -> Transform:
+    """``transform`` ready for repeated warps onto ``reference``'s grid.
+
+    A non-linear map (B-spline, velocity field, composite) is sampled once as a
+    displacement field on the reference grid, so warping many label indicators (or an
+    image and its labels) does not re-evaluate it each time. Linear maps pass through.
+    """
+    transform = _as_transform(transform, reference.ndim)
+    if transform.is_linear or (isinstance(transform, DisplacementField)
+                               and transform.same_grid(reference.shape, reference.affine)):
+        return transform
+    return DisplacementField.from_transform(transform, reference.shape, reference.affine)
+
+
 def label_memberships(
     labels: Volume, reference: Volume, transform: Transform | np.ndarray | None,
     values: Sequence[int] | np.ndarray | None = None,
@@ -151,7 +166,7 @@ def label_memberships(
     """
     labels = _check_label_volume(labels)
     values = label_values(labels) if values is None else np.asarray(values, dtype=np.int64)
-    transform = _as_transform(transform, reference.ndim)
+    transform = dense_on(reference, transform)
     out = np.empty((len(values),) + reference.shape, dtype=np.float32)
     for k, value in enumerate(values):
         indicator = labels.with_data((labels.data == value).astype(np.float32))
@@ -184,6 +199,7 @@ def propagate_labels(
         out = resample(labels, reference, transform, "nearest", fill=0)
         return out.with_data(out.data, name=f"{labels.name} (propagated)")
     values = label_values(labels) if values is None else np.asarray(values, dtype=np.int64)
+    transform = dense_on(reference, transform)
     best = np.full(reference.shape, -1.0, dtype=np.float32)
     winner = np.zeros(reference.shape, dtype=labels.data.dtype)
     for value in values:
