@@ -78,14 +78,15 @@ def slow_core(monkeypatch):
     see GUI updates *during* the run and to press Stop on any machine.
     """
 
-    def slowed(*args, delay: float = 0.02, callback=None, **kwargs):
+    def slowed(*args, callback=None, **kwargs):
         def on_event(event):
             if event.kind == "iteration":
-                time.sleep(delay)
+                time.sleep(slowed.delay)
             callback(event)
 
         return register(*args, callback=on_event, **kwargs)
 
+    slowed.delay = 0.02  # seconds per iteration; a test may change it
     monkeypatch.setattr(register_widget, "register", slowed)
     return slowed
 
@@ -396,3 +397,45 @@ def test_2d_pair_recovers_a_known_shift(make_napari_viewer, qtbot, notes):
     warped = viewer.layers[LIVE_LAYER_NAME].data
     inner = (slice(6, -6), slice(6, -6))
     assert np.abs(warped[inner] - image[inner]).max() < 0.05
+
+
+def test_deformable_preset_live_overlay_and_field_export(make_napari_viewer, qtbot, tmp_path,
+                                                         pair_files, reg_plugin, notes,
+                                                         slow_core):
+    """Affine + B-spline: the overlay follows the non-linear map during its stage."""
+    slow_core.delay = 0.004
+    viewer = make_napari_viewer()
+    _, reg, export = _panels(viewer, pair_files, qtbot)
+    reg.preset.value = "Affine + B-spline"  # back to the preset's defaults
+    reg.levels.value, reg.iterations.value, reg.samples.value = 2, "20, 10", "2000, 4000"
+    seen = {}
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    while reg.running:
+        qtbot.wait(15)
+        status = reg.status.value
+        layer = next((lyr for lyr in viewer.layers if lyr.name == LIVE_LAYER_NAME), None)
+        if layer is not None and reg.running and status.startswith("bspline"):
+            seen.setdefault(float(np.asarray(layer.data, dtype=np.float64).sum()), status)
+    assert not notes["error"], notes["error"]
+    assert len(seen) >= 2, seen  # the overlay moved during the deformable stage
+    outcome = get_session(viewer).outcome
+    assert not outcome.result.transform.is_linear
+    viewer.dims.order = (2, 1, 0)
+    viewer.screenshot(path="/tmp/napari_reg_gui_bspline.png", canvas_only=False)
+    reference = resample(outcome.moving, outcome.fixed, outcome.result.transform)
+    np.testing.assert_allclose(viewer.layers[LIVE_LAYER_NAME].data, reference.data,
+                               atol=1e-3 * np.ptp(reference.data))
+    _, ys = get_session(viewer).cost_panel.plot.curve_data()
+    np.testing.assert_allclose(ys, outcome.result.cost_history())
+    labels = [label for _, label in get_session(viewer).cost_panel.plot.current.boundaries]
+    assert labels[0].startswith("affine") and labels[-1].startswith("bspline")
+    # an ITK affine file cannot hold it; a displacement field can
+    export.transform_file.value = tmp_path / "t.tfm"
+    qtbot.mouseClick(export.save_transform_button.native, Qt.LeftButton)
+    assert "deformable" in notes["error"][-1] and not (tmp_path / "t.tfm").exists()
+    export.transform_file.value = tmp_path / "field.nii.gz"
+    qtbot.mouseClick(export.save_transform_button.native, Qt.LeftButton)
+    field = load_displacement_field(tmp_path / "field.nii.gz", reference=outcome.fixed)
+    points = outcome.fixed.world_grid()[::5, ::5, ::5].reshape(-1, 3)
+    np.testing.assert_allclose(field.transform_points(points),
+                               outcome.result.transform.transform_points(points), atol=1e-3)

@@ -154,10 +154,14 @@ class CostPlot(QWidget):
             if latest:
                 dash = QPen(QColor("#c0c0c0"), 1, Qt.DashLine)
                 p.setPen(dash)
+                last_x, row = -1e9, 0
                 for bx, label in c.boundaries:
                     px, _ = to_px(np.array([bx]), np.array([y0]))
                     p.drawLine(QPointF(px[0], plot.top()), QPointF(px[0], plot.bottom()))
-                    p.drawText(QPointF(px[0] + 3, plot.top() + 12), label)
+                    # labels of close boundaries go one line lower instead of overlapping
+                    row = row + 1 if px[0] - last_x < 8 * len(label) and row < 3 else 0
+                    last_x = px[0]
+                    p.drawText(QPointF(px[0] + 3, plot.top() + 12 + 13 * row), label)
             x = np.asarray(c.x, dtype=float)
             y = np.asarray(c.y, dtype=float)
             ok = np.isfinite(y)

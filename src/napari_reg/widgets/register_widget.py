@@ -101,10 +101,14 @@ class RegisterWidget(Container):
                                       "and the warped one (after)")
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(label="Iterations", min=0, max=1, value=0)
+        self.progress = ProgressBar(label="Level iterations", min=0, max=1, value=0,
+                                    tooltip="Iterations of the current stage and pyramid "
+                                            "level (see the line below)")
         self.status = Label(value="")
         # Advanced: the pyramid and sampling, hidden by default (presets first).
-        self.levels = SpinBox(label="Levels", min=1, max=8, value=int(_DEFAULTS["levels"]))
+        self.levels = SpinBox(label="Levels", min=1, max=8, value=int(_DEFAULTS["levels"]),
+                              tooltip="Pyramid levels of the linear stage(s); deformable "
+                                      "stages use their own schedule")
         self.iterations = LineEdit(label="Iterations / level",
                                    value=_as_text(_DEFAULTS["iterations"]))
         self.samples = LineEdit(label="Samples / level", value=_as_text(_DEFAULTS["samples"]))
@@ -245,10 +249,7 @@ class RegisterWidget(Container):
         self._n_runs += 1
         panel = self._cost_panel()
         panel.plot.start_run(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
-        n_stages = len(kwargs.get("stages") or [kwargs.get("transform", "affine")])
-        its = np.broadcast_to(kwargs["iterations"], (int(kwargs["levels"]),))
-        self.progress.max = max(int(np.sum(its)) * n_stages, 1)
-        self.progress.value = 0
+        self.progress.max, self.progress.value = 1, 0
         self._overlay = None
         if self.live.value:
             self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
@@ -324,7 +325,10 @@ class RegisterWidget(Container):
                 ys.append(ev.cost)
         plot.add_points(xs, ys)
         last = events[-1]
-        self.progress.value = min(int(last.total_iterations), self.progress.max)
+        # The bar counts the iterations of the current stage's level (its maximum is
+        # known from the event); the status line says which stage and level that is.
+        self.progress.max = max(int(last.max_iterations), 1)
+        self.progress.value = min(int(last.iteration) + 1, self.progress.max)
         self.status.value = (f"{last.stage_name}, level {last.level + 1}/{last.n_levels}, "
                              f"iteration {last.iteration}: cost {last.cost:.5g}")
         if self._overlay is not None:
