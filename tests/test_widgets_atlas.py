@@ -80,6 +80,7 @@ def test_segment_from_layers_shows_fused_labels_and_dice(scene, qtbot, notes) ->
     assert len(widget.rows) == 2
     widget.rows[1].image.value, widget.rows[1].labels.value = atlas_layers[1]
     widget.truth.value = truth_layer
+    assert {"affine", "syn", "bspline"} <= set(widget.transform.choices)  # what register() has
     widget.metric.value = "ncc"
     qtbot.mouseClick(widget.run_button.native, Qt.LeftButton)
     assert widget.running and not widget.run_button.enabled
