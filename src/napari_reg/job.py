@@ -164,8 +164,9 @@ def run_job(
                         staging / names["jacobian"])
         with atomic_path(staging / OUTPUT_NAMES["record"]) as tmp:
             tmp.write_text(json.dumps(record, indent=2))
-        for target in targets.values():
-            os.replace(staging / target.name, target)
+        # run.json goes last: its presence means every other output is complete.
+        for key in sorted(targets, key=lambda k: k == "record"):
+            os.replace(staging / targets[key].name, targets[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return targets
