@@ -156,3 +156,26 @@ def test_nonlinear_transforms_warp_like_their_linear_equivalent():
     inside = via_matrix > 0
     assert inside.mean() > 0.25
     np.testing.assert_allclose(via_field[inside], via_matrix[inside], atol=1e-3)
+
+
+def test_live_preview_of_a_smooth_deformation_is_close_to_the_exact_warp():
+    from napari_reg.core.transforms.field import DisplacementField
+
+    fixed = _oblique_volume(shape=(40, 36, 30), seed=9)
+    moving = _oblique_volume(shape=(40, 36, 30), seed=10)
+    shape, grid = coarse_grid(fixed, max_voxels=30_000)
+    # a smooth displacement (amplitude 2 mm, wavelength ~40 mm) on the coarse grid
+    world = apply_affine(grid, np.stack(np.meshgrid(*[np.arange(n) for n in shape],
+                                                    indexing="ij"), -1))
+    u = 2.0 * np.sin(world[..., ::-1] / 40.0 * 2 * np.pi)
+    field = DisplacementField(u, grid)
+    exact = warp_to_grid(moving, field, shape, grid)
+    preview = warp_to_grid(moving, field, shape, grid, map_step=2)
+    assert preview.shape == exact.shape and preview.dtype == np.float32
+    both = (exact > 0) & (preview > 0)
+    assert both.mean() > 0.5
+    err = np.abs(preview - exact)[both]
+    assert err.mean() < 0.02 * np.ptp(moving.data)
+    # the map was really evaluated: not the identity warp
+    identity = warp_to_grid(moving, MatrixTransform(np.eye(4)), shape, grid)
+    assert np.abs(identity - exact)[both].mean() > 5 * err.mean()

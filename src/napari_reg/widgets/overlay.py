@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..core.image import Volume
+from ..core.image import Volume, apply_affine
 from ..core.transforms.base import Transform
 
-__all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay"]
+__all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay", "LIVE_MAP_STEP"]
+
+# Live preview of a non-linear map: evaluate T on every 2nd coarse voxel per axis (1/8
+# of the points in 3D) and interpolate; see _warp_sampled_map.
+LIVE_MAP_STEP = 2
 
 
 def coarse_grid(reference: Volume, max_voxels: int = 1_000_000) -> tuple[tuple[int, ...],
@@ -57,13 +61,14 @@ def coarse_grid(reference: Volume, max_voxels: int = 1_000_000) -> tuple[tuple[i
 
 
 def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
-                 grid_affine: np.ndarray, order: int = 1) -> np.ndarray:
+                 grid_affine: np.ndarray, order: int = 1, map_step: int = 1) -> np.ndarray:
     """``moving(T(x))`` for every voxel centre x of the grid ``(shape, grid_affine)``.
 
     ``transform`` maps fixed world RAS mm -> moving world RAS mm. Linear maps go through
     one ``scipy.ndimage.affine_transform`` with the combined voxel matrix
     ``inv(A_moving) @ T @ A_grid`` (grid voxel -> moving voxel); others through
-    :func:`napari_reg.core.resample.resample`. Outside the moving image: 0. float32.
+    :func:`napari_reg.core.resample.resample`, or, with ``map_step > 1`` (the live
+    preview), through :func:`_warp_sampled_map`. Outside the moving image: 0. float32.
     """
     d = moving.ndim
     if transform.is_linear:
@@ -77,6 +82,8 @@ def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
         return ndimage.affine_transform(data, m[:d, :d], offset=m[:d, d], output_shape=shape,
                                         order=order, mode="constant", cval=0.0,
                                         output=np.float32, prefilter=False)
+    if map_step > 1 and min(shape) > 2 * map_step:
+        return _warp_sampled_map(moving, transform, shape, grid_affine, order, map_step)
     from ..core.resample import resample
 
     reference = Volume(np.zeros(shape, dtype=np.uint8), grid_affine, "grid")
@@ -84,10 +91,36 @@ def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
     return np.asarray(out.data, dtype=np.float32)
 
 
+def _warp_sampled_map(moving: Volume, transform: Transform, shape: tuple[int, ...],
+                      grid_affine: np.ndarray, order: int, step: int) -> np.ndarray:
+    """A fast approximate warp for smooth non-linear maps (live preview only).
+
+    Evaluating a B-spline or velocity-field map costs microseconds per point, so T is
+    evaluated on every ``step``-th grid voxel only (first and last included), the
+    resulting moving-voxel coordinates are interpolated (linearly) to every voxel, and
+    the moving image is sampled there once. Registration deformations are smooth on the
+    scale of a few coarse voxels, so the preview differs from the exact warp only at
+    sharp edges; the final result is always warped exactly.
+    """
+    d = len(shape)
+    counts = [max(2, int(np.ceil((n - 1) / step)) + 1) for n in shape]
+    axes = [np.linspace(0.0, n - 1.0, m) for n, m in zip(shape, counts, strict=True)]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
+    mapped = transform.transform_points(apply_affine(grid_affine, ijk))
+    coarse = apply_affine(np.linalg.inv(moving.affine), mapped).reshape(*counts, d)
+    # zoom with grid_mode=False maps first/last samples onto first/last voxels exactly
+    zoom = [n / m for n, m in zip(shape, counts, strict=True)]
+    coords = np.stack([ndimage.zoom(coarse[..., a], zoom, order=1, grid_mode=False)
+                       for a in range(d)])
+    data = moving.data if moving.data.dtype != bool else moving.data.view(np.uint8)
+    return ndimage.map_coordinates(data, coords, order=order, mode="constant", cval=0.0,
+                                   output=np.float32, prefilter=False)
+
+
 def _timed_warp(moving: Volume, transform: Transform, shape: tuple[int, ...],
                 grid_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     start = time.perf_counter()
-    data = warp_to_grid(moving, transform, shape, grid_affine)
+    data = warp_to_grid(moving, transform, shape, grid_affine, map_step=LIVE_MAP_STEP)
     return data, grid_affine, time.perf_counter() - start
 
 
