@@ -179,3 +179,21 @@ def test_live_preview_of_a_smooth_deformation_is_close_to_the_exact_warp():
     # the map was really evaluated: not the identity warp
     identity = warp_to_grid(moving, MatrixTransform(np.eye(4)), shape, grid)
     assert np.abs(identity - exact)[both].mean() > 5 * err.mean()
+
+
+def test_exact_warp_in_slabs_equals_one_piece_and_honours_cancel():
+    from napari_reg.core.optimize import Cancelled, CancelToken
+    from napari_reg.core.transforms.field import DisplacementField
+
+    fixed = _oblique_volume(shape=(20, 18, 12), seed=11)
+    moving = _oblique_volume(shape=(20, 18, 12), seed=12)
+    world = fixed.world_grid()
+    field = DisplacementField(1.5 * np.cos(world / 15.0), fixed.affine)
+    whole = warp_to_grid(moving, field, fixed.shape, fixed.affine)
+    slabs = warp_volume(moving, fixed, field, slab_voxels=3 * 18 * 12)  # 7 slabs
+    np.testing.assert_allclose(slabs.data, whole, atol=1e-6)
+    np.testing.assert_allclose(slabs.affine, fixed.affine)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        warp_volume(moving, fixed, field, cancel=token)

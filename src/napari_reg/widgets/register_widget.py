@@ -77,7 +77,7 @@ def _register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], 
     """
     result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
     cancel.raise_if_cancelled()
-    return result, warp_volume(moving, fixed, result.transform)
+    return result, warp_volume(moving, fixed, result.transform, cancel=cancel)
 
 
 class RegisterWidget(Container):
