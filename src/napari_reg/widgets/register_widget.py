@@ -255,7 +255,9 @@ class RegisterWidget(Container):
             self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
                                         max_voxels=self.live_max_voxels,
                                         layer_kwargs=self._warped_style(moving_layer))
-            self._overlay.layer = self._existing_live_layer()
+            self._overlay.layer = existing = self._existing_live_layer()
+            if existing is not None:  # a previous run's layer: show this moving image's range
+                existing.contrast_limits = tuple(moving_layer.contrast_limits)
         self._run_inputs = (fixed_layer, moving_layer)
         for lyr in self._viewer.layers:  # the live overlay supersedes the alignment preview
             if lyr.name == ALIGNMENT_LAYER_NAME and self.live.value:
