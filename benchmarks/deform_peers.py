@@ -1,0 +1,172 @@
+"""Deformable runners: each tool registers, then exports its whole fixed->moving map.
+
+Every runner has the signature ``run_<tool>(fixed, moving, affine) -> export`` with
+voxel-indexed ``(i, j, k)`` float32 arrays on one grid whose voxel->world affine (RAS
+mm) is ``affine``. The runner performs the registration (this is what the benchmark
+times and measures memory for) and returns a zero-argument ``export`` callable that
+returns the dense map as displacements ``u`` with ``T(x) = x + u(x)``: shape
+``(3, X, Y, Z)`` float32, world **RAS** mm, ``T`` mapping **fixed** world points to
+**moving** world points (napari_reg's convention, GUIDE §2).
+
+How each peer's map is read back:
+
+* napari_reg: ``result.deformable.displacement_field(fixed).components``.
+* elastix: ``itk.transformix_deformation_field`` (fixed grid, LPS vectors -> RAS by
+  flipping x and y).
+* ANTs and DIPY: the tool's own image warper applied to three "coordinate images" of
+  the moving grid (voxel value = its world RAS x, y or z) with linear interpolation.
+  Warping is ``warped(x) = image(T(x))`` and linear interpolation of a linear function is
+  exact, so the warped coordinate images ARE ``T(x)`` in RAS mm: no transform-order or
+  LPS/RAS convention of the tool can be misread. (Outside the moving grid they read
+  the tool's fill value; errors are measured inside the brain, far from the border.)
+
+Thread pools are capped at 2 by :func:`peers.set_threads` before the tool is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+
+from deform_pairs import world_grid
+from peers import LPS, N_THREADS, _itk_image, itk_geometry
+
+__all__ = ["DEFORM_TOOLS", "ENV", "WARM"]
+
+Export = Callable[[], np.ndarray]
+
+
+def _ours(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, **kwargs) -> Export:
+    from napari_reg.core.image import Volume
+    from napari_reg.core.register import register
+
+    fixed_v = Volume(fixed, affine, name="fixed")
+    result = register(fixed_v, Volume(moving, affine, name="moving"), **kwargs)
+    return lambda: np.asarray(result.deformable.displacement_field(fixed_v).components,
+                              dtype=np.float32)
+
+
+def run_ours_syn(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """``register(fixed, moving, transform="syn")``: affine (MI) then SVF with local NCC."""
+    return _ours(fixed, moving, affine, transform="syn")
+
+
+def run_ours_bspline(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """``register(fixed, moving, transform="bspline")``: affine then FFD, MI (default)."""
+    return _ours(fixed, moving, affine, transform="bspline")
+
+
+def run_ours_bspline_ncc(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """``register(..., transform="bspline", metric="ncc")``: the mono-modal variant."""
+    return _ours(fixed, moving, affine, transform="bspline", metric="ncc")
+
+
+def run_elastix(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """itk-elastix with its default ``affine`` then default ``bspline`` parameter maps."""
+    import itk
+
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(N_THREADS)
+    fixed_img = _itk_image(itk, fixed, affine)
+    moving_img = _itk_image(itk, moving, affine)
+    params = itk.ParameterObject.New()
+    params.AddParameterMap(params.GetDefaultParameterMap("affine"))
+    params.AddParameterMap(params.GetDefaultParameterMap("bspline"))
+    _, result = itk.elastix_registration_method(
+        fixed_img, moving_img, parameter_object=params, number_of_threads=N_THREADS,
+        log_to_console=False)
+
+    def export() -> np.ndarray:
+        # the field lives on the fixed grid (elastix writes the fixed geometry into the
+        # final map), array indexed (k, j, i, vector) with LPS mm vectors
+        field = itk.transformix_deformation_field(moving_img, result)
+        u_lps = np.asarray(itk.array_from_image(field), dtype=np.float32)
+        if u_lps.shape[:3] != fixed.shape[::-1]:
+            raise RuntimeError(f"elastix field has grid {u_lps.shape[:3][::-1]}, "
+                               f"expected the fixed grid {fixed.shape}")
+        flip = LPS.diagonal()[:3].astype(np.float32).reshape(3, 1, 1, 1)
+        return np.ascontiguousarray(u_lps.transpose(3, 2, 1, 0)) * flip
+
+    return export
+
+
+def run_ants(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """ANTsPy ``registration(type_of_transform='SyN')`` with its defaults (affine + SyN)."""
+    import ants
+
+    origin, spacing, direction = itk_geometry(affine)
+
+    def to_ants(data: np.ndarray):
+        return ants.from_numpy(np.asarray(data, dtype=np.float32), origin=tuple(origin),
+                               spacing=tuple(spacing), direction=direction)
+
+    tmp = tempfile.mkdtemp(prefix="bench_ants_syn_")
+    fixed_img = to_ants(fixed)
+    out = ants.registration(fixed_img, to_ants(moving), type_of_transform="SyN",
+                            outprefix=os.path.join(tmp, "reg_"))
+
+    def export() -> np.ndarray:
+        try:
+            coords = world_grid(moving.shape, affine)  # the coordinate images
+            mapped = np.stack([
+                ants.apply_transforms(fixed_img, ants.from_numpy(
+                    c, origin=tuple(origin), spacing=tuple(spacing), direction=direction),
+                    out["fwdtransforms"], interpolator="linear").numpy()
+                for c in coords])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return (mapped - world_grid(fixed.shape, affine)).astype(np.float32)
+
+    return export
+
+
+def run_dipy(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """DIPY ``SymmetricDiffeomorphicRegistration(CCMetric(3))`` with default iterations
+    (100/100/25), prealigned by the centres of mass (the truth has no affine part)."""
+    from dipy.align.imaffine import transform_centers_of_mass
+    from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
+    from dipy.align.metrics import CCMetric
+
+    static = np.asarray(fixed, dtype=np.float64)
+    mov = np.asarray(moving, dtype=np.float64)
+    prealign = transform_centers_of_mass(static, affine, mov, affine).affine
+    sdr = SymmetricDiffeomorphicRegistration(CCMetric(3))
+    mapping = sdr.optimize(static, mov, static_grid2world=affine, moving_grid2world=affine,
+                           prealign=prealign)
+
+    def export() -> np.ndarray:
+        coords = world_grid(moving.shape, affine)  # the coordinate images
+        mapped = np.stack([mapping.transform(c, interpolation="linear") for c in coords])
+        return (mapped - world_grid(fixed.shape, affine)).astype(np.float32)
+
+    return export
+
+
+DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] = {
+    "napari_reg_syn": run_ours_syn,
+    "napari_reg_bspline": run_ours_bspline,
+    "napari_reg_bspline_ncc": run_ours_bspline_ncc,
+    "elastix": run_elastix,
+    "ants": run_ants,
+    "dipy": run_dipy,
+}
+
+# Environment set in the child before the tool is imported. itk-elastix 0.25.4's wheel
+# defaults to the TBB threader, and its B-spline stage (ASGD "Sampling gradients") then
+# segfaults with 2 threads on this machine; ITK's own thread pool runs it fine.
+ENV = {"elastix": {"ITK_GLOBAL_DEFAULT_THREADER": "Pool"}}
+
+# Imports done in the child before the timer starts (as bench_affine.WARM).
+_OURS = "from napari_reg.core.register import register; import napari_reg as m"
+WARM = {
+    "napari_reg_syn": _OURS,
+    "napari_reg_bspline": _OURS,
+    "napari_reg_bspline_ncc": _OURS,
+    "elastix": "import itk; itk.ParameterObject; itk.elastix_registration_method; "
+               "itk.transformix_deformation_field; import itk as m",
+    "ants": "import ants as m",
+    "dipy": "import dipy.align.imwarp, dipy.align.metrics, dipy.align.imaffine; import dipy as m",
+}
