@@ -165,6 +165,7 @@ def register(
     """
     t_start = time.perf_counter()
     cancel = cancel or CancelToken()
+    cancel.raise_if_cancelled()
     stage_names = _check_stages(stages, transform)
     metric = metric.lower()
     if metric not in METRICS:
@@ -183,6 +184,7 @@ def register(
     init_matrix = _initial_matrix(init, fixed_f, moving_f, initial, landmarks, init_mask,
                                   landmark_fit or _landmark_kind(stage_names[-1], landmarks))
     t_init = time.perf_counter()
+    cancel.raise_if_cancelled()  # setup takes a while on big images: honour Stop here too
 
     # ---------------------------------------------------------------- pyramid schedule
     if shrink_factors is None or sigmas_mm is None:
@@ -203,7 +205,9 @@ def register(
     samples_per_level = _per_level(samples, n_levels, "samples")
 
     fixed_pyr = gaussian_pyramid(fixed_f, shrink_factors, sigmas_mm)
+    cancel.raise_if_cancelled()
     moving_pyr = gaussian_pyramid(moving_f, [[1] * d] * n_levels, sigmas_mm)
+    cancel.raise_if_cancelled()
     t_pyramid = time.perf_counter()
 
     # ---------------------------------------------------------------- stages x levels

@@ -76,11 +76,15 @@ def manual_initial(fixed_layer: Any, moving_layer: Any) -> np.ndarray:
 
 
 def points_world(layer: Any) -> np.ndarray:
-    """A Points layer's points in world mm, ``(N, d)``."""
+    """A Points layer's points in world mm, ``(N, d)``.
+
+    Through the file's affine, not the displayed one: a landmark layer follows its
+    image's manual alignment on screen, but its points stay where the file put them.
+    """
     data = np.asarray(layer.data, dtype=np.float64)
     if data.size == 0:
         return data.reshape(0, layer.ndim)
-    return apply_affine(layer_affine(layer), data)
+    return apply_affine(file_affine(layer), data)
 
 
 def _ids(layer: Any) -> list | None:
