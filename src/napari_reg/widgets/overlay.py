@@ -24,7 +24,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.image import Volume, apply_affine
+from ..core.resample import resample
 from ..core.transforms.base import Transform
+from ..core.transforms.field import DisplacementField
 
 __all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay", "LIVE_MAP_STEP"]
 
@@ -134,6 +136,10 @@ def warp_volume(moving: Volume, fixed: Volume, transform: Transform,
     """
     if transform.is_linear:
         data = warp_to_grid(moving, transform, fixed.shape, fixed.affine)
+    elif isinstance(transform, DisplacementField) and transform.same_grid(fixed.shape,
+                                                                           fixed.affine):
+        # Vectors stored on the fixed grid: one resampling pass, no model evaluation.
+        data = resample(moving, fixed, transform).data.astype(np.float32, copy=False)
     else:
         data = np.empty(fixed.shape, dtype=np.float32)
         per_slice = int(np.prod(fixed.shape[1:]))

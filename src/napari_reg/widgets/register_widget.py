@@ -77,7 +77,12 @@ def _register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], 
     """
     result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
     cancel.raise_if_cancelled()
-    return result, warp_volume(moving, fixed, result.transform, cancel=cancel)
+    # A deformable result is sampled once as a dense field on the fixed grid (seconds),
+    # which resamples in one pass, instead of evaluating the model at every voxel.
+    transform = (result.deformable.displacement_field(fixed) if result.deformable is not None
+                 else result.transform)
+    cancel.raise_if_cancelled()
+    return result, warp_volume(moving, fixed, transform, cancel=cancel)
 
 
 class RegisterWidget(Container):
