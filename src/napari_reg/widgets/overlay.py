@@ -134,6 +134,8 @@ def warp_volume(moving: Volume, fixed: Volume, transform: Transform,
     slabs along the first voxel axis so that ``cancel`` (a CancelToken) is honoured
     between slabs: exact B-spline warps of a 1 mm brain take many seconds.
     """
+    if cancel is not None:
+        cancel.raise_if_cancelled()
     if transform.is_linear:
         data = warp_to_grid(moving, transform, fixed.shape, fixed.affine)
     elif isinstance(transform, DisplacementField) and transform.same_grid(fixed.shape,
