@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
     adv = p.add_argument_group("advanced")
     adv.add_argument("--stages", nargs="+", choices=list(TRANSFORMS),
                      help="run several models in order, e.g. --stages rigid affine")
-    adv.add_argument("--levels", type=int, default=3, help="pyramid levels (default 3)")
+    adv.add_argument("--levels", type=int, default=4, help="pyramid levels (default 4)")
     adv.add_argument("--iterations", type=int, nargs="+", help="iterations per level")
     adv.add_argument("--samples", type=int, nargs="+", help="sample points per level")
     adv.add_argument("--optimizer", choices=["lbfgs", "gd"], default="lbfgs")

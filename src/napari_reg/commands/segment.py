@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
                    help="registration model (default affine; deformable stages when available)")
     p.add_argument("--metric", choices=list(METRICS), default="mi",
                    help="registration metric (default mi: safe across contrasts)")
-    p.add_argument("--levels", type=int, default=3, help="pyramid levels (default 3)")
+    p.add_argument("--levels", type=int, default=4, help="pyramid levels (default 4)")
     p.add_argument("--propagation", choices=list(PROPAGATION_METHODS), default="nearest",
                    help="nearest label, or per-label linear interpolation + argmax")
     p.add_argument("--fusion", choices=list(FUSION_METHODS), default="weighted",

@@ -50,7 +50,7 @@ def add_template_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shape-step", type=float, default=0.25,
                    help="deformable correction step (ANTs gradient step; default 0.25)")
     g.add_argument("--reference", help="grid of the template (default: the first image)")
-    g.add_argument("--levels", type=int, default=3, help="pyramid levels (default 3)")
+    g.add_argument("--levels", type=int, default=4, help="pyramid levels (default 4)")
 
 
 def _images(args: argparse.Namespace) -> list[str]:
