@@ -151,6 +151,42 @@ def run_tool(tool: str, case: dp.DeformCase, tmp: str) -> dict:
 
 
 # ---------------------------------------------------------------- main
+def profile(tool: str, case: dp.DeformCase, top: int = 30) -> int:
+    """cProfile one run of ``tool`` (registration + export) on ``case``; print the top
+    functions by own time and by cumulative time."""
+    import cProfile
+    import pstats
+
+    if tool not in deform_peers.DEFORM_TOOLS or not tool.startswith("napari_reg"):
+        raise SystemExit(f"--profile takes one of our tools: "
+                         f"{[t for t in ALL_TOOLS if t.startswith('napari_reg')]}")
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    u = deform_peers.DEFORM_TOOLS[tool](case.fixed, case.moving, case.affine)()
+    prof.disable()
+    print(f"{tool}: {time.perf_counter() - t0:.1f} s under the profiler, "
+          f"error {dp.evaluate(case, u)['err_mean_mm']:.3f} mm")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return 0
+
+
+def _git_state() -> str:
+    """HEAD commit (+ '-dirty' when src/ has uncommitted changes): which code was timed."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=HERE,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("-dirty" if dirty else "")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
@@ -159,8 +195,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="voxel-count factors for napari_reg's scaling runs ('' to skip)")
     p.add_argument("--step", type=int, default=1,
                    help="keep every step-th voxel of the template (2: a quick check)")
+    p.add_argument("--max-mm", type=float, default=None,
+                   help="largest displacement over the brain, mm (default: drawn in 6-10)")
     p.add_argument("--seed", type=int, default=20261124, help="RNG seed of the field")
     p.add_argument("--out", type=Path, default=None, help="markdown output file")
+    p.add_argument("--profile", default=None, metavar="TOOL",
+                   help="run one napari_reg tool in this process under cProfile and print "
+                        "the top entries (no benchmark)")
     p.add_argument("--render", type=Path, default=None,
                    help="only re-render the markdown of an earlier run from its .json")
     args = p.parse_args(argv)
@@ -181,13 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
         return 0
     peers.set_threads()
+    if args.profile:
+        return profile(args.profile, dp.make_case(seed=args.seed, step=args.step,
+                                                  max_mm=args.max_mm))
     info = machine_info()
+    info["git"] = _git_state()
     out = args.out or HERE / "results" / f"deformable_{dt.date.today().isoformat()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"# deformable benchmark {info['date']} on {info['nproc']} x {info['cpu']}, "
           f"load {info['loadavg_start']}", flush=True)
     t_all = time.perf_counter()
-    case = dp.make_case(seed=args.seed, step=args.step)
+    case = dp.make_case(seed=args.seed, step=args.step, max_mm=args.max_mm)
     identity = dp.evaluate(case, np.zeros_like(case.u_true))
     truth = dp.evaluate(case, case.u_true)
     info["case"] = {"name": case.name, "shape": list(case.fixed.shape),

@@ -65,6 +65,26 @@ def run_ours_bspline_ncc(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarr
     return _ours(fixed, moving, affine, transform="bspline", metric="ncc")
 
 
+# Non-default settings, to see which option moves our accuracy (opt-in with --tools).
+def run_ours_syn_fine(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """SyN with 10 iterations at full resolution too (default: 100/70/50/0)."""
+    return _ours(fixed, moving, affine, transform="syn",
+                 deformable_options={"iterations": [100, 70, 50, 10]})
+
+
+def run_ours_syn_long(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """SyN with 100 iterations on each of the three coarse levels (default: 100/70/50/0)."""
+    return _ours(fixed, moving, affine, transform="syn",
+                 deformable_options={"iterations": [100, 100, 100, 0]})
+
+
+def run_ours_bspline_10mm(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray
+                          ) -> Export:
+    """B-spline (MI) with 10 mm control points (default 20 mm)."""
+    return _ours(fixed, moving, affine, transform="bspline",
+                 deformable_options={"grid_spacing_mm": 10.0})
+
+
 def run_elastix(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
     """itk-elastix with its default ``affine`` then default ``bspline`` parameter maps."""
     import itk
@@ -149,6 +169,9 @@ DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] 
     "napari_reg_syn": run_ours_syn,
     "napari_reg_bspline": run_ours_bspline,
     "napari_reg_bspline_ncc": run_ours_bspline_ncc,
+    "napari_reg_syn_fine": run_ours_syn_fine,
+    "napari_reg_syn_long": run_ours_syn_long,
+    "napari_reg_bspline_10mm": run_ours_bspline_10mm,
     "elastix": run_elastix,
     "ants": run_ants,
     "dipy": run_dipy,
@@ -165,6 +188,9 @@ WARM = {
     "napari_reg_syn": _OURS,
     "napari_reg_bspline": _OURS,
     "napari_reg_bspline_ncc": _OURS,
+    "napari_reg_syn_fine": _OURS,
+    "napari_reg_syn_long": _OURS,
+    "napari_reg_bspline_10mm": _OURS,
     "elastix": "import itk; itk.ParameterObject; itk.elastix_registration_method; "
                "itk.transformix_deformation_field; import itk as m",
     "ants": "import ants as m",

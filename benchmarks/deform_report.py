@@ -51,7 +51,8 @@ def render_markdown(raw: dict) -> str:
         f"other engineers: load average {info['loadavg_start']} at start, "
         f"{info.get('loadavg_end', '?')} at end (1/5/15 min; per run in the last column). "
         "Absolute times carry that noise; ratios come from the same run. "
-        f"Python {info['python']}, numpy {info['numpy']}. Total {info.get('total_s', 0):.0f} s.",
+        f"Python {info['python']}, numpy {info['numpy']}, napari_reg at {info.get('git', '?')}. "
+        f"Total {info.get('total_s', 0):.0f} s.",
         "",
         f"Case `{case['name']}`: MNI152 2009a 1 mm T1 {tuple(case['shape'])} warped by a known "
         f"smooth random field (two Gaussian-smoothed noise fields, sigmas 12 and 24 mm, max "
@@ -67,14 +68,18 @@ def render_markdown(raw: dict) -> str:
         "fixed->moving map back as a dense field (not timed in 'time'). error = mean "
         f"|T_est(x) - T_true(x)| over the {case['mask_voxels']} fixed brain-mask voxels "
         "(max next to it); Dice = fixed GM > 0.5 vs moving GM at T_est(x) > 0.5; min J / "
-        "folded = Jacobian determinant of T_est over the brain mask dilated by 3 voxels "
-        "(folded = fraction with det <= 0).",
+        "folded = Jacobian determinant of T_est over the brain mask dilated by 3 voxels, less "
+        "voxels mapped outside the moving grid (folded = fraction with det <= 0).",
         "",
         "| tool | time s | time / fastest peer | CPU s | peak RSS MiB (delta) | error mm | "
         "error / best peer | max err mm | GM Dice | min J | folded | export s | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r, best_err, fast_t) for r in runs]
+    outside = [f"{r['tool']} {r['mask_outside']}" for r in runs if r.get("mask_outside")]
+    if outside:
+        lines += ["", "Brain-mask voxels mapped outside the moving grid (their error for "
+                  "ANTs/DIPY is a fill-value artefact): " + ", ".join(outside) + "."]
     if best and fastest:
         lines += ["", f"Best peer error: {best['tool']} {best_err:.3f} mm; fastest peer: "
                   f"{fastest['tool']} {fast_t:.1f} s.", "", "### Targets (issue #4)", "",
