@@ -19,6 +19,7 @@ from napari_reg.core.image import Volume, apply_affine
 from napari_reg.io.landmarks import read_landmarks
 from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets._layer_volumes import manual_initial
+from napari_reg.widgets._notify import guarded
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.landmarks_widget import LandmarksWidget
 from napari_reg.widgets.overlay import LIVE_MAP_STEP, warp_to_grid
@@ -67,6 +68,8 @@ def notes(monkeypatch) -> dict[str, list[str]]:
     for kind in got:
         monkeypatch.setattr(f"napari_reg.widgets.landmarks_widget.show_{kind}",
                             got[kind].append)
+    # button failures are notified by the shared wrapper
+    monkeypatch.setattr("napari_reg.widgets._notify.show_error", got["error"].append)
     return got
 
 
@@ -215,7 +218,7 @@ def test_bad_input_is_refused_and_nothing_lost(panel, notes, tmp_path) -> None:
     inches = tmp_path / "inches.csv"
     inches.write_text("id,x_in,y_in,z_in\n1,0,0,0\n")
     for path in (bad, inches):
-        widget._guard(lambda p=path: widget.load(p, "fixed"))()
+        guarded(lambda p=path: widget.load(p, "fixed"))()
     assert "header" in notes["error"][-2] and "millimetres" in notes["error"][-1]
     assert len(fixed_layer.data) == 3 and len(widget.table.rows) == 3
     widget.moving_points.value = fixed_layer  # one layer for both sides: refused

@@ -26,6 +26,7 @@ SHAPE = (22, 20, 16)
 def errors(monkeypatch) -> list[str]:
     got: list[str] = []
     monkeypatch.setattr("napari_reg.widgets.qc_widget.show_error", got.append)
+    monkeypatch.setattr("napari_reg.widgets._notify.show_error", got.append)
     return got
 
 

@@ -60,7 +60,7 @@ def reg_plugin(npe2pm):
 def notes(monkeypatch) -> dict[str, list[str]]:
     """Collect the notifications the panels show (errors and infos)."""
     got: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
-    for module in ("register_widget", "export_widget", "load_widget"):
+    for module in ("register_widget", "export_widget", "load_widget", "_notify"):
         for kind in ("error", "info", "warning"):
             target = f"napari_reg.widgets.{module}.show_{kind}"
             try:

@@ -177,6 +177,11 @@ def _check_pairs(fixed_points, moving_points, kind: str) -> tuple[np.ndarray, np
     if kind not in LANDMARK_KINDS:
         raise LandmarkError(f"unknown landmark fit '{kind}': use one of "
                             f"{', '.join(LANDMARK_KINDS)}")
+    return check_landmark_pairs(fixed_points, moving_points)
+
+
+def check_landmark_pairs(fixed_points, moving_points) -> tuple[np.ndarray, np.ndarray]:
+    """Paired ``(N, d)`` world-mm landmark arrays as float64, or a LandmarkError saying why."""
     f = np.asarray(fixed_points, dtype=np.float64)
     m = np.asarray(moving_points, dtype=np.float64)
     for name, p in (("fixed", f), ("moving", m)):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .initialize import LandmarkError
+from .initialize import LandmarkError, check_landmark_pairs
 from .transforms.base import Transform
 
 __all__ = ["ThinPlateSpline", "fit_thin_plate"]
@@ -43,17 +43,7 @@ def _kernel(r: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def _check(fixed_points: np.ndarray, moving_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = np.asarray(fixed_points, dtype=np.float64)
-    m = np.asarray(moving_points, dtype=np.float64)
-    for name, p in (("fixed", f), ("moving", m)):
-        if p.ndim != 2 or p.shape[1] not in (2, 3):
-            raise LandmarkError(f"{name} landmarks must be an (N, 2) or (N, 3) array of world "
-                                f"coordinates in mm, got shape {p.shape}")
-        if not np.all(np.isfinite(p)):
-            raise LandmarkError(f"{name} landmarks contain NaN or infinite coordinates")
-    if f.shape != m.shape:
-        raise LandmarkError(f"landmarks must come in pairs: {len(f)} fixed point(s) but "
-                            f"{len(m)} moving point(s)")
+    f, m = check_landmark_pairs(fixed_points, moving_points)
     n, d = f.shape
     if n < d + 1:
         raise LandmarkError(f"a thin-plate spline in {d}D needs at least {d + 1} landmark "

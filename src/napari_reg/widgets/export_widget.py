@@ -14,7 +14,7 @@ from typing import Any
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels, Points
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..core.resample import resample
 from ..io.atomic import atomic_path
@@ -24,6 +24,7 @@ from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
 from ._layer_volumes import layer_volume, points_world, source_path
+from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 
 __all__ = ["ExportWidget", "ExportError"]
@@ -65,10 +66,10 @@ class ExportWidget(Container):
         self.extend([self.summary, self.transform_file, self.save_transform_button,
                      self.warped_file, self.save_warped_button, self.record_file,
                      self.save_record_button, self.apply_layer, self.apply_button])
-        self.save_transform_button.clicked.connect(lambda: self._guard(self.save_transform))
-        self.save_warped_button.clicked.connect(lambda: self._guard(self.save_warped))
-        self.save_record_button.clicked.connect(lambda: self._guard(self.save_record))
-        self.apply_button.clicked.connect(lambda: self._guard(self.apply_to_layer))
+        self.save_transform_button.clicked.connect(guarded(self.save_transform))
+        self.save_warped_button.clicked.connect(guarded(self.save_warped))
+        self.save_record_button.clicked.connect(guarded(self.save_record))
+        self.apply_button.clicked.connect(guarded(self.apply_to_layer))
         self._session.result_changed.connect(self._on_result)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
@@ -93,13 +94,6 @@ class ExportWidget(Container):
         else:
             self.summary.value = (f"{outcome.moving_layer_name} -> {outcome.fixed_layer_name}, "
                                   f"cost {outcome.result.final_cost:.5g}")
-
-    def _guard(self, action: Any) -> None:
-        """Run a button's action; any failure becomes a notification, never a crash."""
-        try:
-            action()
-        except (ValueError, OSError) as exc:
-            show_error(str(exc))
 
     # ------------------------------------------------------------------ checks
     def _outcome(self) -> RunOutcome:

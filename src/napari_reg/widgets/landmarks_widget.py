@@ -35,6 +35,7 @@ from ._lm_alignment import get_alignment, request_manual_init
 from ._lm_files import add_landmark_layer, outside, read_for_layer, save_pair
 from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
+from ._notify import guarded
 from ._session import get_session, unwrap_viewer
 
 __all__ = ["LandmarksWidget", "FIT_CHOICES"]
@@ -89,18 +90,18 @@ class LandmarksWidget(Container):
         self._follow: dict[int, Any] = {}  # id(points layer) -> image layer it sits on
         self._connected: list[Any] = []
 
-        self.new_layers.clicked.connect(self._guard(self.create_layers))
+        self.new_layers.clicked.connect(guarded(self.create_layers))
         self.click_fixed.clicked.connect(lambda: self.start_clicking("fixed"))
         self.click_moving.clicked.connect(lambda: self.start_clicking("moving"))
         self.select_mode.clicked.connect(lambda: self.start_clicking(None))
-        self.delete.clicked.connect(self._guard(self.delete_selected))
+        self.delete.clicked.connect(guarded(self.delete_selected))
         self.undo_button.clicked.connect(self.undo)
         self.kind.changed.connect(lambda v: setattr(self.smoothing, "visible", v == "tps"))
-        self.fit_button.clicked.connect(self._guard(self.run_fit))
-        self.preview.clicked.connect(self._guard(self.preview_fit))
-        self.use_init.clicked.connect(self._guard(self.use_as_initialisation))
-        self.load_button.clicked.connect(self._guard(self._load_dialog))
-        self.save_button.clicked.connect(self._guard(self._save_dialog))
+        self.fit_button.clicked.connect(guarded(self.run_fit))
+        self.preview.clicked.connect(guarded(self.preview_fit))
+        self.use_init.clicked.connect(guarded(self.use_as_initialisation))
+        self.load_button.clicked.connect(guarded(self._load_dialog))
+        self.save_button.clicked.connect(guarded(self._save_dialog))
         self.fixed_points.changed.connect(self._on_layers_chosen)
         self.moving_points.changed.connect(self._on_layers_chosen)
         self.table.row_chosen.connect(self.go_to)
@@ -116,17 +117,6 @@ class LandmarksWidget(Container):
         events = self._viewer.layers.events
         events.inserted.disconnect(self._on_inserted)
         events.removed.disconnect(self.reset_choices)
-
-    @staticmethod
-    def _guard(action: Any) -> Any:
-        """Run a button action; a ValueError becomes a notification (nothing is lost)."""
-        def run(*_args: Any) -> Any:
-            try:
-                return action()
-            except ValueError as exc:
-                show_error(str(exc))
-                return None
-        return run
 
     def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Points)]

@@ -37,6 +37,7 @@ from ..core.transforms.base import MatrixTransform
 from ._layer_volumes import layer_volume
 from ._lm_alignment import get_alignment
 from ._lm_model import pair_rows
+from ._notify import guarded
 from ._qc_inputs import QCInputs, gather, upsert_layer
 from ._session import get_session, unwrap_viewer
 from .overlay import coarse_grid
@@ -96,11 +97,11 @@ class QCWidget(Container):
         self.numbers: dict[str, tuple[float, float]] = {}
         self._timer = QTimer(self.native)  # dies with the panel
         self._timer.timeout.connect(self._toggle)
-        self.show_checker.clicked.connect(self._guard(self.checkerboard))
-        self.show_difference.clicked.connect(self._guard(self.difference))
-        self.show_edges.clicked.connect(self._guard(self.edges))
-        self.show_deformation.clicked.connect(self._guard(self.deformation))
-        self.compute.clicked.connect(self._guard(self.before_after))
+        self.show_checker.clicked.connect(guarded(self.checkerboard))
+        self.show_difference.clicked.connect(guarded(self.difference))
+        self.show_edges.clicked.connect(guarded(self.edges))
+        self.show_deformation.clicked.connect(guarded(self.deformation))
+        self.compute.clicked.connect(guarded(self.before_after))
         self.square.changed.connect(self._square_changed)
         self.flicker.changed.connect(self._flicker)
         self.flicker_ms.changed.connect(lambda v: self._timer.setInterval(int(v)))
@@ -134,16 +135,6 @@ class QCWidget(Container):
         return lambda _w=None: [(lyr.name, lyr) for lyr in self._viewer.layers
                                 if isinstance(lyr, kind)]
 
-    @staticmethod
-    def _guard(action: Any) -> Any:
-        def run(*_args: Any) -> Any:
-            try:
-                return action()
-            except ValueError as exc:
-                show_error(str(exc))
-                return None
-        return run
-
     def _drop_inputs(self, *_args: Any) -> None:
         self.inputs = None
 
@@ -172,7 +163,7 @@ class QCWidget(Container):
 
     def _square_changed(self, *_args: Any) -> None:
         if any(lyr.name == QC_PREFIX + "checkerboard" for lyr in self._viewer.layers):
-            self._guard(self.checkerboard)()
+            guarded(self.checkerboard)()
 
     def difference(self) -> Any:
         """Fixed - warped (both scaled 0-1): 0 where they agree."""
