@@ -210,27 +210,31 @@ def evaluate(case: DeformCase, u_est: np.ndarray) -> dict[str, float]:
       dilated by 3 voxels, less the voxels whose map (or a neighbour's) leaves the moving
       grid; ``jac_min_grid`` over the whole fixed grid;
     * ``mask_outside``: brain-mask voxels that ``T_est`` maps outside the moving grid
-      (the brain touches the template's lowest slice).
+      (the brain touches the template's lowest slice); ``mask_unknown``: those of them
+      the tool's read-back returned as NaN (excluded from the error; counted as
+      non-GM for Dice).
     """
     u_est = np.asarray(u_est, dtype=np.float32)
     if u_est.shape != case.u_true.shape:
         raise ValueError(f"estimated field has shape {u_est.shape}, expected {case.u_true.shape}")
-    m = case.mask
+    # NaN = a point the tool's read-back could not map (ANTs/DIPY off the moving grid)
+    known = np.all(np.isfinite(u_est), axis=0)
+    u_est = np.where(known, u_est, np.float32(0.0))
+    m = case.mask & known
     err = np.sqrt(sum((u_est[c][m] - case.u_true[c][m]) ** 2 for c in range(3)))
     vox = _to_voxel(world_grid(case.fixed.shape, case.affine).astype(np.float32) + u_est,
                     case.affine)
     warped_gm = ndimage.map_coordinates(case.moving_gm, vox, order=1, mode="constant",
                                         cval=0.0)
-    a, b = case.fixed_gm > 0.5, warped_gm > 0.5
+    a, b = case.fixed_gm > 0.5, (warped_gm > 0.5) & known
     dice = 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
-    # Where T_est(x) leaves the moving grid, tools that are read back through their image
-    # warper (ANTs, DIPY) only give their fill value, so the Jacobian there would measure
-    # that artefact: keep voxels whose map and neighbours land inside the moving grid.
+    # The Jacobian only where the map and its neighbours are known and inside the moving
+    # grid (the brain touches the template's lowest slice; off the grid no tool has data).
     upper = (np.array(case.moving.shape) - 1.0).reshape(3, 1, 1, 1)
-    inside = np.all((vox >= 0.0) & (vox <= upper), axis=0)
+    inside = known & np.all((vox >= 0.0) & (vox <= upper), axis=0)
     del vox
     det = jacobian_det(u_est, case.affine)
-    region = ndimage.binary_dilation(m, iterations=3)
+    region = ndimage.binary_dilation(case.mask, iterations=3)
     valid = region & ndimage.binary_erosion(inside, iterations=1, border_value=0)
     return {
         "err_mean_mm": float(err.mean()),
@@ -239,5 +243,6 @@ def evaluate(case: DeformCase, u_est: np.ndarray) -> dict[str, float]:
         "jac_min": float(det[valid].min()),
         "folded_fraction": float(np.count_nonzero(det[valid] <= 0) / np.count_nonzero(valid)),
         "jac_min_grid": float(det.min()),
-        "mask_outside": int(np.count_nonzero(m & ~inside)),
+        "mask_outside": int(np.count_nonzero(case.mask & ~inside)),
+        "mask_unknown": int(np.count_nonzero(case.mask & ~known)),
     }

@@ -17,8 +17,9 @@ How each peer's map is read back:
   the moving grid (voxel value = its world RAS x, y or z) with linear interpolation.
   Warping is ``warped(x) = image(T(x))`` and linear interpolation of a linear function is
   exact, so the warped coordinate images ARE ``T(x)`` in RAS mm: no transform-order or
-  LPS/RAS convention of the tool can be misread. (Outside the moving grid they read
-  the tool's fill value; errors are measured inside the brain, far from the border.)
+  LPS/RAS convention of the tool can be misread. Where ``T(x)`` leaves the moving grid
+  they read the tool's fill value 0; the coordinates carry a 10 m offset, so such
+  points are recognised and returned as NaN (the map is unknown there).
 
 Thread pools are capped at 2 by :func:`peers.set_threads` before the tool is imported.
 """
@@ -113,6 +114,24 @@ def run_elastix(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Ex
     return export
 
 
+# Added to the coordinate images so that a real coordinate is never 0: the warpers' fill
+# value (0 outside the moving grid) then marks the points a tool maps off the grid.
+COORD_OFFSET_MM = 10000.0
+
+
+def _coordinate_images(moving: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World RAS x, y, z (+ offset) of every moving voxel, ``(3, *shape)`` float64."""
+    return world_grid(moving.shape, affine) + COORD_OFFSET_MM
+
+
+def _map_from_warped(mapped: np.ndarray, fixed: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Warped coordinate images -> displacement ``u`` (RAS mm); NaN where off the grid."""
+    off = np.any(mapped == 0.0, axis=0)
+    u = (mapped - COORD_OFFSET_MM - world_grid(fixed.shape, affine)).astype(np.float32)
+    u[:, off] = np.nan
+    return u
+
+
 def run_ants(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
     """ANTsPy ``registration(type_of_transform='SyN')`` with its defaults (affine + SyN)."""
     import ants
@@ -130,7 +149,7 @@ def run_ants(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Expor
 
     def export() -> np.ndarray:
         try:
-            coords = world_grid(moving.shape, affine)  # the coordinate images
+            coords = _coordinate_images(moving, affine)
             mapped = np.stack([
                 ants.apply_transforms(fixed_img, ants.from_numpy(
                     c, origin=tuple(origin), spacing=tuple(spacing), direction=direction),
@@ -138,7 +157,7 @@ def run_ants(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Expor
                 for c in coords])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return (mapped - world_grid(fixed.shape, affine)).astype(np.float32)
+        return _map_from_warped(mapped, fixed, affine)
 
     return export
 
@@ -158,9 +177,9 @@ def run_dipy(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Expor
                            prealign=prealign)
 
     def export() -> np.ndarray:
-        coords = world_grid(moving.shape, affine)  # the coordinate images
+        coords = _coordinate_images(moving, affine)
         mapped = np.stack([mapping.transform(c, interpolation="linear") for c in coords])
-        return (mapped - world_grid(fixed.shape, affine)).astype(np.float32)
+        return _map_from_warped(mapped, fixed, affine)
 
     return export
 

@@ -76,10 +76,12 @@ def render_markdown(raw: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r, best_err, fast_t) for r in runs]
-    outside = [f"{r['tool']} {r['mask_outside']}" for r in runs if r.get("mask_outside")]
+    outside = [f"{r['tool']} {r['mask_outside']} ({r.get('mask_unknown', 0)} unknown)"
+               for r in runs if r.get("mask_outside")]
     if outside:
-        lines += ["", "Brain-mask voxels mapped outside the moving grid (their error for "
-                  "ANTs/DIPY is a fill-value artefact): " + ", ".join(outside) + "."]
+        lines += ["", "Brain-mask voxels mapped outside the moving grid (the brain touches "
+                  "the template's lowest slice; 'unknown' = ANTs/DIPY's read-back has no "
+                  "value there, left out of their error): " + ", ".join(outside) + "."]
     if best and fastest:
         lines += ["", f"Best peer error: {best['tool']} {best_err:.3f} mm; fastest peer: "
                   f"{fastest['tool']} {fast_t:.1f} s.", "", "### Targets (issue #4)", "",
