@@ -105,3 +105,21 @@ def test_report_renders_targets_and_errors() -> None:
     assert "child died with exit code -11" in text
     assert "**no** (0.300 vs 0.250)" in text  # error target missed
     assert "yes (0.25 x)" in text  # time target met
+
+
+def test_unmapped_points_are_left_out(case: dp.DeformCase) -> None:
+    import deform_peers
+
+    # a warper's fill value 0 (off the moving grid) must become NaN, not world (0, 0, 0)
+    coords = deform_peers._coordinate_images(case.moving, case.affine)
+    k = 3  # a slice through the cerebellum: pretend it mapped off the grid
+    assert case.mask[:, :, k].any()
+    coords[:, :, :, k] = 0.0
+    u = deform_peers._map_from_warped(coords, case.fixed, case.affine)
+    assert np.isnan(u[:, :, :, k]).all() and np.allclose(u[:, :, :, k + 1:], 0.0, atol=1e-2)
+    truth = case.u_true.copy()
+    truth[:, :, :, k] = np.nan
+    out = dp.evaluate(case, truth)
+    assert out["err_mean_mm"] == 0.0
+    assert out["mask_unknown"] == int(case.mask[:, :, k].sum())
+    assert out["jac_min"] > 0.0
