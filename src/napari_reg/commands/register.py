@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
                      help="metric of the bspline/syn stage (default: --metric for bspline, "
                      "lncc (local NCC) for syn; use mi for multi-modal syn)")
     adv.add_argument("--grid-spacing", type=float, metavar="MM",
-                     help="bspline control-point spacing at the finest level (mm, default 20)")
+                     help="bspline control-point spacing at the finest level (mm, default 10)")
     adv.add_argument("--bending-weight", type=float,
                      help="bspline bending-energy weight lambda (default 1)")
     adv.add_argument("--radius", type=int,
