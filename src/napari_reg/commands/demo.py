@@ -52,6 +52,9 @@ def _check_display() -> str | None:
             "run headless as: xvfb-run -a napari-reg demo --screenshot out.png")
 
 
+STACKED_PANELS = 3
+
+
 def dock_plugin_widgets(viewer, plugin: str = PLUGIN) -> list[str]:
     """Dock every widget contribution ``plugin``'s manifest declares; return their names.
 
@@ -64,8 +67,12 @@ def dock_plugin_widgets(viewer, plugin: str = PLUGIN) -> list[str]:
     docked: list[str] = []
     for contribution in manifest.contributions.widgets or []:
         name = contribution.display_name
+        # The first panels stack (the load -> register -> export path a user follows);
+        # the rest share tabs with the last of them, so the window keeps a screen's
+        # height and the canvas its width.
+        tabify = len(docked) >= STACKED_PANELS
         try:
-            viewer.window.add_plugin_dock_widget(plugin, widget_name=name)
+            viewer.window.add_plugin_dock_widget(plugin, widget_name=name, tabify=tabify)
         except Exception as exc:  # report, keep the demo usable
             print(f"napari-reg demo: widget {name!r} could not be docked: {exc}",
                   file=sys.stderr)
