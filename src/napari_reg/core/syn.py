@@ -43,6 +43,7 @@ from .dense_metrics import force_field, make_dense_metric
 from .events import LevelRecord
 from .image import Volume
 from .optimize import CancelToken
+from .preview import HalfMapSquare, PreviewedTransform
 from .pyramid import gaussian_pyramid, smooth
 from .resample import resample
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
@@ -131,10 +132,20 @@ def register_syn(
     grid_affine = fixed_pyr[0].affine
     cost = float("nan")
 
+    # The latest half map exp(v/2) (voxel units) and its grid: a fresh array every
+    # iteration, never modified after, so events can share it without a copy.
+    latest_half: tuple[np.ndarray, np.ndarray] | None = None
+
     def snapshot() -> Transform:
+        # Exact map for consumers (exponentiated lazily, only if someone evaluates it) and a
+        # cheap preview for live displays: exp(v) = exp(v/2) o exp(v/2) from the half map
+        # this iteration computed anyway (it lags the update of v by one step).
         assert v is not None
         svf = StationaryVelocityField.from_components(v.copy(), grid_affine)
-        return CompositeTransform([svf, MatrixTransform(matrix)])
+        exact = CompositeTransform([svf, MatrixTransform(matrix)])
+        if latest_half is None:  # before the first iteration v is zero: the linear part
+            return PreviewedTransform(exact, MatrixTransform(matrix))
+        return PreviewedTransform(exact, HalfMapSquare(*latest_half, matrix))
 
     for level in range(n_levels):
         grid = fixed_pyr[level]
@@ -167,6 +178,7 @@ def register_syn(
             v_vox = _to_voxel_vectors(v, grid_affine)
             # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
             half = exp_voxel(0.5 * v_vox, max_step_voxels=0.5, check=check)
+            latest_half = (half, grid_affine)
             half_inv = exp_voxel(-0.5 * v_vox, max_step_voxels=0.5, check=check)
             j_mid = _warp(warped_lin, idx + half)
             i_mid = _warp(fimg, idx + half_inv)

@@ -1,0 +1,116 @@
+"""Cheap stand-ins for expensive transforms, for live display only.
+
+A progress event must carry the *exact* current fixed->moving map (consumers compare it
+with the result), but evaluating a stationary velocity field exactly means a full
+scaling-and-squaring exponential on its grid (seconds on a 1 mm brain), far too slow for
+a live overlay that wants a new frame every ~0.1 s while sharing the CPU with the
+optimiser. So a deformable stage can hand out a :class:`PreviewedTransform`: it behaves
+exactly like the exact map (``transform_points`` evaluates it, lazily), and carries in
+``preview`` a cheap approximation that a display may use instead.
+
+The SyN preview (:class:`HalfMapSquare`) reuses what every SyN iteration computes
+anyway: the half map ``h = exp(v/2)`` as a displacement in voxel units of the level grid.
+For a stationary flow ``exp(v) = exp(v/2) o exp(v/2)``, so the whole map is
+``T(x) = M h(h(x))``: two linear interpolations of ``h`` at the requested points, no
+exponential and no work on the optimiser's thread.
+
+Direction as everywhere: fixed world RAS mm -> moving world RAS mm. numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .image import apply_affine
+from .transforms.base import Transform
+
+__all__ = ["PreviewedTransform", "HalfMapSquare", "preview_of"]
+
+
+class PreviewedTransform(Transform):
+    """An exact transform together with a cheap approximation of it for live display.
+
+    ``transform_points`` and ``inverse`` are those of ``exact`` (fixed world RAS mm ->
+    moving world RAS mm); ``preview`` is only ever read by displays (see
+    :func:`preview_of`). Both must map the same fixed space to the same moving space.
+    """
+
+    def __init__(self, exact: Transform, preview: Transform):
+        if exact.ndim != preview.ndim:
+            raise ValueError(f"the preview ({preview.ndim}D) must have the exact map's "
+                             f"dimension ({exact.ndim}D)")
+        self.exact = exact
+        self.preview = preview
+        self.ndim = exact.ndim
+
+    def transform_points(self, points: np.ndarray) -> np.ndarray:
+        """The exact map at ``(N, d)`` fixed world mm points -> moving world mm."""
+        return self.exact.transform_points(points)
+
+    def inverse(self) -> Transform:
+        return self.exact.inverse()
+
+    @property
+    def is_linear(self) -> bool:
+        return self.exact.is_linear
+
+    def __repr__(self) -> str:
+        return f"PreviewedTransform(exact={self.exact!r}, preview={type(self.preview).__name__})"
+
+
+def preview_of(transform: Transform) -> Transform:
+    """The cheap display approximation of ``transform`` if it has one, else itself."""
+    return transform.preview if isinstance(transform, PreviewedTransform) else transform
+
+
+class HalfMapSquare(Transform):
+    """``T(x) = M h(h(x))`` with ``h = Id + half``, ``half`` a voxel-unit displacement.
+
+    Parameters
+    ----------
+    half
+        ``(d, *shape)`` displacement of the half map ``exp(v/2)`` in voxel index units of
+        the grid ``affine`` (as :func:`napari_reg.core.transforms.velocity.exp_voxel`
+        returns it). Kept by reference, not copied: the caller hands over a fresh array
+        it never modifies again.
+    affine
+        ``(d+1, d+1)`` voxel->world (RAS mm) matrix of that grid.
+    matrix
+        ``(d+1, d+1)`` linear fixed->moving world matrix applied after the deformation.
+
+    Outside the grid the border displacement is used (as the SyN loop's own warps do).
+    """
+
+    def __init__(self, half: np.ndarray, affine: np.ndarray, matrix: np.ndarray):
+        half = np.asarray(half)
+        d = half.shape[0] if half.ndim else 0
+        if half.ndim < 2 or d != half.ndim - 1:
+            raise ValueError(f"half map must have shape (d, *grid); got {half.shape}")
+        affine = np.asarray(affine, dtype=np.float64)
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if affine.shape != (d + 1, d + 1) or matrix.shape != (d + 1, d + 1):
+            raise ValueError(f"grid affine {affine.shape} and matrix {matrix.shape} must both "
+                             f"be {(d + 1, d + 1)} for a {d}D half map")
+        self.half = half
+        self.affine = affine
+        self._world_to_voxel = np.linalg.inv(affine)
+        # voxel index of the grid -> moving world mm, in one matrix
+        self._voxel_to_moving = matrix @ affine
+        self.ndim = d
+
+    def _step(self, vox: np.ndarray) -> np.ndarray:
+        """``h`` at ``(d, N)`` voxel coordinates -> ``(d, N)`` voxel coordinates."""
+        moved = np.empty_like(vox)
+        for a in range(self.ndim):
+            moved[a] = vox[a] + ndimage.map_coordinates(self.half[a], vox, order=1,
+                                                        mode="nearest", prefilter=False)
+        return moved
+
+    def transform_points(self, points: np.ndarray) -> np.ndarray:
+        """``(N, d)`` fixed world mm -> ``(N, d)`` moving world mm through ``M h(h(x))``."""
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != self.ndim:
+            raise ValueError(f"expected (N, {self.ndim}) points, got {points.shape}")
+        vox = apply_affine(self._world_to_voxel, points).T
+        return apply_affine(self._voxel_to_moving, self._step(self._step(vox)).T)
