@@ -215,3 +215,14 @@ class _Linear:
 
     def transform_points(self, x):
         return apply_affine(LINEAR, x)
+
+
+def test_register_gives_the_deformable_metric_its_own_options():
+    """The linear stage's MI bins must not reach a different deformable metric (SSD)."""
+    from napari_reg.core.register import register
+
+    result = register(FIXED, MOVING, transform="bspline", metric="mi", levels=2,
+                      iterations=5, deformable_metric="ssd",
+                      deformable_options={"levels": 1, "iterations": 3, "samples": 2000})
+    assert result.deformable.parameters["metric"] == "ssd"
+    assert result.deformable.parameters["metric_options"] == {}

@@ -250,10 +250,14 @@ def register(
     result_transform: Transform = MatrixTransform(current)
     deformable = None
     if stage_names[-1] in DEFORMABLE_MODELS:
+        model_metric = (deformable_metric or
+                        _default_deformable_metric(stage_names[-1], metric)).lower()
+        # the linear metric's options (e.g. MI bins) only apply to the same metric
+        model_metric_options = (metric_options if model_metric == metric else
+                                {"bins": DEFAULT_BINS} if model_metric in ("mi", "nmi") else None)
         deformable = _run_deformable(
-            stage_names[-1], len(stage_names) - 1, fixed_f, moving_f, current,
-            deformable_metric or _default_deformable_metric(stage_names[-1], metric),
-            deformable_options or {}, metric_options, fixed_mask, seed, callback, cancel,
+            stage_names[-1], len(stage_names) - 1, fixed_f, moving_f, current, model_metric,
+            deformable_options or {}, model_metric_options, fixed_mask, seed, callback, cancel,
             t_start, reporter)
         records.extend(deformable.levels)
         result_transform = deformable.transform
