@@ -5,6 +5,7 @@ events, cancellation, and clear errors for bad input."""
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_reg.core.deformable import DeformableError
 from napari_reg.core.ffd import bspline_objective, register_bspline
@@ -226,3 +227,24 @@ def test_register_gives_the_deformable_metric_its_own_options():
                       deformable_options={"levels": 1, "iterations": 3, "samples": 2000})
     assert result.deformable.parameters["metric"] == "ssd"
     assert result.deformable.parameters["metric_options"] == {}
+
+
+def test_bspline_samples_the_foreground_by_default():
+    """With no mask, samples come from the fixed foreground grown by a margin (air carries
+    no information); ``sampling="all"`` uses the whole box; a bad value is an error."""
+    from napari_reg.core.ffd import FOREGROUND_MARGIN_VOXELS
+
+    radius = FIXED.world_grid() - FIXED.center_world()
+    inside = np.linalg.norm(radius, axis=-1) < 20.0  # a ball in a 64 mm box: ~13 % of it
+    head = Volume(np.where(inside, FIXED.data + 1.0, 0.0).astype(np.float32), FIXED.affine,
+                  "head")
+    options = {"grid_spacing_mm": 16.0, "levels": 1, "iterations": 2, "samples": 10 ** 6}
+    result = register_bspline(head, MOVING, LINEAR, **options)
+    grown = ndimage.binary_dilation(inside, iterations=FOREGROUND_MARGIN_VOXELS)
+    assert result.parameters["sampling"] == "foreground"
+    assert result.levels[0].n_samples <= np.count_nonzero(grown) < inside.size
+    assert result.levels[0].n_samples > np.count_nonzero(inside) // 2
+    everywhere = register_bspline(head, MOVING, LINEAR, sampling="all", **options)
+    assert everywhere.levels[0].n_samples > np.count_nonzero(grown)
+    with pytest.raises(DeformableError, match="sampling"):
+        register_bspline(head, MOVING, LINEAR, sampling="edges", **options)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from .deformable import (
     Callback,
@@ -32,11 +33,29 @@ from .metrics import make_metric
 from .optimize import CancelToken, minimize
 from .pyramid import gaussian_pyramid
 from .resample import sample_with_gradient
-from .sampling import draw_samples, representative_values
+from .sampling import draw_samples, foreground_mask, representative_values
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
 from .transforms.bspline import BSplineTransform
 
-__all__ = ["register_bspline", "bspline_objective", "inside_moving"]
+__all__ = ["register_bspline", "bspline_objective", "inside_moving", "dilated_foreground"]
+
+# Default sample count per control point (see register_bspline, samples).
+SAMPLES_PER_CONTROL_POINT = 12
+# Foreground sampling keeps this many voxels around the head (its edge is information).
+FOREGROUND_MARGIN_VOXELS = 2
+
+
+def dilated_foreground(data: np.ndarray) -> np.ndarray | None:
+    """The fixed image's foreground grown by ``FOREGROUND_MARGIN_VOXELS`` (None: no region).
+
+    Why: in a 1 mm head most of the box is air, where samples carry no information; on
+    the MNI benchmark, foreground samples cut the B-spline's mean error 0.28 -> 0.16 mm
+    for the same sample count.
+    """
+    mask = foreground_mask(data)
+    if mask is None:
+        return None
+    return ndimage.binary_dilation(mask, iterations=FOREGROUND_MARGIN_VOXELS)
 
 
 def bspline_objective(ffd: BSplineTransform, metric, moving: Volume, matrix: np.ndarray,
@@ -108,6 +127,7 @@ def register_bspline(
     samples: int | Sequence[int] | None = None,
     optimizer: str = "lbfgs",
     fixed_mask: np.ndarray | Volume | None = None,
+    sampling: str = "foreground",
     seed: int = 0,
     callback: Callback | None = None,
     cancel: CancelToken | None = None,
@@ -140,7 +160,13 @@ def register_bspline(
     iterations, samples
         Per level (one value or one per level): optimiser iterations; random fixed voxels
         drawn once per level (the objective must be deterministic for L-BFGS). Default
-        samples: ``max(20000, 4 x control points)`` per level (capped by the voxels).
+        samples: ``max(20000, 12 x control points)`` per level (capped by the voxels).
+    fixed_mask, sampling
+        Samples are drawn inside ``fixed_mask`` (fixed grid) when given; otherwise, with
+        ``sampling="foreground"`` (default), inside the fixed image's foreground
+        (:func:`~napari_reg.core.sampling.foreground_mask`) dilated by
+        ``FOREGROUND_MARGIN_VOXELS`` so that its edge is sampled on both sides, or, with
+        ``"all"``, anywhere in the fixed box.
     callback, cancel
         ``callback(ProgressEvent)`` at every iteration with ``stage_name="bspline"``
         (plus ``level_start``/``level_end``); ``cancel`` a :class:`CancelToken` whose
@@ -155,6 +181,11 @@ def register_bspline(
     d = fixed_f.ndim
     if not np.isfinite(bending_weight) or bending_weight < 0:
         raise DeformableError(f"bending_weight must be >= 0, got {bending_weight}")
+    if sampling not in ("foreground", "all"):
+        raise DeformableError(f"unknown sampling {sampling!r}; choose foreground or all")
+    sampled_in = "mask" if fixed_mask is not None else sampling  # for the run record
+    if fixed_mask is None and sampling == "foreground":
+        fixed_mask = dilated_foreground(fixed_f.data)
     shrink, sigmas = level_schedule(fixed_f, levels, shrink_factors, sigmas_mm)
     n_levels = len(shrink)
     iters = per_level(iterations, n_levels, "iterations")
@@ -182,9 +213,11 @@ def register_bspline(
         lf, lm = fixed_pyr[level], moving_pyr[level]
         lmask = mask_at_level(fixed_mask, fixed_f, shrink[level])
         if samples is None:
-            # a fixed sample set must over-determine the control points (each sample
-            # constrains 4^d of them): at least 4 samples per control point
-            n_samples[level] = max(20000, 4 * int(np.prod(ffd.grid_shape)))
+            # a fixed sample set must over-determine the control points, or L-BFGS fits
+            # the set's noise: on the 1 mm MNI benchmark (10 mm grid, 13 k control points)
+            # 4 -> 12 samples per control point cut the mean error 0.16 -> 0.11 mm
+            n_samples[level] = max(20000, SAMPLES_PER_CONTROL_POINT *
+                                   int(np.prod(ffd.grid_shape)))
         points, fvals = draw_samples(lf, lmask, n_samples[level], rng)
         keep = inside_moving(points, matrix, lm)
         if np.count_nonzero(keep) < max(0.1 * len(points), 16):
@@ -220,6 +253,7 @@ def register_bspline(
         "metric_options": dict(metric_options or {}), "bending_weight": float(bending_weight),
         "shrink_factors": shrink, "sigmas_mm": sigmas, "iterations": iters,
         "samples": n_samples, "optimizer": optimizer, "seed": int(seed),
+        "sampling": sampled_in,
     }
     return DeformableResult(
         transform=CompositeTransform([ffd, MatrixTransform(matrix)]), deformation=ffd,
