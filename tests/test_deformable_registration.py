@@ -248,3 +248,22 @@ def test_bspline_samples_the_foreground_by_default():
     assert everywhere.levels[0].n_samples > np.count_nonzero(grown)
     with pytest.raises(DeformableError, match="sampling"):
         register_bspline(head, MOVING, LINEAR, sampling="edges", **options)
+
+
+@pytest.mark.parametrize("which", ["bspline", "syn"])
+def test_blas_runs_single_threaded_during_deformable_runs(which):
+    """Tiny BLAS calls dominate with threaded OpenBLAS (core/threads.py): the loops limit
+    every BLAS library to one thread while they run and restore it afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    run = register_bspline if which == "bspline" else register_syn
+    options = ({"levels": 1, "iterations": 2, "samples": 2000} if which == "bspline"
+               else {"levels": 1, "iterations": 2})
+    run(FIXED, MOVING, LINEAR, callback=lambda event: seen.append(blas_threads()), **options)
+    assert seen and all(threads == [1] * len(threads) for threads in seen)
+    assert blas_threads() == before

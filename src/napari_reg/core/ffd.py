@@ -34,6 +34,7 @@ from .optimize import CancelToken, minimize
 from .pyramid import gaussian_pyramid
 from .resample import sample_with_gradient
 from .sampling import draw_samples, foreground_mask, representative_values
+from .threads import single_threaded_blas
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
 from .transforms.bspline import BSplineTransform
 
@@ -111,6 +112,7 @@ def inside_moving(points: np.ndarray, matrix: np.ndarray, moving: Volume) -> np.
     return moving.contains_voxel(vox)
 
 
+@single_threaded_blas
 def register_bspline(
     fixed: Volume,
     moving: Volume,

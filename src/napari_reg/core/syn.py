@@ -46,6 +46,7 @@ from .optimize import CancelToken
 from .preview import HalfMapSquare, PreviewedTransform
 from .pyramid import gaussian_pyramid, smooth
 from .resample import resample
+from .threads import single_threaded_blas
 from .transforms.base import CompositeTransform, MatrixTransform, Transform
 from .transforms.field import _index_grid, _to_voxel_vectors
 from .transforms.velocity import StationaryVelocityField, exp_voxel
@@ -53,6 +54,7 @@ from .transforms.velocity import StationaryVelocityField, exp_voxel
 __all__ = ["register_syn"]
 
 
+@single_threaded_blas
 def register_syn(
     fixed: Volume,
     moving: Volume,
