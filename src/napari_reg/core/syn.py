@@ -70,6 +70,7 @@ def register_syn(
     step_voxels: float = 0.25,
     update_sigma_voxels: float = 3.0,
     field_sigma_voxels: float = 0.5,
+    exp_shrink: int = 2,
     convergence_window: int = 10,
     convergence_tolerance: float = 1e-4,
     fixed_mask: np.ndarray | Volume | None = None,
@@ -103,6 +104,11 @@ def register_syn(
     update_sigma_voxels, field_sigma_voxels
         Gaussian sigmas for the update (fluid) and the field (elastic), in voxels of the
         level's finest axis (the kernels are isotropic in mm on anisotropic grids).
+    exp_shrink
+        The iterations' exponentials ``exp(+-v/2)`` run on every ``exp_shrink``-th voxel
+        and are interpolated back (default 2: on the 1 mm MNI benchmark SyN went from
+        15.2 to 9.5 s with the same error, 0.36 -> 0.34 mm); 1 computes them on the full
+        level grid. The returned transform's exponential is exact either way.
     convergence_window, convergence_tolerance
         Stop a level when the cost's least-squares slope over the last ``window``
         iterations, relative to its mean magnitude, is above ``-tolerance`` per iteration.
@@ -120,6 +126,9 @@ def register_syn(
                         ("field_sigma_voxels", field_sigma_voxels)):
         if not np.isfinite(value) or value < 0 or (name == "step_voxels" and value == 0):
             raise DeformableError(f"{name} must be a finite positive number, got {value}")
+    if int(exp_shrink) != exp_shrink or exp_shrink < 1:
+        raise DeformableError(f"exp_shrink must be a positive integer, got {exp_shrink}")
+    exp_shrink = int(exp_shrink)
     shrink, sigmas = level_schedule(fixed_f, levels, shrink_factors, sigmas_mm)
     n_levels = len(shrink)
     iters = per_level(_default_iterations(shrink) if iterations is None else iterations,
@@ -179,9 +188,8 @@ def register_syn(
             cancel.raise_if_cancelled()
             v_vox = _to_voxel_vectors(v, grid_affine)
             # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
-            half = exp_voxel(0.5 * v_vox, max_step_voxels=0.5, check=check)
+            half, half_inv = _half_maps(v_vox, exp_shrink, check)
             latest_half = (half, grid_affine)
-            half_inv = exp_voxel(-0.5 * v_vox, max_step_voxels=0.5, check=check)
             j_mid = _warp(warped_lin, idx + half)
             i_mid = _warp(fimg, idx + half_inv)
             check()
@@ -213,7 +221,7 @@ def register_syn(
         "metric": metric, "radius": int(radius), "metric_options": dict(metric_options or {}),
         "shrink_factors": shrink, "sigmas_mm": sigmas, "iterations": iters,
         "step_voxels": float(step_voxels), "update_sigma_voxels": float(update_sigma_voxels),
-        "field_sigma_voxels": float(field_sigma_voxels),
+        "field_sigma_voxels": float(field_sigma_voxels), "exp_shrink": int(exp_shrink),
         "convergence_window": int(convergence_window),
         "convergence_tolerance": float(convergence_tolerance),
     }
@@ -224,6 +232,33 @@ def register_syn(
         fixed_shape=fixed_f.shape, fixed_affine=fixed_f.affine.copy(),
         n_iterations=emit.total - total_iterations,
         diagnostics={"velocity_grid": list(svf.shape)})
+
+
+def _half_maps(v_vox: np.ndarray, shrink: int, check) -> tuple[np.ndarray, np.ndarray]:
+    """``exp(+v/2)`` and ``exp(-v/2)`` as voxel displacements on ``v_vox``'s grid.
+
+    With ``shrink > 1`` the scaling and squaring runs on every ``shrink``-th voxel (a
+    ``shrink**d`` times smaller grid) and the result is interpolated back (linear). Why:
+    the exponentials are most of an iteration's cost, and ``v`` is smooth on the scale of
+    the update's Gaussian (3 voxels), so the coarse grid carries it. Only the
+    iterations' forces use these maps; the result's exponential is always exact.
+    """
+    shape = v_vox.shape[1:]
+    if shrink <= 1 or min(shape) < 8 * shrink:
+        return (exp_voxel(0.5 * v_vox, max_step_voxels=0.5, check=check),
+                exp_voxel(-0.5 * v_vox, max_step_voxels=0.5, check=check))
+    # coarse voxel j sits at fine voxel shrink * j: vectors shrink by the same factor
+    coarse = v_vox[(slice(None),) + (slice(None, None, shrink),) * len(shape)]
+    coarse = coarse * np.float32(0.5 / shrink)
+    out = []
+    for sign in (1.0, -1.0):
+        u = exp_voxel(sign * coarse, max_step_voxels=0.5, check=check)
+        out.append(np.stack([
+            ndimage.affine_transform(c * np.float32(shrink), np.full(len(shape), 1.0 / shrink),
+                                     output_shape=shape, order=1, mode="nearest",
+                                     prefilter=False, output=np.float32)
+            for c in u]))
+    return out[0], out[1]
 
 
 def _warp(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
