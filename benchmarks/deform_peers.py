@@ -73,17 +73,17 @@ def run_ours_syn_fine(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray)
                  deformable_options={"iterations": [100, 70, 50, 10]})
 
 
-def run_ours_syn_long(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
-    """SyN with 100 iterations on each of the three coarse levels (default: 100/70/50/0)."""
+def run_ours_syn_tight(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """SyN with a 10x tighter convergence test (1e-5: more iterations per level)."""
     return _ours(fixed, moving, affine, transform="syn",
-                 deformable_options={"iterations": [100, 100, 100, 0]})
+                 deformable_options={"convergence_tolerance": 1e-5})
 
 
-def run_ours_bspline_10mm(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray
-                          ) -> Export:
-    """B-spline (MI) with 10 mm control points (default 20 mm)."""
+def run_ours_bspline_box(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray
+                         ) -> Export:
+    """B-spline (MI) sampling the whole fixed box, air included (default: foreground)."""
     return _ours(fixed, moving, affine, transform="bspline",
-                 deformable_options={"grid_spacing_mm": 10.0})
+                 deformable_options={"sampling": "all"})
 
 
 def run_elastix(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
@@ -189,8 +189,8 @@ DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] 
     "napari_reg_bspline": run_ours_bspline,
     "napari_reg_bspline_ncc": run_ours_bspline_ncc,
     "napari_reg_syn_fine": run_ours_syn_fine,
-    "napari_reg_syn_long": run_ours_syn_long,
-    "napari_reg_bspline_10mm": run_ours_bspline_10mm,
+    "napari_reg_syn_tight": run_ours_syn_tight,
+    "napari_reg_bspline_box": run_ours_bspline_box,
     "elastix": run_elastix,
     "ants": run_ants,
     "dipy": run_dipy,
@@ -208,8 +208,8 @@ WARM = {
     "napari_reg_bspline": _OURS,
     "napari_reg_bspline_ncc": _OURS,
     "napari_reg_syn_fine": _OURS,
-    "napari_reg_syn_long": _OURS,
-    "napari_reg_bspline_10mm": _OURS,
+    "napari_reg_syn_tight": _OURS,
+    "napari_reg_bspline_box": _OURS,
     "elastix": "import itk; itk.ParameterObject; itk.elastix_registration_method; "
                "itk.transformix_deformation_field; import itk as m",
     "ants": "import ants as m",
