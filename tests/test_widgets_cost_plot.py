@@ -38,3 +38,29 @@ def test_curves_boundaries_and_clear(qtbot):
 
     qtbot.mouseClick(panel.clear_button, Qt.LeftButton)
     assert plot.curves == []
+
+
+def test_events_become_points_and_boundaries(qtbot):
+    """Only iterations are points; level starts are boundaries; the early "initialised"
+    event (initial alignment, no cost yet) and level ends add nothing."""
+    from napari_reg.core.events import ProgressEvent
+    from napari_reg.core.transforms.base import MatrixTransform
+
+    def event(kind, total, cost=float("nan"), level=0):
+        return ProgressEvent(kind=kind, stage=0, stage_name="affine", level=level, n_levels=2,
+                             iteration=0, max_iterations=10, cost=cost,
+                             transform=MatrixTransform(np.eye(4)), elapsed=0.0,
+                             total_iterations=total)
+
+    panel = CostPlotPanel()
+    qtbot.addWidget(panel)
+    plot = panel.plot
+    plot.start_run("run")
+    plot.add_events([event("initialised", 0), event("level_start", 0), event("iteration", 1, -1.0),
+                     event("iteration", 2, -2.0)])
+    plot.add_events([event("level_end", 2, -2.0), event("level_start", 2, level=1),
+                     event("iteration", 3, -2.5, level=1), event("done", 3, -2.5)])
+    x, y = plot.curve_data()
+    np.testing.assert_array_equal(x, [1, 2, 3])
+    np.testing.assert_array_equal(y, [-1.0, -2.0, -2.5])
+    assert plot.current.boundaries == [(0.0, "affine L1/2"), (2.0, "affine L2/2")]

@@ -18,6 +18,7 @@ from qtpy.QtCore import Qt
 import napari_reg
 import napari_reg.widgets.register_widget as register_widget
 from napari_reg.core.image import Volume
+from napari_reg.core.preview import preview_of
 from napari_reg.core.register import register
 from napari_reg.core.resample import resample
 from napari_reg.io.displacement_fields import load_displacement_field
@@ -439,3 +440,48 @@ def test_deformable_preset_live_overlay_and_field_export(make_napari_viewer, qtb
     points = outcome.fixed.world_grid()[::5, ::5, ::5].reshape(-1, 3)
     np.testing.assert_allclose(field.transform_points(points),
                                outcome.result.transform.transform_points(points), atol=1e-3)
+
+
+def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, qtbot,
+                                                           pair_files, reg_plugin, notes,
+                                                           slow_core, monkeypatch):
+    """Affine + diffeomorphic: the overlay follows the SyN stage through its cheap preview
+    (no exponential per frame) and ends with the exact warp of the returned transform."""
+    slow_core.delay = 0.004
+    viewer = make_napari_viewer()
+    _, reg, _ = _panels(viewer, pair_files, qtbot)
+    reg.preset.value = "Affine + diffeomorphic"
+    reg.levels.value, reg.iterations.value, reg.samples.value = 2, "20, 10", "2000, 4000"
+    viewer.dims.order = (2, 1, 0)
+    events = []
+    original = register_widget.RegisterWidget._on_progress
+
+    def recording(self, batch):
+        events.extend(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(register_widget.RegisterWidget, "_on_progress", recording)
+    frames = {}
+    qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
+    while reg.running:
+        qtbot.wait(15)
+        layer = next((lyr for lyr in viewer.layers if lyr.name == LIVE_LAYER_NAME), None)
+        if layer is not None and reg.running and reg.status.value.startswith("syn"):
+            frames.setdefault(float(np.asarray(layer.data, dtype=np.float64).sum()), 1)
+            if len(frames) == 3:
+                viewer.screenshot(path="/tmp/napari_reg_gui_syn_live.png", canvas_only=False)
+    assert not notes["error"], notes["error"]
+    assert len(frames) >= 2, frames  # the overlay moved during the SyN stage
+    # the core reported the initial alignment first, before any iteration
+    assert events[0].kind == "initialised" and not np.isfinite(events[0].cost)
+    # SyN events carry the exact map and a preview; the curve holds only real iterations
+    syn_events = [e for e in events if e.stage_name == "syn" and e.kind != "done"]
+    assert syn_events and all(preview_of(e.transform) is not e.transform for e in syn_events)
+    outcome = get_session(viewer).outcome
+    _, ys = get_session(viewer).cost_panel.plot.curve_data()
+    np.testing.assert_allclose(ys, outcome.result.cost_history())
+    # the final layer is the exact warp of the returned transform
+    viewer.screenshot(path="/tmp/napari_reg_gui_syn_final.png", canvas_only=False)
+    reference = resample(outcome.moving, outcome.fixed, outcome.result.transform)
+    np.testing.assert_allclose(viewer.layers[LIVE_LAYER_NAME].data, reference.data,
+                               atol=1e-3 * np.ptp(reference.data))

@@ -16,7 +16,7 @@ import pytest
 from napari_reg.core.events import ProgressEvent
 from napari_reg.core.optimize import Cancelled
 from napari_reg.core.transforms.base import MatrixTransform
-from napari_reg.widgets._worker import POLL_INTERVAL_MS, JobPoller, RegistrationJob
+from napari_reg.widgets._worker import POLL_INTERVAL_MS, GuiCall, JobPoller, RegistrationJob
 
 
 def _event(i: int) -> ProgressEvent:
@@ -99,3 +99,14 @@ def test_callback_raises_cancelled_after_cancel():
     job.cancel()
     with pytest.raises(Cancelled):
         job._callback(_event(0))
+
+
+def test_gui_call_runs_the_function_on_the_gui_thread(qtbot):
+    """A request from another thread (the overlay's warp thread) is served on the GUI thread."""
+    ran_on = []
+    call = GuiCall(lambda: ran_on.append(threading.current_thread()))
+    thread = threading.Thread(target=call.request)
+    thread.start()
+    thread.join()
+    qtbot.waitUntil(lambda: len(ran_on) == 1, timeout=2000)
+    assert ran_on[0] is threading.main_thread()

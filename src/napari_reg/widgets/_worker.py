@@ -25,12 +25,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from ..core.events import ProgressEvent
 from ..core.optimize import Cancelled, CancelToken
 
-__all__ = ["RegistrationJob", "JobPoller", "POLL_INTERVAL_MS"]
+__all__ = ["RegistrationJob", "JobPoller", "GuiCall", "POLL_INTERVAL_MS"]
 
 POLL_INTERVAL_MS = 40  # 25 GUI updates per second at most
 
@@ -146,3 +146,30 @@ class JobPoller(QObject):
             self._done = True
             self._timer.stop()
             self.finished.emit(self.job)
+
+
+class GuiCall(QObject):
+    """Run ``function()`` on the GUI thread whenever :meth:`request` is called, from any
+    thread (a queued Qt signal to a QObject created on the GUI thread).
+
+    The live overlay's warp thread uses it to have a finished frame shown at once rather
+    than at the poller's next tick.
+    """
+
+    _requested = Signal()
+
+    def __init__(self, function: Callable[[], Any], parent: QObject | None = None):
+        super().__init__(parent)
+        self._function = function
+        self._requested.connect(self._call, Qt.QueuedConnection)
+
+    def request(self) -> None:
+        """Thread-safe: queue one call of ``function`` on the GUI thread."""
+        try:
+            self._requested.emit()
+        except RuntimeError:  # the Qt object is gone (panel closed): nothing to update
+            pass
+
+    @Slot()
+    def _call(self) -> None:
+        self._function()

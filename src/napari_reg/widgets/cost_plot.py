@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
@@ -86,6 +87,23 @@ class CostPlot(QWidget):
             self.start_run("run")
         self.current.boundaries.append((float(x), label))
         self._area.update()
+
+    def add_events(self, events: list[Any]) -> None:
+        """Append a batch of the core's ProgressEvents to the current curve: each
+        ``iteration`` is a point (``total_iterations``, ``cost``), each ``level_start`` a
+        boundary; other kinds ("initialised", "level_end", "done") add nothing."""
+        xs: list[float] = []
+        ys: list[float] = []
+        for ev in events:
+            if ev.kind == "level_start":
+                self.add_points(xs, ys)
+                xs, ys = [], []
+                self.mark_boundary(ev.total_iterations,
+                                   f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}")
+            elif ev.kind == "iteration":
+                xs.append(ev.total_iterations)
+                ys.append(ev.cost)
+        self.add_points(xs, ys)
 
     def clear(self) -> None:
         """Forget every curve."""

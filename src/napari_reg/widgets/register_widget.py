@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from typing import Any
 
 import napari
@@ -26,6 +27,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Points
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
@@ -35,7 +37,7 @@ from ..core.register import PRESETS, register
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
 from ._lm_alignment import ALIGNMENT_LAYER_NAME
 from ._session import RunOutcome, get_session, unwrap_viewer
-from ._worker import JobPoller, RegistrationJob
+from ._worker import GuiCall, JobPoller, RegistrationJob
 from .cost_plot import CostPlotPanel
 from .overlay import LiveOverlay, warp_volume
 
@@ -87,6 +89,8 @@ def _register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], 
 
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
+
+    PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
@@ -145,12 +149,26 @@ class RegisterWidget(Container):
         self._overlay: LiveOverlay | None = None
         self._run_inputs: tuple[Any, Any] | None = None
         self._n_runs = 0
+        self._unshown: list = []  # progress events not yet shown in the panel
+        self._panel_updated = 0.0
+        # the overlay's warp thread asks for a finished frame to be shown at once
+        self._frame_ready = GuiCall(self._on_tick)
         # voxel budget of the live overlay's coarse grid (~30 ms per warp on this machine)
         self.live_max_voxels = 1_000_000
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
         self.native.destroyed.connect(self._shutdown)
+        # Dock the cost curve as soon as the panel is up, not at the first Run: adding a
+        # dock re-lays out the whole window (a ~70 ms freeze), which should not happen
+        # while a registration runs, and the layout should not jump under the user.
+        QTimer.singleShot(0, self._dock_cost_panel)
+
+    def _dock_cost_panel(self) -> None:
+        try:
+            self._cost_panel()
+        except RuntimeError:  # the panel or the viewer was closed before the timer fired
+            pass
 
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away (viewer closed): stop the run and its timers."""
@@ -254,12 +272,14 @@ class RegisterWidget(Container):
         self._n_runs += 1
         panel = self._cost_panel()
         panel.plot.start_run(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
+        self._unshown = []
         self.progress.max, self.progress.value = 1, 0
         self._overlay = None
         if self.live.value:
             self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
                                         max_voxels=self.live_max_voxels,
-                                        layer_kwargs=self._warped_style(moving_layer))
+                                        layer_kwargs=self._warped_style(moving_layer),
+                                        on_ready=self._frame_ready.request)
             self._overlay.layer = existing = self._existing_live_layer()
             if existing is not None:  # a previous run's layer: show this moving image's range
                 existing.contrast_limits = tuple(moving_layer.contrast_limits)
@@ -319,43 +339,70 @@ class RegisterWidget(Container):
 
     # ------------------------------------------------------------------ GUI-thread updates
     def _on_progress(self, events: list) -> None:
-        plot = self._cost_panel().plot
-        xs, ys = [], []
-        for ev in events:
-            if ev.kind == "level_start":
-                plot.add_points(xs, ys)
-                xs, ys = [], []
-                plot.mark_boundary(ev.total_iterations,
-                                   f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}")
-            elif ev.kind == "iteration":
-                xs.append(ev.total_iterations)
-                ys.append(ev.cost)
-        plot.add_points(xs, ys)
+        """A poller batch: the overlay gets the newest transform at once (cheap); the
+        panel (curve, bar, status) shows the batch with the next frame or within 0.1 s."""
+        self._unshown.extend(events)
+        # "done" carries the final map, whose exact full-resolution warp arrives with the
+        # end of the run anyway (and a deformable one has no cheap preview)
+        newest = next((ev for ev in reversed(events) if ev.kind != "done"), None)
+        if self._overlay is not None and newest is not None:
+            self._overlay.request(newest.transform)
+
+    def _on_tick(self) -> None:
+        """Poller tick, or the overlay's warp thread saying a frame is ready.
+
+        Every repaint of this window costs a full composition of the viewer (software
+        OpenGL under Xvfb: ~15 ms idle, more under load), so panel updates ride along
+        with overlay frames, or come at most ``PANEL_INTERVAL_S`` apart.
+        """
+        shown = self._poll_overlay()
+        if self._unshown and (shown or time.perf_counter() - self._panel_updated
+                              >= self.PANEL_INTERVAL_S):
+            self._update_panel()
+
+    def _update_panel(self) -> None:
+        events, self._unshown = self._unshown, []
+        self._panel_updated = time.perf_counter()
+        self._cost_panel().plot.add_events(events)
         last = events[-1]
         # The bar counts the iterations of the current stage's level (its maximum is
         # known from the event); the status line says which stage and level that is.
-        self.progress.max = max(int(last.max_iterations), 1)
-        self.progress.value = min(int(last.iteration) + 1, self.progress.max)
-        self.status.value = (f"{last.stage_name}, level {last.level + 1}/{last.n_levels}, "
-                             f"iteration {last.iteration}: cost {last.cost:.5g}")
-        if self._overlay is not None:
-            self._overlay.request(last.transform)
-
-    def _on_tick(self) -> None:
-        if self._overlay is None:
-            return
+        # (QProgressBar.setValue repaints at once, i.e. one more composition of the
+        # whole window: with updates off it joins the next coalesced repaint instead)
+        bar = self.progress.native
+        bar.setUpdatesEnabled(False)
         try:
-            if self._overlay.poll():
-                first = self._session.warped_layer is not self._overlay.layer
-                self._session.warped_layer = self._overlay.layer
-                if first:  # show the live result instead of the original moving image
-                    self._show_after(self.after.value)
+            self.progress.max = max(int(last.max_iterations), 1)
+            self.progress.value = min(int(last.iteration) + 1, self.progress.max)
+        finally:
+            bar.setUpdatesEnabled(True)
+        where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
+        self.status.value = (f"{where}, iteration {last.iteration}: cost {last.cost:.5g}"
+                             if np.isfinite(last.cost) else
+                             "Initialised; preparing the image pyramids..."
+                             if last.kind == "initialised" else f"{where}: starting")
+
+    def _poll_overlay(self) -> bool:
+        """Show a finished overlay frame if there is one; True when the layer changed."""
+        if self._overlay is None:
+            return False
+        try:
+            if not self._overlay.poll():
+                return False
+            first = self._session.warped_layer is not self._overlay.layer
+            self._session.warped_layer = self._overlay.layer
+            if first:  # show the live result instead of the original moving image
+                self._show_after(self.after.value)
+            return True
         except Exception as exc:  # noqa: BLE001 - a failed preview must not stop the run
             show_error(f"Live overlay failed and is switched off: {exc}")
             self._overlay.close()
             self._overlay = None
+            return False
 
     def _on_finished(self, job: RegistrationJob) -> None:
+        if self._unshown:
+            self._update_panel()
         overlay, self._overlay = self._overlay, None
         self._job = self._poller = None
         self._session.running = False
