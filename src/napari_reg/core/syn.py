@@ -250,14 +250,19 @@ def _half_maps(v_vox: np.ndarray, shrink: int, check) -> tuple[np.ndarray, np.nd
     # coarse voxel j sits at fine voxel shrink * j: vectors shrink by the same factor
     coarse = v_vox[(slice(None),) + (slice(None, None, shrink),) * len(shape)]
     coarse = coarse * np.float32(0.5 / shrink)
+    # linear zoom onto fine voxels 0, 1, ..., shrink * (n_c - 1) (grid_mode=False maps the
+    # end samples onto each other exactly); the rest of an axis repeats its last value
+    n_coarse = np.asarray(coarse.shape[1:])
+    spanned = shrink * (n_coarse - 1) + 1
+    zoom = tuple(float(f) for f in spanned / n_coarse)
+    pad = [(0, 0)] + [(0, int(n - m)) for n, m in zip(shape, spanned, strict=True)]
     out = []
     for sign in (1.0, -1.0):
         u = exp_voxel(sign * coarse, max_step_voxels=0.5, check=check)
-        out.append(np.stack([
-            ndimage.affine_transform(c * np.float32(shrink), np.full(len(shape), 1.0 / shrink),
-                                     output_shape=shape, order=1, mode="nearest",
-                                     prefilter=False, output=np.float32)
-            for c in u]))
+        fine = np.stack([ndimage.zoom(c, zoom, order=1, mode="nearest", grid_mode=False,
+                                      prefilter=False, output=np.float32) for c in u])
+        fine *= np.float32(shrink)
+        out.append(np.pad(fine, pad, mode="edge") if any(p[1] for p in pad) else fine)
     return out[0], out[1]
 
 
