@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_reg.core.image import Volume, apply_affine
-from napari_reg.core.preview import HalfMapSquare, PreviewedTransform, preview_of
+from napari_reg.core.preview import HalfMapSquare, PreviewedTransform, affine_points, preview_of
 from napari_reg.core.resample import resample
 from napari_reg.core.syn import register_syn
 from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
@@ -121,3 +121,9 @@ def test_syn_events_carry_the_exact_map_and_a_close_preview():
     linear = resample(moving, fixed, MatrixTransform(np.eye(4))).data
     assert np.abs(exact - linear).mean() > 0.01  # the deformation shows
     assert np.abs(frame - exact).mean() < 0.1 * np.abs(exact - linear).mean()
+
+
+def test_affine_points_equals_apply_affine():
+    pts = RNG.normal(0, 50, (1000, 3))
+    np.testing.assert_allclose(affine_points(MATRIX @ AFFINE, pts),
+                               apply_affine(MATRIX @ AFFINE, pts), rtol=1e-12, atol=1e-9)

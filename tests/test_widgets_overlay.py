@@ -255,3 +255,24 @@ def test_a_previewed_transform_is_drawn_through_its_preview():
         assert np.abs(overlay.layer.data - via_exact).mean() > 0.05 * np.abs(via_exact).mean()
     finally:
         overlay.close()
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_separable_upsampling_is_exact_for_linear_coordinates(step):
+    """The live preview interpolates sampled coordinates; a linear map must come back
+    exactly, whatever the grid size (odd, even, a sample past the end)."""
+    from napari_reg.widgets.overlay import _upsample_axis
+
+    shape = (7, 8, 5)
+    counts = [int(np.ceil((n - 1) / step)) + 1 for n in shape]
+    sampled = np.stack(np.meshgrid(*[np.arange(m, dtype=np.float32) * step for m in counts],
+                                   indexing="ij"))
+    values = 0.5 * sampled[0] - 2.0 * sampled[1] + 3.0 * sampled[2] + 1.0
+    out = values[None]
+    for axis, n in enumerate(shape):
+        out = _upsample_axis(out, step, n, axis + 1)
+    full = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
+                                indexing="ij"))
+    assert out.shape == (1,) + shape
+    np.testing.assert_allclose(out[0], 0.5 * full[0] - 2.0 * full[1] + 3.0 * full[2] + 1.0,
+                               atol=1e-5)
