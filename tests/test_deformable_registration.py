@@ -227,6 +227,10 @@ def test_register_gives_the_deformable_metric_its_own_options():
                       deformable_options={"levels": 1, "iterations": 3, "samples": 2000})
     assert result.deformable.parameters["metric"] == "ssd"
     assert result.deformable.parameters["metric_options"] == {}
+    assert result.deformable.parameters["sampling"] == "foreground"
+    boxed = register(FIXED, MOVING, transform="bspline", levels=2, iterations=5,
+                     sampling="all", deformable_options={"levels": 1, "iterations": 3})
+    assert boxed.deformable.parameters["sampling"] == "all"  # register's choice reaches it
 
 
 def test_bspline_samples_the_foreground_by_default():

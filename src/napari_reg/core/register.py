@@ -44,6 +44,7 @@ from .sampling import (
     mask_for_level,
     representative_values,
 )
+from .threads import single_threaded_blas
 from .transforms.base import MatrixTransform, ParametricTransform, Transform
 from .transforms.linear import Affine, Rigid, Similarity, Translation
 
@@ -74,6 +75,7 @@ FINEST_SIGMA_VOXELS = 0.5
 DEFAULT_BINS = 48
 
 
+@single_threaded_blas
 def register(
     fixed: Volume,
     moving: Volume,
@@ -149,9 +151,11 @@ def register(
         ``lbfgs`` (deterministic samples per level) or ``gd`` (regular-step gradient
         descent).
     sampling
-        Where sample points are drawn when no ``fixed_mask`` is given: ``foreground``
-        (voxels above 5 % of the fixed image's robust intensity range: the air around a
-        head carries no information, and sampling it only dilutes the metric) or ``all``.
+        Where sample points are drawn when no ``fixed_mask`` is given, in the linear
+        stages and the B-spline stage: ``foreground`` (voxels above 5 % of the fixed
+        image's robust intensity range, grown by 2 voxels for the B-spline: the air
+        around a head carries no information, and sampling it only dilutes the metric)
+        or ``all``.
     deformable_metric, deformable_options
         The deformable stage's metric (default: ``metric`` for ``bspline``; local NCC,
         ``lncc``, for ``syn`` as in ANTs' SyN — pass ``mi`` for multi-modal pairs) and
@@ -264,8 +268,8 @@ def register(
                                 {"bins": DEFAULT_BINS} if model_metric in ("mi", "nmi") else None)
         deformable = _run_deformable(
             stage_names[-1], len(stage_names) - 1, fixed_f, moving_f, current, model_metric,
-            deformable_options or {}, model_metric_options, fixed_mask, seed, callback, cancel,
-            t_start, reporter)
+            deformable_options or {}, model_metric_options, fixed_mask, sampling, seed,
+            callback, cancel, t_start, reporter)
         records.extend(deformable.levels)
         result_transform = deformable.transform
         final_cost = deformable.final_cost
@@ -339,7 +343,7 @@ def _default_deformable_metric(model: str, metric: str) -> str:
 def _run_deformable(model: str, stage_index: int, fixed: Volume, moving: Volume,
                     linear: np.ndarray, metric: str, options: dict[str, Any],
                     metric_options: dict[str, Any] | None, fixed_mask: Volume | None,
-                    seed: int, callback, cancel: CancelToken, t_start: float,
+                    sampling: str, seed: int, callback, cancel: CancelToken, t_start: float,
                     reporter: Reporter):
     """The deformable stage after the linear ones; its events continue the run's count."""
     from .ffd import register_bspline
@@ -352,6 +356,7 @@ def _run_deformable(model: str, stage_index: int, fixed: Volume, moving: Volume,
     if model == "bspline":
         options.setdefault("metric_options", metric_options)
         options.setdefault("seed", seed)
+        options.setdefault("sampling", sampling)
         result = register_bspline(fixed, moving, linear, **common, **options)
     else:
         result = register_syn(fixed, moving, linear, **common, **options)
