@@ -131,7 +131,7 @@ def _warp_sampled_map(moving: Volume, transform: Transform, shape: tuple[int, ..
 # CPU priority of the overlay's warp thread (Linux nice, higher = lower priority): on a
 # busy machine the preview yields to the optimiser and to the GUI thread instead of
 # slowing the run and the event loop (benchmarks/bench_responsiveness.py, 2 cores).
-WARP_THREAD_NICE = 10
+WARP_THREAD_NICE = 5
 
 
 def _background_priority() -> None:

@@ -273,7 +273,7 @@ class RegisterWidget(Container):
         panel = self._cost_panel()
         panel.plot.start_run(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
         self._unshown = []
-        self.progress.max, self.progress.value = 1, 0
+        self._set_progress(0, 1)
         self._overlay = None
         if self.live.value:
             self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
@@ -367,20 +367,23 @@ class RegisterWidget(Container):
         last = events[-1]
         # The bar counts the iterations of the current stage's level (its maximum is
         # known from the event); the status line says which stage and level that is.
-        # (QProgressBar.setValue repaints at once, i.e. one more composition of the
-        # whole window: with updates off it joins the next coalesced repaint instead)
-        bar = self.progress.native
-        bar.setUpdatesEnabled(False)
-        try:
-            self.progress.max = max(int(last.max_iterations), 1)
-            self.progress.value = min(int(last.iteration) + 1, self.progress.max)
-        finally:
-            bar.setUpdatesEnabled(True)
+        self._set_progress(int(last.iteration) + 1, int(last.max_iterations))
         where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
         self.status.value = (f"{where}, iteration {last.iteration}: cost {last.cost:.5g}"
                              if np.isfinite(last.cost) else
                              "Initialised; preparing the image pyramids..."
                              if last.kind == "initialised" else f"{where}: starting")
+
+    def _set_progress(self, value: int, maximum: int) -> None:
+        # QProgressBar.setValue repaints at once, i.e. one more composition of the whole
+        # window; with updates off it joins the next coalesced repaint instead.
+        bar = self.progress.native
+        bar.setUpdatesEnabled(False)
+        try:
+            self.progress.max = max(maximum, 1)
+            self.progress.value = min(value, self.progress.max)
+        finally:
+            bar.setUpdatesEnabled(True)
 
     def _poll_overlay(self) -> bool:
         """Show a finished overlay frame if there is one; True when the layer changed."""
