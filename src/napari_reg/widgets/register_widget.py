@@ -178,6 +178,7 @@ class RegisterWidget(Container):
             self._poller.stop()
         if self._overlay is not None:
             self._overlay.close()
+        self._overlay, self._unshown = None, []  # a late frame-ready call finds nothing to do
         self._session.running = False
         self._session.roles_changed.disconnect(self._on_roles)
         events = self._viewer.layers.events
