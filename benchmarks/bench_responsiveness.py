@@ -48,7 +48,11 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
 
     import napari_reg.widgets._worker as worker
     import napari_reg.widgets.overlay as overlay
-    from napari_reg.core.preview import preview_of
+    try:
+        from napari_reg.core.preview import preview_of
+    except ImportError:  # an older checkout (before-and-after runs): no previews there
+        def preview_of(transform):
+            return transform
 
     # Which core state each frame shows: events are numbered as the worker reports them;
     # a warp is tagged with the number of the transform it draws, a frame with its warp's.
