@@ -59,6 +59,9 @@ def _child(tool: str, case_file: str, field_file: str, queue: mp.Queue) -> None:
     """Register one case with ``tool``; save its exported field; put a record on ``queue``."""
     peers.set_threads()
     os.environ.update(deform_peers.ENV.get(tool, {}))
+    # transformix writes deformationField.nii into the working directory: keep it in
+    # the run's temporary directory, not in the checkout
+    os.chdir(os.path.dirname(os.path.abspath(case_file)))
     out: dict = {"tool": tool}
     try:
         t0 = time.perf_counter()
