@@ -30,10 +30,14 @@ class ProgressEvent:
     ``transform`` is the *current whole* fixed->moving map (world RAS mm), initial
     transform and earlier stages included, so a consumer can resample the moving
     image onto the fixed grid with it directly. It is a fresh object: safe to keep and
-    to hand to another thread.
+    to hand to another thread. Deformable stages may wrap it in a
+    :class:`~napari_reg.core.preview.PreviewedTransform` that also carries a cheap
+    approximation for live displays.
     """
 
-    kind: str  # "iteration" | "level_start" | "level_end" | "done"
+    # "initialised" (once, the initial alignment before the pyramids are built; cost NaN,
+    # not an iteration) | "iteration" | "level_start" | "level_end" | "done"
+    kind: str
     stage: int  # 0-based stage index
     stage_name: str  # e.g. "rigid", "affine", "bspline", "syn"
     level: int  # 0-based pyramid level, 0 = coarsest
