@@ -16,6 +16,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 import napari_reg
+import napari_reg.widgets._worker as worker_module
 import napari_reg.widgets.register_widget as register_widget
 from napari_reg.core.image import Volume
 from napari_reg.core.preview import preview_of
@@ -88,7 +89,7 @@ def slow_core(monkeypatch):
         return register(*args, callback=on_event, **kwargs)
 
     slowed.delay = 0.02  # seconds per iteration; a test may change it
-    monkeypatch.setattr(register_widget, "register", slowed)
+    monkeypatch.setattr(worker_module, "register", slowed)  # the worker-thread body
     return slowed
 
 

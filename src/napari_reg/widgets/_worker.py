@@ -27,10 +27,13 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from ..core.events import ProgressEvent
+from ..core.events import ProgressEvent, RegistrationResult
+from ..core.image import Volume
 from ..core.optimize import Cancelled, CancelToken
+from ..core.register import register
+from .overlay import warp_volume
 
-__all__ = ["RegistrationJob", "JobPoller", "GuiCall", "POLL_INTERVAL_MS"]
+__all__ = ["RegistrationJob", "JobPoller", "GuiCall", "POLL_INTERVAL_MS", "register_and_warp"]
 
 POLL_INTERVAL_MS = 40  # 25 GUI updates per second at most
 
@@ -173,3 +176,21 @@ class GuiCall(QObject):
     @Slot()
     def _call(self) -> None:
         self._function()
+
+
+def register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], *,
+                       callback: Any, cancel: Any) -> tuple[RegistrationResult, Volume]:
+    """Worker-thread body: ``register()`` then the full-resolution warp on the fixed grid.
+
+    The warp of a 1 mm brain takes a few hundred ms; doing it here keeps the GUI
+    thread free. Returns ``(result, warped)``; ``result.transform`` maps fixed world RAS
+    mm -> moving world RAS mm.
+    """
+    result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
+    cancel.raise_if_cancelled()
+    # A deformable result is sampled once as a dense field on the fixed grid (seconds),
+    # which resamples in one pass, instead of evaluating the model at every voxel.
+    transform = (result.deformable.displacement_field(fixed) if result.deformable is not None
+                 else result.transform)
+    cancel.raise_if_cancelled()
+    return result, warp_volume(moving, fixed, transform, cancel=cancel)

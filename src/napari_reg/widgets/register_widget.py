@@ -9,7 +9,6 @@ command-line run with the same settings (the run record stores them).
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from typing import Any
 
@@ -31,61 +30,23 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
-from ..core.events import RegistrationResult
-from ..core.image import Volume
-from ..core.register import PRESETS, register
+from ..core.register import PRESETS
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
 from ._lm_alignment import ALIGNMENT_LAYER_NAME
+from ._register_settings import (
+    INIT_CHOICES,
+    LIVE_LAYER_NAME,
+    METRIC_CHOICES,
+    REGISTER_DEFAULTS,
+    as_text,
+    int_list,
+)
 from ._session import RunOutcome, get_session, unwrap_viewer
-from ._worker import GuiCall, JobPoller, RegistrationJob
+from ._worker import GuiCall, JobPoller, RegistrationJob, register_and_warp
 from .cost_plot import CostPlotPanel
-from .overlay import LiveOverlay, warp_volume
+from .overlay import LiveOverlay
 
 __all__ = ["RegisterWidget", "METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME"]
-
-METRIC_CHOICES = [("MI (mutual information)", "mi"), ("NMI (normalised MI)", "nmi"),
-                  ("NCC (correlation)", "ncc"), ("SSD (squared differences)", "ssd"),
-                  ("SAD (absolute differences)", "sad")]
-INIT_CHOICES = [("Centres of mass", "com"), ("Image centres", "geometry"),
-                ("Moments (principal axes)", "moments"), ("Landmarks", "landmarks"),
-                ("Current manual alignment", "manual"), ("None (identity)", "none")]
-LIVE_LAYER_NAME = "warped (live)"
-_DEFAULTS = {k: v.default for k, v in inspect.signature(register).parameters.items()}
-
-
-def _int_list(text: str, what: str) -> int | list[int]:
-    """'200, 100, 50' -> [200, 100, 50]; '100' -> 100 (same for every level)."""
-    try:
-        values = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what}: expected whole numbers separated by commas, got "
-                         f"'{text}'") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{what}: expected positive whole numbers, got '{text}'")
-    return values[0] if len(values) == 1 else values
-
-
-def _as_text(value: Any) -> str:
-    return ", ".join(str(v) for v in np.atleast_1d(value))
-
-
-def _register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], *,
-                       callback: Any, cancel: Any) -> tuple[RegistrationResult, Volume]:
-    """Worker-thread body: ``register()`` then the full-resolution warp on the fixed grid.
-
-    The warp of a 1 mm brain takes a few hundred ms; doing it here keeps the GUI
-    thread free. Returns ``(result, warped)``; ``result.transform`` maps fixed world RAS
-    mm -> moving world RAS mm.
-    """
-    result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
-    cancel.raise_if_cancelled()
-    # A deformable result is sampled once as a dense field on the fixed grid (seconds),
-    # which resamples in one pass, instead of evaluating the model at every voxel.
-    transform = (result.deformable.displacement_field(fixed) if result.deformable is not None
-                 else result.transform)
-    cancel.raise_if_cancelled()
-    return result, warp_volume(moving, fixed, transform, cancel=cancel)
-
 
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
@@ -115,12 +76,13 @@ class RegisterWidget(Container):
                                             "level (see the line below)")
         self.status = Label(value="")
         # Advanced: the pyramid and sampling, hidden by default (presets first).
-        self.levels = SpinBox(label="Levels", min=1, max=8, value=int(_DEFAULTS["levels"]),
+        self.levels = SpinBox(label="Levels", min=1, max=8, value=int(REGISTER_DEFAULTS["levels"]),
                               tooltip="Pyramid levels of the linear stage(s); deformable "
                                       "stages use their own schedule")
         self.iterations = LineEdit(label="Iterations / level",
-                                   value=_as_text(_DEFAULTS["iterations"]))
-        self.samples = LineEdit(label="Samples / level", value=_as_text(_DEFAULTS["samples"]))
+                                   value=as_text(REGISTER_DEFAULTS["iterations"]))
+        self.samples = LineEdit(label="Samples / level",
+                                value=as_text(REGISTER_DEFAULTS["samples"]))
         self.seed = SpinBox(label="Random seed", min=0, max=2**31 - 1, value=0)
         self.advanced = Container(widgets=[self.levels, self.iterations, self.samples,
                                            self.seed], labels=True)
@@ -196,20 +158,20 @@ class RegisterWidget(Container):
         if "init" in preset and preset["init"] in dict((v, k) for k, v in INIT_CHOICES):
             self.init.value = preset["init"]
         for key, widget in (("iterations", self.iterations), ("samples", self.samples)):
-            widget.value = _as_text(preset.get(key, _DEFAULTS[key]))
-        self.levels.value = int(preset.get("levels", _DEFAULTS["levels"]))
+            widget.value = as_text(preset.get(key, REGISTER_DEFAULTS[key]))
+        self.levels.value = int(preset.get("levels", REGISTER_DEFAULTS["levels"]))
 
     def _fit_levels(self, n: int) -> None:
         """Keep per-level lists as long as the number of levels: drop the coarsest
         entries, or repeat the coarsest one for added coarse levels."""
         for widget in (self.iterations, self.samples):
             try:
-                values = np.atleast_1d(_int_list(widget.value, widget.label)).tolist()
+                values = np.atleast_1d(int_list(widget.value, widget.label)).tolist()
             except ValueError:
                 continue  # the user is still typing; run() reports it
             if len(values) > 1 and len(values) != n:
                 values = ([values[0]] * (n - len(values)) + values)[-n:]
-                widget.value = _as_text(values)
+                widget.value = as_text(values)
 
     def _on_init(self, value: str) -> None:
         self.fixed_points.visible = self.moving_points.visible = value == "landmarks"
@@ -227,8 +189,8 @@ class RegisterWidget(Container):
         """
         kwargs = dict(PRESETS.get(self.preset.value, {}))
         kwargs.update(metric=self.metric.value, init=self.init.value, levels=self.levels.value,
-                      iterations=_int_list(self.iterations.value, "Iterations / level"),
-                      samples=_int_list(self.samples.value, "Samples / level"),
+                      iterations=int_list(self.iterations.value, "Iterations / level"),
+                      samples=int_list(self.samples.value, "Samples / level"),
                       seed=int(self.seed.value))
         for key, label in (("iterations", "Iterations / level"), ("samples", "Samples / level")):
             n = np.size(kwargs[key])
@@ -290,7 +252,7 @@ class RegisterWidget(Container):
                 lyr.visible = False
         self._run_settings = kwargs
         self._run_volumes = (fixed, moving)
-        self._job = RegistrationJob(functools.partial(_register_and_warp, fixed, moving,
+        self._job = RegistrationJob(functools.partial(register_and_warp, fixed, moving,
                                                       kwargs))
         self._poller = JobPoller(self._job)
         self._poller.progress.connect(self._on_progress)

@@ -1,0 +1,38 @@
+"""The Register panel's choices and the parsing of its text fields (no Qt here)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from ..core.register import register
+
+__all__ = ["METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME", "REGISTER_DEFAULTS",
+           "int_list", "as_text"]
+
+METRIC_CHOICES = [("MI (mutual information)", "mi"), ("NMI (normalised MI)", "nmi"),
+                  ("NCC (correlation)", "ncc"), ("SSD (squared differences)", "ssd"),
+                  ("SAD (absolute differences)", "sad")]
+INIT_CHOICES = [("Centres of mass", "com"), ("Image centres", "geometry"),
+                ("Moments (principal axes)", "moments"), ("Landmarks", "landmarks"),
+                ("Current manual alignment", "manual"), ("None (identity)", "none")]
+LIVE_LAYER_NAME = "warped (live)"
+REGISTER_DEFAULTS = {k: v.default for k, v in inspect.signature(register).parameters.items()}
+
+
+def int_list(text: str, what: str) -> int | list[int]:
+    """'200, 100, 50' -> [200, 100, 50]; '100' -> 100 (same for every level)."""
+    try:
+        values = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected whole numbers separated by commas, got "
+                         f"'{text}'") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what}: expected positive whole numbers, got '{text}'")
+    return values[0] if len(values) == 1 else values
+
+
+def as_text(value: Any) -> str:
+    return ", ".join(str(v) for v in np.atleast_1d(value))
