@@ -348,3 +348,38 @@ def test_leave_one_out_error_is_honest_where_residuals_are_zero() -> None:
     loo = leave_one_out(f, noisy, "tps")  # residuals are 0 here, the LOO error is not
     assert np.all(np.isfinite(loo)) and loo.mean() > 0.5
     assert np.isnan(leave_one_out(f[:4], noisy[:4], "affine")).all()  # 3 left: no affine
+
+
+def test_landmark_fit_exports_without_a_registration(panel, notes, tmp_path) -> None:
+    """A landmark-only alignment (no registration run) saves from the Export panel: the
+    rigid fit as an ITK .tfm, the thin-plate spline as a displacement field; an affine
+    file for the spline is refused with a message."""
+    from napari_reg.io.displacement_fields import load_displacement_field
+    from napari_reg.io.transform_files import read_itk_transform
+    from napari_reg.widgets.export_widget import ExportError, ExportWidget
+
+    viewer, widget = panel
+    export = ExportWidget(viewer)
+    viewer.window.add_dock_widget(export)
+    moving_clicks = apply_affine(TRUTH, FIXED_CLICKS)
+    _click_all(widget, FIXED_CLICKS, moving_clicks, range(6))
+    widget.kind.value = "rigid"
+    widget.use_as_initialisation()
+    with pytest.raises(ExportError, match="registration"):  # the default source: a run
+        export.transform_file.value = tmp_path / "none.tfm"
+        export.save_transform()
+    export.transform_source.value = "alignment"
+    export.transform_file.value = tmp_path / "fit.tfm"
+    np.testing.assert_allclose(read_itk_transform(export.save_transform()), TRUTH, atol=1e-6)
+
+    widget.kind.value = "tps"
+    widget.preview_fit()
+    export.transform_file.value = tmp_path / "fit_tps.tfm"
+    with pytest.raises(ExportError, match="displacement field"):
+        export.save_transform()
+    export.transform_file.value = tmp_path / "fit_tps.nii.gz"
+    field = load_displacement_field(export.save_transform())
+    # the spline interpolates the landmarks: the field maps each fixed click onto its pair
+    np.testing.assert_allclose(field.transform_points(FIXED_CLICKS), moving_clicks, atol=0.05)
+    assert not (tmp_path / "fit_tps.tfm").exists()
+    assert not notes["error"], notes["error"]

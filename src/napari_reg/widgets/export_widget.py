@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info, show_warning
 
+from ..core.image import Volume
 from ..core.resample import resample
+from ..core.transforms.base import Transform
 from ..io.atomic import atomic_path
 from ..io.displacement_fields import save_displacement_field
 from ..io.transform_files import write_itk_transform
@@ -24,6 +27,7 @@ from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
 from ._layer_volumes import layer_volume, points_world, source_path
+from ._lm_alignment import get_alignment
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 
@@ -39,6 +43,12 @@ class ExportError(ValueError):
     """An export that cannot be done (no result, target is an input file, ...)."""
 
 
+NO_RESULT_TEXT = ("No registration yet (a manual or landmark alignment can be saved: "
+                  "Transform from).")
+SOURCE_CHOICES = [("Last registration", "result"),
+                  ("Current manual / landmark alignment", "alignment")]
+
+
 class ExportWidget(Container):
     """Save or apply the session's last registration result (fixed->moving, RAS mm)."""
 
@@ -46,12 +56,16 @@ class ExportWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer = unwrap_viewer(viewer)
         self._session = get_session(viewer)
-        self.summary = Label(value="No result yet: run a registration first.")
+        self.summary = Label(value=NO_RESULT_TEXT)
         self.transform_file = FileEdit(label="Transform", mode="w",
                                        filter="ITK transform (*.tfm *.txt *.mat);;"
                                               "Displacement field (*.nii.gz *.nii)",
                                        tooltip="Maps fixed points to moving points. .tfm: "
                                                "ITK affine; .nii.gz: displacement field")
+        self.transform_source = ComboBox(
+            label="Transform from", choices=SOURCE_CHOICES, value="result",
+            tooltip="The last registration, or the alignment made by hand or fitted to "
+                    "landmarks (Manual and Landmarks panels), without running a registration")
         self.save_transform_button = PushButton(text="Save transform")
         self.warped_file = FileEdit(label="Warped image", mode="w",
                                     filter="NIfTI (*.nii.gz *.nii)")
@@ -63,7 +77,8 @@ class ExportWidget(Container):
                                             "labels (nearest neighbour) are resampled onto "
                                             "the fixed grid, points are mapped by T^-1")
         self.apply_button = PushButton(text="Apply transform")
-        self.extend([self.summary, self.transform_file, self.save_transform_button,
+        self.extend([self.summary, self.transform_file, self.transform_source,
+                     self.save_transform_button,
                      self.warped_file, self.save_warped_button, self.record_file,
                      self.save_record_button, self.apply_layer, self.apply_button])
         self.save_transform_button.clicked.connect(guarded(self.save_transform))
@@ -90,7 +105,7 @@ class ExportWidget(Container):
 
     def _on_result(self, outcome: RunOutcome | None) -> None:
         if outcome is None:
-            self.summary.value = "No result yet: run a registration first."
+            self.summary.value = NO_RESULT_TEXT
         else:
             self.summary.value = (f"{outcome.moving_layer_name} -> {outcome.fixed_layer_name}, "
                                   f"cost {outcome.result.final_cost:.5g}")
@@ -125,22 +140,35 @@ class ExportWidget(Container):
         """Write the fixed->moving transform: ITK affine (.tfm/.txt/.mat, LPS inside the
         file) or, for a .nii/.nii.gz name, a displacement field on the fixed grid (the
         only single-file form of a deformable result)."""
-        outcome = self._outcome()
+        if self.transform_source.value == "alignment":
+            transform, fixed, names = self._current_alignment()
+        else:
+            outcome = self._outcome()
+            transform, fixed = outcome.result.transform, outcome.fixed
+            names = (outcome.moving_layer_name, outcome.fixed_layer_name)
         target = self._target(self.transform_file, "transform")
-        transform = outcome.result.transform
         if _is_nifti(target):
-            save_displacement_field(target, transform, reference=outcome.fixed)
+            save_displacement_field(target, transform, reference=fixed)
             show_info(f"Displacement field (fixed -> moving) saved to {target}")
             return target
         if not transform.is_linear:
-            raise ExportError("This result is deformable; an ITK affine file would hold only "
-                              "its linear part. Use a .nii.gz name to save it as a "
+            raise ExportError("This transform is deformable; an ITK affine file would hold "
+                              "only its linear part. Use a .nii.gz name to save it as a "
                               "displacement field.")
-        write_itk_transform(outcome.result.matrix, target,
-                            comment=f"moving {outcome.moving_layer_name} -> fixed "
-                                    f"{outcome.fixed_layer_name} (napari-reg GUI)")
+        write_itk_transform(np.asarray(transform.matrix), target,
+                            comment=f"moving {names[0]} -> fixed {names[1]} (napari-reg GUI)")
         show_info(f"Transform saved to {target}")
         return target
+
+    def _current_alignment(self) -> tuple[Transform, Volume, tuple[str, str]]:
+        """The hand/landmark alignment (fixed file world -> moving file world, RAS mm),
+        the fixed image (the field's grid) and the two layer names."""
+        fixed_layer, moving_layer = self._session.fixed_layer, self._session.moving_layer
+        if fixed_layer is None or moving_layer is None:
+            raise ExportError("Choose the fixed and the moving image (Load panel) first.")
+        transform = get_alignment(self._viewer).transform
+        fixed = layer_volume(fixed_layer, use_file_affine=True)
+        return transform, fixed, (moving_layer.name, fixed_layer.name)
 
     def save_warped(self) -> Path:
         """Write moving(T(x)) on the fixed grid, with the fixed image's affine, as NIfTI."""
