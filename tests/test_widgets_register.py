@@ -410,6 +410,7 @@ def test_deformable_preset_live_overlay_and_field_export(make_napari_viewer, qtb
     _, reg, export = _panels(viewer, pair_files, qtbot)
     reg.preset.value = "Affine + B-spline"  # back to the preset's defaults
     reg.levels.value, reg.iterations.value, reg.samples.value = 2, "20, 10", "2000, 4000"
+    reg.grid_spacing.value, reg.bending.value = 12.0, 5.0  # Advanced: regularisation
     seen = {}
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     while reg.running:
@@ -422,6 +423,8 @@ def test_deformable_preset_live_overlay_and_field_export(make_napari_viewer, qtb
     assert len(seen) >= 2, seen  # the overlay moved during the deformable stage
     outcome = get_session(viewer).outcome
     assert not outcome.result.transform.is_linear
+    used = outcome.result.deformable.parameters
+    assert used["bending_weight"] == 5.0 and used["grid_spacing_mm"] == [12.0] * 3
     viewer.dims.order = (2, 1, 0)
     viewer.screenshot(path="/tmp/napari_reg_gui_bspline.png", canvas_only=False)
     reference = resample(outcome.moving, outcome.fixed, outcome.result.transform)
@@ -486,3 +489,31 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     reference = resample(outcome.moving, outcome.fixed, outcome.result.transform)
     np.testing.assert_allclose(viewer.layers[LIVE_LAYER_NAME].data, reference.data,
                                atol=1e-3 * np.ptp(reference.data))
+
+
+def test_advanced_regularisation_follows_the_preset(make_napari_viewer, reg_plugin):
+    """Only the deformable model of the chosen preset shows (and passes) its
+    regularisation; the values start at the core's defaults."""
+    from napari_reg.core.ffd import register_bspline
+    from napari_reg.core.syn import register_syn
+
+    def shown(widget) -> bool:  # not hidden by the panel (the window itself is not shown)
+        return not widget.native.isHidden()
+
+    reg = RegisterWidget(make_napari_viewer())
+    bspline_controls, syn_controls = (reg.grid_spacing, reg.bending), (reg.update_sigma,
+                                                                       reg.field_sigma)
+    reg.preset.value = "Affine"
+    assert not any(shown(w) for w in (*bspline_controls, *syn_controls))
+    assert "deformable_options" not in reg.settings()
+    reg.preset.value = "Affine + B-spline"
+    assert all(shown(w) for w in bspline_controls) and not any(shown(w) for w in syn_controls)
+    assert reg.settings()["deformable_options"] == {
+        "grid_spacing_mm": register_bspline.__wrapped__.__kwdefaults__["grid_spacing_mm"],
+        "bending_weight": register_bspline.__wrapped__.__kwdefaults__["bending_weight"]}
+    reg.preset.value = "Affine + diffeomorphic"
+    reg.field_sigma.value = 1.0
+    assert all(shown(w) for w in syn_controls) and not any(shown(w) for w in bspline_controls)
+    assert reg.settings()["deformable_options"] == {
+        "update_sigma_voxels": register_syn.__wrapped__.__kwdefaults__["update_sigma_voxels"],
+        "field_sigma_voxels": 1.0}

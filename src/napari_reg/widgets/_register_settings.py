@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core.ffd import register_bspline
 from ..core.register import register
+from ..core.syn import register_syn
 
 __all__ = ["METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME", "REGISTER_DEFAULTS",
-           "int_list", "as_text"]
+           "BSPLINE_DEFAULTS", "SYN_DEFAULTS", "int_list", "as_text"]
 
 METRIC_CHOICES = [("MI (mutual information)", "mi"), ("NMI (normalised MI)", "nmi"),
                   ("NCC (correlation)", "ncc"), ("SSD (squared differences)", "ssd"),
@@ -19,7 +21,16 @@ INIT_CHOICES = [("Centres of mass", "com"), ("Image centres", "geometry"),
                 ("Moments (principal axes)", "moments"), ("Landmarks", "landmarks"),
                 ("Current manual alignment", "manual"), ("None (identity)", "none")]
 LIVE_LAYER_NAME = "warped (live)"
-REGISTER_DEFAULTS = {k: v.default for k, v in inspect.signature(register).parameters.items()}
+
+
+def _defaults(func: Any) -> dict[str, Any]:
+    return {k: v.default for k, v in inspect.signature(func).parameters.items()}
+
+
+# The panel starts from the core's own defaults, so a GUI run equals a scripted one.
+REGISTER_DEFAULTS = _defaults(register)
+BSPLINE_DEFAULTS = _defaults(register_bspline)
+SYN_DEFAULTS = _defaults(register_syn)
 
 
 def int_list(text: str, what: str) -> int | list[int]:
