@@ -18,7 +18,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -35,15 +34,14 @@ from ..core.register import PRESETS
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
 from ._lm_alignment import ALIGNMENT_LAYER_NAME
 from ._register_settings import (
-    BSPLINE_DEFAULTS,
     INIT_CHOICES,
     LIVE_LAYER_NAME,
     METRIC_CHOICES,
     REGISTER_DEFAULTS,
-    SYN_DEFAULTS,
     as_text,
     int_list,
 )
+from ._regularisation import RegularisationControls
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._worker import GuiCall, JobPoller, RegistrationJob, register_and_warp
 from .cost_plot import CostPlotPanel
@@ -88,26 +86,12 @@ class RegisterWidget(Container):
                                 value=as_text(REGISTER_DEFAULTS["samples"]))
         self.seed = SpinBox(label="Random seed", min=0, max=2**31 - 1, value=0)
         # Regularisation of the deformable stage (shown for the preset that has one)
-        self.grid_spacing = FloatSpinBox(
-            label="B-spline grid (mm)", min=1.0, max=200.0, step=1.0,
-            value=float(BSPLINE_DEFAULTS["grid_spacing_mm"]),
-            tooltip="Control-point spacing at the finest level: smaller follows finer detail")
-        self.bending = FloatSpinBox(
-            label="Bending weight", min=0.0, max=1e6, step=10.0,
-            value=float(BSPLINE_DEFAULTS["bending_weight"]),
-            tooltip="Weight of the bending-energy penalty: raise it (e.g. 100) when a "
-                    "multi-modal run bends where the anatomy does not")
-        self.update_sigma = FloatSpinBox(
-            label="SyN update smoothing (voxels)", min=0.0, max=20.0, step=0.25,
-            value=float(SYN_DEFAULTS["update_sigma_voxels"]),
-            tooltip="Gaussian sigma of each update (fluid-like regularisation)")
-        self.field_sigma = FloatSpinBox(
-            label="SyN field smoothing (voxels)", min=0.0, max=20.0, step=0.25,
-            value=float(SYN_DEFAULTS["field_sigma_voxels"]),
-            tooltip="Gaussian sigma applied to the velocity field (elastic-like)")
+        self.regularisation = RegularisationControls()
+        r = self.regularisation
+        self.grid_spacing, self.bending = r.grid_spacing, r.bending
+        self.update_sigma, self.field_sigma = r.update_sigma, r.field_sigma
         self.advanced = Container(widgets=[self.levels, self.iterations, self.samples,
-                                           self.seed, self.grid_spacing, self.bending,
-                                           self.update_sigma, self.field_sigma], labels=True)
+                                           self.seed, *r.widgets], labels=True)
         self.extend([self.roles, self.preset, self.metric, self.init, self.fixed_points,
                      self.moving_points])
         self._collapsible = QCollapsible("Advanced")
@@ -182,11 +166,7 @@ class RegisterWidget(Container):
         for key, widget in (("iterations", self.iterations), ("samples", self.samples)):
             widget.value = as_text(preset.get(key, REGISTER_DEFAULTS[key]))
         self.levels.value = int(preset.get("levels", REGISTER_DEFAULTS["levels"]))
-        model = preset.get("transform")
-        for widget in (self.grid_spacing, self.bending):
-            widget.visible = model == "bspline"
-        for widget in (self.update_sigma, self.field_sigma):
-            widget.visible = model == "syn"
+        self.regularisation.show_for(preset.get("transform"))
 
     def _fit_levels(self, n: int) -> None:
         """Keep per-level lists as long as the number of levels: drop the coarsest
@@ -219,14 +199,9 @@ class RegisterWidget(Container):
                       iterations=int_list(self.iterations.value, "Iterations / level"),
                       samples=int_list(self.samples.value, "Samples / level"),
                       seed=int(self.seed.value))
-        model = kwargs.get("transform")
-        if model == "bspline":
-            kwargs["deformable_options"] = {"grid_spacing_mm": float(self.grid_spacing.value),
-                                            "bending_weight": float(self.bending.value)}
-        elif model == "syn":
-            kwargs["deformable_options"] = {
-                "update_sigma_voxels": float(self.update_sigma.value),
-                "field_sigma_voxels": float(self.field_sigma.value)}
+        options = self.regularisation.options(kwargs.get("transform"))
+        if options is not None:
+            kwargs["deformable_options"] = options
         for key, label in (("iterations", "Iterations / level"), ("samples", "Samples / level")):
             n = np.size(kwargs[key])
             if n not in (1, kwargs["levels"]):
