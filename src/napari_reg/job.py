@@ -155,8 +155,7 @@ def run_job(
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".napari-reg-", dir=output_dir))
     try:
-        write_itk_transform(result.matrix, staging / OUTPUT_NAMES["transform"],
-                            comment="napari-reg: maps fixed physical points to moving points")
+        write_itk_transform(result.matrix, staging / OUTPUT_NAMES["transform"])
         save_volume(warped, staging / OUTPUT_NAMES["warped"])
         if field is not None:
             save_displacement_field(staging / names["field"], field)

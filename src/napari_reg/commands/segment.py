@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     transforms = []
     for k, t in enumerate(result.transforms):
         if t.is_linear:
-            write_itk_transform(t.matrix, out / f"atlas_{k + 1}.tfm",
-                                comment="napari-reg segment: maps subject points to atlas points")
+            write_itk_transform(t.matrix, out / f"atlas_{k + 1}.tfm")
             transforms.append(np.asarray(t.matrix).tolist())
         else:  # deformable: one self-contained dense field (ITK/ANTs readable)
             save_displacement_field(out / f"atlas_{k + 1}_field.nii.gz", t, reference=subject)

@@ -105,8 +105,7 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
         if transform.is_linear:
             target = transforms_dir / f"{name}.tfm"
             transforms_dir.mkdir(parents=True, exist_ok=True)
-            write_itk_transform(transform.matrix, target,
-                                comment="napari-reg template: maps template points to image points")
+            write_itk_transform(transform.matrix, target)
             entries.append({"image": str(Path(path).resolve()), "transform": str(target),
                             "matrix_ras_template_to_image": np.asarray(transform.matrix).tolist()})
         else:

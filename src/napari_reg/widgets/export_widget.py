@@ -155,8 +155,7 @@ class ExportWidget(Container):
             raise ExportError("This transform is deformable; an ITK affine file would hold "
                               "only its linear part. Use a .nii.gz name to save it as a "
                               "displacement field.")
-        write_itk_transform(np.asarray(transform.matrix), target,
-                            comment=f"moving {names[0]} -> fixed {names[1]} (napari-reg GUI)")
+        write_itk_transform(np.asarray(transform.matrix), target)
         show_info(f"Transform saved to {target}")
         return target
 
