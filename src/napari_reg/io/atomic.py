@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from napari_reg.io.output_set import staging_prefix
+
 __all__ = ["atomic_path"]
 
 
@@ -27,7 +29,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    # The owner's pid in the name lets the next run remove it if this process is killed.
+    fd, tmp = tempfile.mkstemp(prefix=f"{staging_prefix()}{target.stem}.", suffix=suffix,
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
