@@ -15,6 +15,17 @@ from pathlib import Path
 __all__ = ["atomic_path"]
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: the only portable read is set-and-restore
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
@@ -28,7 +39,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     if suffix is None:
         suffix = "".join(target.suffixes) or ""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates 0600; an output gets the mode a plain open() would give it.
+        os.fchmod(fd, 0o666 & ~_current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
