@@ -33,23 +33,22 @@ Fault injection for tests: ``NAPARI_REG_FAULT=rename:N[:SIG]`` sends the process
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from napari_reg.io.atomic import STAGING_PREFIX, current_umask, host_tag, staging_prefix
+
 __all__ = ["OutputSet", "OutputSetError", "STAGING_PREFIX", "check_output_plan",
            "clean_stale", "deferred_signals", "staging_prefix"]
 
-STAGING_PREFIX = ".napari-reg-"
 _JOURNAL = ".commit.json"
 _OWNER_RE = re.compile(r"^\.napari-reg-(\d+)-([0-9a-f]{8})-")
 # Leftovers of another machine (shared file systems) are only removed once this old.
@@ -58,15 +57,6 @@ _FOREIGN_STALE_S = 24 * 3600.0
 
 class OutputSetError(ValueError):
     """An output set that must not be written (it would replace an input, ...)."""
-
-
-def _host_tag() -> str:
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def staging_prefix() -> str:
-    """Name prefix of this process's staging folders and temporary files."""
-    return f"{STAGING_PREFIX}{os.getpid()}-{_host_tag()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -84,7 +74,7 @@ def _is_stale(entry: Path) -> bool:
     if match is None:
         return False  # not ours (or an older format): never touched
     pid, host = int(match.group(1)), match.group(2)
-    if host == _host_tag():
+    if host == host_tag():
         return pid != os.getpid() and not _alive(pid)
     try:
         return time.time() - entry.lstat().st_mtime > _FOREIGN_STALE_S
@@ -226,6 +216,8 @@ class OutputSet:
             parent = self.folder.parent if self._fresh else self.folder
             parent.mkdir(parents=True, exist_ok=True)
             self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=parent))
+            # mkdtemp makes 0700; a new output folder (this one, renamed) gets the umask's mode
+            os.chmod(self._staging, 0o777 & ~current_umask())
         except OSError as exc:
             raise OutputSetError(f"{self.folder}: cannot write outputs here "
                                  f"({exc.strerror or exc})") from None
