@@ -141,11 +141,10 @@ class ExportWidget(Container):
         file) or, for a .nii/.nii.gz name, a displacement field on the fixed grid (the
         only single-file form of a deformable result)."""
         if self.transform_source.value == "alignment":
-            transform, fixed, names = self._current_alignment()
+            transform, fixed, _names = self._current_alignment()
         else:
             outcome = self._outcome()
             transform, fixed = outcome.result.transform, outcome.fixed
-            names = (outcome.moving_layer_name, outcome.fixed_layer_name)
         target = self._target(self.transform_file, "transform")
         if _is_nifti(target):
             save_displacement_field(target, transform, reference=fixed)
