@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .io.atomic import atomic_path
+from .io.output_set import check_output_plan, clean_stale
 from .io.volumes import volume_name
 from .job import OUTPUT_NAMES, Job, run_job
 from .runners import RunnerError, as_completed, connect, executor_mapper, runner
@@ -44,6 +46,7 @@ __all__ = ["BatchError", "BatchPair", "PairOutcome", "BatchReport", "read_list",
            "run_pair", "run_batch", "connect", "executor_mapper"]
 
 RECORD = OUTPUT_NAMES["record"]
+_OWNED_STAGING = re.compile(r"^\.napari-reg-\d+-[0-9a-f]{8}-")
 STATUSES = ("done", "already done", "failed", "not run")
 
 
@@ -146,6 +149,9 @@ def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
                   parameters=dict(parameters or {}),
                   fixed_mask=str(Path(fixed_mask).resolve()) if fixed_mask else None)
         pairs.append(BatchPair(unique, job, root / unique))
+    # No pair's output may replace any image of the batch (not only its own pair's).
+    check_output_plan([p.output_dir / name for p in pairs for name in _expected_outputs(p.job)],
+                      [fixed, fixed_mask, *movings], overwrite=True)
     return pairs
 
 
@@ -196,7 +202,9 @@ def run_pair(job: Job, output_dir: str | os.PathLike, name: str = "") -> PairOut
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         for leftover in output_dir.glob(".napari-reg-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if not _OWNED_STAGING.match(leftover.name):  # an older release's staging
+                shutil.rmtree(leftover, ignore_errors=True)
+        clean_stale(output_dir)  # this release's: only those whose process is gone
         paths = run_job(job, output_dir, overwrite=True)
         record = json.loads(paths["record"].read_text())
         cost = record.get("result", {}).get("final_cost")

@@ -5,9 +5,10 @@ the GUI saves as ``run.json`` can be replayed headless::
 
     napari-reg register --replay out/run.json -o out2
 
-Outputs go to a hidden temporary folder inside the output directory and are moved into
-place only when everything succeeded: a failed or cancelled run leaves no partial
-outputs, and an output path that is one of the inputs is refused.
+Outputs are written as one :class:`napari_reg.io.output_set.OutputSet`: staged, then moved
+into place whole (a new folder in one rename; into an existing folder under a journal,
+``run.json`` last); a failed, cancelled or killed run leaves no partial outputs, and an
+output path that is one of the inputs is refused before any work.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,9 @@ from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.register import DEFORMABLE_MODELS, register
 from .core.resample import resample
-from .io.atomic import atomic_path
 from .io.displacement_fields import save_displacement_field
 from .io.landmarks import read_landmarks
+from .io.output_set import OutputSet
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import load_volume, save_volume
 
@@ -138,7 +137,12 @@ def run_job(
     if _is_deformable(job.parameters):
         names.update(DEFORMABLE_OUTPUT_NAMES)
     targets = {key: output_dir / name for key, name in names.items()}
-    _check_outputs(job, targets, overwrite)
+    for path in job.inputs():
+        if not Path(path).exists():
+            raise JobError(f"input file not found: {path}")
+    # Checked now, before any work: no output over an input, no existing output replaced.
+    outputs = OutputSet(output_dir, inputs=job.inputs(), overwrite=overwrite,
+                        marker=OUTPUT_NAMES["record"], planned=names.values())
     fixed, moving = load_volume(job.fixed), load_volume(job.moving)
     kwargs, notes = _register_kwargs(job, fixed, moving)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
@@ -152,41 +156,22 @@ def run_job(
         record["result"]["jacobian"] = {
             "min": float(jacobian.min()), "max": float(jacobian.max()),
             "folded_fraction": float(np.mean(jacobian <= 0))}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".napari-reg-", dir=output_dir))
-    try:
-        write_itk_transform(result.matrix, staging / OUTPUT_NAMES["transform"],
+    # Staged, then moved into place as one set; run.json last (it marks a complete set).
+    with outputs:
+        write_itk_transform(result.matrix, outputs.path(names["transform"]),
                             comment="napari-reg: maps fixed physical points to moving points")
-        save_volume(warped, staging / OUTPUT_NAMES["warped"])
+        save_volume(warped, outputs.path(names["warped"]))
         if field is not None:
-            save_displacement_field(staging / names["field"], field)
+            save_displacement_field(outputs.path(names["field"]), field)
             save_volume(fixed.with_data(jacobian.astype(np.float32), name="jacobian"),
-                        staging / names["jacobian"])
-        with atomic_path(staging / OUTPUT_NAMES["record"]) as tmp:
-            tmp.write_text(json.dumps(record, indent=2))
-        # run.json goes last: its presence means every other output is complete.
-        for key in sorted(targets, key=lambda k: k == "record"):
-            os.replace(staging / targets[key].name, targets[key])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                        outputs.path(names["jacobian"]))
+        outputs.path(names["record"]).write_text(json.dumps(record, indent=2))
     return targets
 
 
 def _is_deformable(parameters: dict[str, Any]) -> bool:
     stages = parameters.get("stages") or [parameters.get("transform", "affine")]
     return stages[-1] in DEFORMABLE_MODELS
-
-
-def _check_outputs(job: Job, targets: dict[str, Path], overwrite: bool) -> None:
-    for path in job.inputs():
-        if not Path(path).exists():
-            raise JobError(f"input file not found: {path}")
-    inputs = {Path(p).resolve() for p in job.inputs()}
-    for target in targets.values():
-        if target.resolve() in inputs:
-            raise JobError(f"refusing to overwrite the input file {target}")
-        if target.exists() and not overwrite:
-            raise JobError(f"{target} exists; choose another output folder or pass --overwrite")
 
 
 def _register_kwargs(job: Job, fixed: Volume,

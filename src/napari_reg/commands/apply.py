@@ -35,17 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from ..core.resample import resample
     from ..core.transforms.base import MatrixTransform
     from ..io.displacement_fields import load_displacement_field
+    from ..io.output_set import OutputSet
     from ..io.transform_files import read_transform
     from ..io.volumes import load_volume, save_volume
     from ..layers import is_label_map
 
     out = Path(args.output)
     try:
-        inputs = {Path(p).resolve() for p in (args.transform, args.reference, args.input)}
-        if out.resolve() in inputs:
-            raise ValueError(f"refusing to overwrite the input file {out}")
-        if out.exists() and not args.overwrite:
-            raise ValueError(f"{out} exists; choose another path or pass --overwrite")
+        outputs = OutputSet(out.parent, inputs=(args.transform, args.reference, args.input),
+                            overwrite=args.overwrite, planned=[out.name])
         reference, image = load_volume(args.reference), load_volume(args.input)
         if args.transform.endswith((".nii", ".nii.gz")):
             transform = load_displacement_field(args.transform)
@@ -58,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         warped = resample(image, reference, transform, interpolation=interpolation)
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
-        save_volume(warped, out)
+        with outputs:
+            save_volume(warped, outputs.path(out.name))
     except (ValueError, OSError) as exc:
         print(f"napari-reg apply: error: {exc}", file=sys.stderr)
         return 1
