@@ -26,7 +26,7 @@ from napari_reg.core.motion import (
     smooth_along_time,
 )
 from napari_reg.motion import run_motion
-from napari_reg.motion.outputs import staging_dir
+from napari_reg.motion.outputs import work_dir
 from phantoms import homogeneous, phantom_volume, rotation
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -133,7 +133,8 @@ def test_output_set_is_whole_with_header_timing(corrected_run) -> None:
     inner = (slice(5, -5),) * 3
     for k in range(1, 5):
         assert np.abs(data[inner + (k,)] - data[inner + (0,)]).mean() < 0.01
-    assert not staging_dir(out).exists()
+    assert not work_dir(out).exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
     record = json.loads((out / "run.json").read_text())
     assert record["timing"]["tr_s"] == pytest.approx(TR_S)
     assert "REFERENCE" in record["direction"]
@@ -195,7 +196,7 @@ def test_a_killed_run_resumes_without_redoing_finished_frames(tmp_path) -> None:
            "--workers", "0"]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    work = staging_dir(out) / "work"
+    work = work_dir(out)
     deadline = time.monotonic() + 120
     while not (work / "frame_0002.json").exists():
         assert child.poll() is None, child.stderr.read().decode()
@@ -212,7 +213,7 @@ def test_a_killed_run_resumes_without_redoing_finished_frames(tmp_path) -> None:
     assert rerun.stderr.count("[done]") == 8 - len(kept)
     record = json.loads((out / "run.json").read_text())
     assert len(record["frames"]) == 8
-    assert not staging_dir(out).exists()
+    assert not work.exists()
 
 
 # ----------------------------------------------------------------- bad input
@@ -234,7 +235,8 @@ def good_series(tmp_path) -> Path:
 
 def _nothing_written(out: Path) -> None:
     assert not out.exists()
-    assert not staging_dir(out).exists()
+    assert not work_dir(out).exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_a_3d_file_is_refused(tmp_path, capsys) -> None:
@@ -281,15 +283,24 @@ def test_mask_on_another_grid(good_series, tmp_path, capsys) -> None:
     _nothing_written(out)
 
 
-def test_an_existing_output_folder_is_never_overwritten(good_series, tmp_path, capsys) -> None:
+def test_existing_outputs_and_inputs_are_never_overwritten(good_series, tmp_path,
+                                                           capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    keep = out / "precious.nii.gz"
-    keep.write_bytes(b"data")
-    assert "exists and folder is not empty" in _bad_run([str(good_series), "-o", str(out)],
-                                                        capsys)
-    assert keep.read_bytes() == b"data"
-    assert sorted(p.name for p in out.iterdir()) == ["precious.nii.gz"]
-    # the series itself as the output
-    _bad_run([str(good_series), "-o", str(good_series)], capsys)
-    assert good_series.stat().st_size > 0
+    (out / "notes.txt").write_text("mine")
+    (out / "motion.tsv").write_text("an older table")
+    message = _bad_run([str(good_series), "-o", str(out)], capsys)
+    assert "already holds motion.tsv" in message and "nothing is ever overwritten" in message
+    assert (out / "motion.tsv").read_text() == "an older table"
+    assert sorted(p.name for p in out.iterdir()) == ["motion.tsv", "notes.txt"]
+    assert not work_dir(out).exists()
+    # the series itself as the output folder
+    size = good_series.stat().st_size
+    assert "is a file" in _bad_run([str(good_series), "-o", str(good_series)], capsys)
+    assert good_series.stat().st_size == size
+    # a series named like an output, corrected into its own folder
+    named = tmp_path / "corrected.nii.gz"
+    good_series.rename(named)
+    message = _bad_run([str(named), "-o", str(tmp_path)], capsys)
+    assert "corrected.nii.gz" in message
+    assert named.stat().st_size == size

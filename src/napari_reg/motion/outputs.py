@@ -1,23 +1,23 @@
 """The output set of a motion correction, whole or not at all.
 
-``OUTDIR/`` holds ``corrected.nii.gz`` (the series on the reference grid, the input's
+``OUTDIR/`` receives ``corrected.nii.gz`` (the series on the reference grid, the input's
 header timing kept: ``pixdim[4]``, ``xyzt_units``), ``reference.nii.gz``,
 ``transforms/frame_NNNN.tfm`` (ITK, LPS: maps REFERENCE physical points to FRAME k
 physical points, the linear part; deformable runs add ``frame_NNNN_whole_field.nii.gz``,
 the whole reference->frame map as an ITK/ANTs displacement field, which already contains
-the linear part: use it alone), ``motion.tsv`` and ``run.json`` (written last).
+the linear part: use it alone), ``motion.tsv`` and ``run.json`` (the marker: written last).
 
-Everything is written into a staging folder beside ``OUTDIR``
-(``.OUTDIR.napari-reg-partial``, also where an interrupted run keeps its finished frames)
-and moved into place with one ``rename``: a reader never sees a partial set, and an
-existing non-empty ``OUTDIR`` (which may hold inputs) is refused, never overwritten.
+The set is written as one :class:`napari_reg.io.output_set.OutputSet` (staged beside
+``OUTDIR`` and moved into place with one rename when ``OUTDIR`` is new; never replacing
+an input or an existing file). The finished frames of an unfinished run are kept apart,
+in the sibling work folder ``.OUTDIR.napari-reg-work`` (see :func:`work_dir`), so that a
+run killed at any point resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,12 @@ from ..core.motion import (
 )
 from ..io.atomic import atomic_path
 from ..io.displacement_fields import save_displacement_field
+from ..io.output_set import OutputSet, OutputSetError
 from ..io.transform_files import write_itk_transform
 from ..io.volumes import save_volume, save_volume_stack
 
-__all__ = ["OUTPUT_NAMES", "RECORD_VERSION", "staging_dir", "check_output_dir",
-           "motion_table", "write_output_set", "commit", "DIRECTION"]
+__all__ = ["OUTPUT_NAMES", "RECORD_VERSION", "work_dir", "planned_names", "plan_output_set",
+           "motion_table", "write_output_set", "DIRECTION"]
 
 OUTPUT_NAMES = {"corrected": "corrected.nii.gz", "reference": "reference.nii.gz",
                 "transforms": "transforms", "motion": "motion.tsv", "record": "run.json"}
@@ -48,29 +49,37 @@ DIRECTION = ("frame k's transform maps REFERENCE world points (RAS mm; LPS in th
              "files) to FRAME k world points: corrected_k(x) = frame_k(T_k(x))")
 
 
-def staging_dir(output_dir: str | os.PathLike) -> Path:
-    """The sibling folder an output set is built in (and an interrupted run resumes from)."""
+def work_dir(output_dir: str | os.PathLike) -> Path:
+    """The sibling folder where a run keeps its finished frames until the set is written."""
     out = Path(output_dir).absolute()
-    return out.parent / f".{out.name}.napari-reg-partial"
+    return out.parent / f".{out.name}.napari-reg-work"
 
 
-def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """``OUTDIR`` must not exist yet (or be an empty folder); its parent must be writable."""
+def planned_names(n_frames: int, deformable: bool) -> list[str]:
+    """Every file of the set, relative to ``OUTDIR``, ``run.json`` last."""
+    frames = [f"{OUTPUT_NAMES['transforms']}/frame_{k:04d}{s}" for k in range(n_frames)
+              for s in ((".tfm", "_whole_field.nii.gz") if deformable else (".tfm",))]
+    return [OUTPUT_NAMES[k] for k in ("corrected", "reference")] + frames + \
+        [OUTPUT_NAMES["motion"], OUTPUT_NAMES["record"]]
+
+
+def plan_output_set(output_dir: str | os.PathLike, inputs: Sequence[str | None],
+                    n_frames: int, deformable: bool) -> OutputSet:
+    """Check the output folder before any work: refused (:class:`MotionError`, nothing
+    written) when it is a file or already holds any file of the set."""
     out = Path(output_dir).absolute()
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        what = "folder is not empty" if out.is_dir() else "is a file"
-        raise MotionError(f"{out} exists and {what}; choose a new output folder "
-                          "(nothing is ever overwritten)")
-    parent = out.parent
-    if not parent.is_dir():
-        try:
-            parent.mkdir(parents=True)
-        except OSError as exc:
-            raise MotionError(f"cannot create the output folder's parent {parent}: "
-                              f"{exc.strerror or exc}") from exc
-    if not os.access(parent, os.W_OK):
-        raise MotionError(f"cannot write in {parent} (permission denied)")
-    return out
+    if out.exists() and not out.is_dir():
+        raise MotionError(f"{out} is a file, not an output folder")
+    names = planned_names(n_frames, deformable)
+    existing = [n for n in names if (out / n).exists()]
+    if existing or (out / OUTPUT_NAMES["transforms"]).is_file():
+        raise MotionError(f"{out} already holds {', '.join(existing[:3]) or 'transforms'}; "
+                          "choose a new output folder (nothing is ever overwritten)")
+    try:
+        return OutputSet(out, inputs=[p for p in inputs if p], marker=OUTPUT_NAMES["record"],
+                         planned=names)
+    except OutputSetError as exc:
+        raise MotionError(str(exc)) from exc
 
 
 def motion_table(results: Sequence[FrameResult], center: np.ndarray
@@ -88,34 +97,32 @@ def _tsv(params: np.ndarray, fd: np.ndarray, threshold: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_output_set(folder: str | os.PathLike, reference: Volume, corrected: np.ndarray,
+def write_output_set(outputs: OutputSet, reference: Volume, corrected: np.ndarray,
                      results: Sequence[FrameResult], settings: MotionSettings, header: Any,
                      fd_threshold_mm: float = 0.5,
                      record: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write every output into ``folder`` (a staging folder), ``run.json`` last.
+    """Write every output through ``outputs`` (inside its ``with`` block), ``run.json`` last.
 
     ``corrected`` is ``(X, Y, Z, T)`` on the reference grid, ``results`` one per frame in
     frame order, ``header`` the series' NIfTI header (timing kept). ``record`` adds
-    fields to ``run.json``. Returns the written paths.
+    fields to ``run.json``. Returns the final paths (valid once the set is committed).
     """
-    folder = Path(folder)
     results = sorted(results, key=lambda r: r.index)
     if [r.index for r in results] != list(range(corrected.shape[3])):
         raise MotionError("internal: the frame results do not cover every frame")
-    names = {k: folder / v for k, v in OUTPUT_NAMES.items()}
-    save_volume_stack(corrected, reference.affine, names["corrected"], dtype=np.float32,
-                      header=header)
-    save_volume(reference, names["reference"], dtype=np.float32)
-    names["transforms"].mkdir(parents=True, exist_ok=True)
+    transforms = OUTPUT_NAMES["transforms"]
+    save_volume_stack(corrected, reference.affine, outputs.path(OUTPUT_NAMES["corrected"]),
+                      dtype=np.float32, header=header)
+    save_volume(reference, outputs.path(OUTPUT_NAMES["reference"]), dtype=np.float32)
     for r in results:
-        write_itk_transform(r.matrix, names["transforms"] / f"frame_{r.index:04d}.tfm",
+        write_itk_transform(r.matrix, outputs.path(f"{transforms}/frame_{r.index:04d}.tfm"),
                             comment=f"napari-reg motion: maps REFERENCE physical points to "
                             f"FRAME {r.index} physical points")
         if r.field is not None:
             save_displacement_field(
-                names["transforms"] / f"frame_{r.index:04d}_whole_field.nii.gz", r.field)
+                outputs.path(f"{transforms}/frame_{r.index:04d}_whole_field.nii.gz"), r.field)
     params, fd = motion_table(results, reference.center_world())
-    with atomic_path(names["motion"]) as tmp:
+    with atomic_path(outputs.path(OUTPUT_NAMES["motion"])) as tmp:
         tmp.write_text(_tsv(params, fd, fd_threshold_mm))
     from ..job import _versions
 
@@ -137,23 +144,6 @@ def write_output_set(folder: str | os.PathLike, reference: Volume, corrected: np
         **(record or {}),
         "versions": _versions(),
     }
-    with atomic_path(names["record"]) as tmp:
+    with atomic_path(outputs.path(OUTPUT_NAMES["record"])) as tmp:
         tmp.write_text(json.dumps(body, indent=2))
-    return names
-
-
-def commit(staging: Path, output_dir: Path) -> Path:
-    """Drop the work files and move the staged set into place with one rename."""
-    shutil.rmtree(staging / "work", ignore_errors=True)
-    for leftover in staging.iterdir():
-        if leftover.name not in OUTPUT_NAMES.values():
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
-    try:
-        os.rename(staging, output_dir)  # onto an absent or empty folder: atomic on POSIX
-    except OSError as exc:
-        raise MotionError(f"cannot move the finished outputs from {staging} to {output_dir}: "
-                          f"{exc.strerror or exc}; they are complete in {staging}") from exc
-    return output_dir
+    return {k: outputs.final(v) for k, v in OUTPUT_NAMES.items()}

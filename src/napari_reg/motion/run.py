@@ -2,9 +2,10 @@
 
 Frames are registered in parallel (local processes by default, this process with
 ``workers=0``, or a Dask cluster), each one a :class:`~.frames.FrameTask`. Finished frames
-stay in the staging folder's ``work/``: running the same command again after a crash or
-Ctrl-C redoes only the missing frames (if the series, mask and settings are unchanged;
-otherwise the stale work is discarded and the run starts over).
+stay in the sibling work folder ``.OUTDIR.napari-reg-work``: running the same command
+again after a crash, a kill or Ctrl-C redoes only the missing frames (if the series, mask
+and settings are unchanged; otherwise the stale work is discarded and the run starts
+over). The work folder is removed once the output set is in place.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.motion import MotionError, MotionSettings, correct_frame, smooth_along_time
+from ..core.motion import MotionSettings, correct_frame, smooth_along_time
 from ..io.atomic import atomic_path
 from ..runners import as_completed, runner
 from .frames import (
@@ -33,7 +34,7 @@ from .frames import (
     read_frame,
     run_frame_task,
 )
-from .outputs import check_output_dir, commit, staging_dir, write_output_set
+from .outputs import plan_output_set, work_dir, write_output_set
 from .series import load_mask, load_series, timing_of
 
 __all__ = ["run_motion", "MotionReport", "FrameOutcome"]
@@ -66,10 +67,10 @@ def _plan(series_path: str, mask_path: str | None, settings: MotionSettings) -> 
             "settings": settings.to_dict()}
 
 
-def _prepared(staging: Path, plan: dict[str, Any]) -> bool:
-    """True when the staging folder holds the work of an interrupted run of this plan."""
+def _prepared(work: Path, plan: dict[str, Any]) -> bool:
+    """True when the work folder holds the frames of an interrupted run of this plan."""
     try:
-        return json.loads((staging / "work" / "plan.json").read_text()) == plan
+        return json.loads((work / "plan.json").read_text()) == plan
     except (OSError, ValueError):
         return False
 
@@ -79,30 +80,28 @@ def run_motion(series_path: str | os.PathLike, output_dir: str | os.PathLike,
                workers: int | None = None, scheduler: Any = None,
                fd_threshold_mm: float = 0.5,
                callback: Callable[[FrameOutcome], None] | None = None) -> MotionReport:
-    """Motion-correct ``series_path`` into the new folder ``output_dir``.
+    """Motion-correct ``series_path`` into the folder ``output_dir``.
 
     Bad input (not 4D, one frame, NaN frames, reference out of range, mask on another
-    grid, an existing non-empty ``output_dir``) raises :class:`MotionError` before anything
-    is written. ``callback`` receives each frame's outcome as it arrives.
+    grid, an ``output_dir`` that already holds any of the outputs or would replace an
+    input) raises :class:`MotionError` before anything is written. ``callback`` receives
+    each frame's outcome as it arrives.
     """
     t0 = time.perf_counter()
     settings = settings or MotionSettings()
-    out = check_output_dir(output_dir)
     series = load_series(series_path)
-    if out.resolve() == Path(series.path) or (mask_path and out.resolve() ==
-                                              Path(mask_path).resolve()):
-        raise MotionError(f"{out} is an input; choose a new output folder")
     reference = series.reference(settings.reference)
     mask = load_mask(mask_path, reference) if mask_path else None
-    staging = staging_dir(out)
-    work = staging / "work"
+    outputs = plan_output_set(output_dir, [series.path, mask_path], series.n_frames,
+                              settings.deformable)
+    work = work_dir(output_dir)
     plan = _plan(series.path, mask_path, settings)
     notes = []
-    if not _prepared(staging, plan):
-        if staging.exists():
+    if not _prepared(work, plan):
+        if work.exists():
             notes.append(f"discarded an interrupted run with other inputs or settings in "
-                         f"{staging}")
-            shutil.rmtree(staging)
+                         f"{work}")
+            shutil.rmtree(work)
         prepare_work(work, series.data, reference, mask, settings)
         with atomic_path(work / "plan.json") as tmp:
             tmp.write_text(json.dumps(plan))
@@ -139,10 +138,12 @@ def run_motion(series_path: str | os.PathLike, output_dir: str | os.PathLike,
                           interrupted=interrupted, notes=notes)
     if not interrupted and all(o.status != "failed" for o in outcomes.values()) \
             and len(outcomes) == series.n_frames:
-        _assemble(series, reference, settings, work, staging, fd_threshold_mm,
-                  {"series": series.path, "mask": plan["mask"], "runner": description,
-                   "timing": timing_of(series.header)})
-        report.output_dir = commit(staging, out)
+        with outputs:
+            _assemble(series, reference, settings, work, outputs, fd_threshold_mm,
+                      {"series": series.path, "mask": plan["mask"], "runner": description,
+                       "timing": timing_of(series.header)})
+        shutil.rmtree(work, ignore_errors=True)
+        report.output_dir = outputs.folder
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -156,7 +157,7 @@ def _collect(future: Any, index: int) -> FrameOutcome:
         return FrameOutcome(index, "failed", message=f"{type(exc).__name__}: {exc}")
 
 
-def _assemble(series, reference, settings: MotionSettings, work: Path, staging: Path,
+def _assemble(series, reference, settings: MotionSettings, work: Path, outputs,
               fd_threshold_mm: float, record: dict[str, Any]) -> None:
     """All frames finished: (smooth along time,) gather the corrected frames, write."""
     records = finished_frames(work, series.n_frames)
@@ -170,5 +171,5 @@ def _assemble(series, reference, settings: MotionSettings, work: Path, staging: 
         stored = None if smoothed else read_corrected(work, r.index)
         corrected[..., r.index] = (stored if stored is not None else
                                    correct_frame(series.frame(r.index), reference, r))
-    write_output_set(staging, reference, corrected, results, settings, series.header,
+    write_output_set(outputs, reference, corrected, results, settings, series.header,
                      fd_threshold_mm, record)
