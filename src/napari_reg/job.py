@@ -158,8 +158,7 @@ def run_job(
             "folded_fraction": float(np.mean(jacobian <= 0))}
     # Staged, then moved into place as one set; run.json last (it marks a complete set).
     with outputs:
-        write_itk_transform(result.matrix, outputs.path(names["transform"]),
-                            comment="napari-reg: maps fixed physical points to moving points")
+        write_itk_transform(result.matrix, outputs.path(names["transform"]))
         save_volume(warped, outputs.path(names["warped"]))
         if field is not None:
             save_displacement_field(outputs.path(names["field"]), field)
