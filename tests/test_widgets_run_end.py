@@ -13,10 +13,15 @@ import time
 
 import numpy as np
 from qtpy.QtCore import Qt
-from test_widgets_register import _panels, notes, pair_files, reg_plugin, slow_core  # noqa: F401
 
+import test_widgets_register as register_tests
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.register_widget import LIVE_LAYER_NAME
+
+# the Register tests' fixtures (sample pair at 4 mm, plugin manifest, notes, slowed core)
+_panels = register_tests._panels
+pair_files, reg_plugin = register_tests.pair_files, register_tests.reg_plugin
+notes, slow_core = register_tests.notes, register_tests.slow_core
 
 
 def _live(viewer):
