@@ -32,6 +32,14 @@ from .core.resample import resample
 from .io.displacement_fields import save_displacement_field
 from .io.landmarks import read_landmarks
 from .io.output_set import OutputSet
+from .io.result_layout import (
+    FILE_DIRECTIONS,
+    INVERSE_WARP,
+    JACOBIAN,
+    WARP,
+    WHOLE_MAP,
+    deformation_fields,
+)
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import load_volume, save_volume
 
@@ -40,7 +48,10 @@ __all__ = ["Job", "JobError", "run_job", "OUTPUT_NAMES", "RUN_RECORD_VERSION"]
 RUN_RECORD_VERSION = 1
 OUTPUT_NAMES = {"transform": "transform.tfm", "warped": "warped.nii.gz", "record": "run.json"}
 # Written in addition for deformable runs.
-DEFORMABLE_OUTPUT_NAMES = {"field": "field.nii.gz", "jacobian": "jacobian.nii.gz"}
+# the ANTs layout: affine (transform.tfm) + deformation-only warp and its inverse, and the
+# whole map under a name that says so (io/result_layout.py says what each file maps)
+DEFORMABLE_OUTPUT_NAMES = {"warp": WARP, "inverse_warp": INVERSE_WARP, "whole_map": WHOLE_MAP,
+                           "jacobian": JACOBIAN}
 
 
 class JobError(ValueError):
@@ -61,6 +72,8 @@ class Job:
     fixed_mask: str | None = None
     landmarks: tuple[str, str] | None = None
     initial: str | None = None
+    # the format of ``initial`` when the file does not say it (plain 4x4: "fsl" or "ras")
+    initial_format: str | None = None
 
     def inputs(self) -> list[str]:
         paths = [self.fixed, self.moving, self.fixed_mask, self.initial]
@@ -74,6 +87,7 @@ class Job:
             "fixed_mask": self.fixed_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
+            "initial_format": self.initial_format,
             "parameters": self.parameters,
         }
 
@@ -90,6 +104,7 @@ class Job:
                 fixed_mask=data.get("fixed_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
+                initial_format=data.get("initial_format"),
             )
         except (KeyError, TypeError) as exc:
             raise JobError(f"run record is missing the field {exc}") from exc
@@ -128,9 +143,12 @@ def run_job(
     Writes ``transform.tfm`` (ITK, maps fixed physical points to moving physical
     points; for deformable runs the linear stage), ``warped.nii.gz`` (moving resampled
     on the fixed grid) and ``run.json`` (the job, the parameters actually used, versions,
-    cost history, timings). Deformable runs add ``field.nii.gz`` (the whole fixed->moving
-    map as an ITK/ANTs displacement field on the fixed grid) and ``jacobian.nii.gz`` (its
-    Jacobian determinant; values <= 0 are folds).
+    cost history, timings). Deformable runs ``T(x) = A(W(x))`` add, in ANTs' layout:
+    ``warp.nii.gz`` (the deformation ``W`` only, fixed grid; ``antsApplyTransforms -t
+    warp.nii.gz -t transform.tfm`` reproduces ``warped.nii.gz``), ``inverse_warp.nii.gz``
+    (``W^-1``, for ``-t [transform.tfm,1] -t inverse_warp.nii.gz``),
+    ``whole_map_field.nii.gz`` (all of ``T`` as one field: use it alone) and
+    ``jacobian.nii.gz`` (Jacobian determinant of ``T``; values <= 0 are folds).
     """
     output_dir = Path(output_dir)
     names = dict(OUTPUT_NAMES)
@@ -151,6 +169,8 @@ def run_job(
     warped = warped.with_data(warped.data.astype(np.float32), name="warped")
     record = run_record(job, result)
     record["notes"] = notes
+    record["files"] = {name: FILE_DIRECTIONS[name] for name in names.values()
+                       if name in FILE_DIRECTIONS}
     if field is not None:
         jacobian = field.jacobian_determinant()
         record["result"]["jacobian"] = {
@@ -161,7 +181,10 @@ def run_job(
         write_itk_transform(result.matrix, outputs.path(names["transform"]))
         save_volume(warped, outputs.path(names["warped"]))
         if field is not None:
-            save_displacement_field(outputs.path(names["field"]), field)
+            warp, inverse_warp = deformation_fields(result.deformable, fixed)
+            save_displacement_field(outputs.path(names["warp"]), warp)
+            save_displacement_field(outputs.path(names["inverse_warp"]), inverse_warp)
+            save_displacement_field(outputs.path(names["whole_map"]), field)
             save_volume(fixed.with_data(jacobian.astype(np.float32), name="jacobian"),
                         outputs.path(names["jacobian"]))
         outputs.path(names["record"]).write_text(json.dumps(record, indent=2))
@@ -188,7 +211,8 @@ def _register_kwargs(job: Job, fixed: Volume,
         kwargs["landmarks"] = (pairs.fixed, pairs.moving)
         kwargs.setdefault("init", "landmarks")
     if job.initial:
-        kwargs["initial"] = read_transform(job.initial, fixed=fixed, moving=moving)
+        kwargs["initial"] = read_transform(job.initial, fixed=fixed, moving=moving,
+                                           format=job.initial_format or "auto")
     elif kwargs.get("initial") is not None:
         kwargs["initial"] = np.asarray(kwargs["initial"], dtype=np.float64)
     return kwargs, notes

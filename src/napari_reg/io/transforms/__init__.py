@@ -53,7 +53,8 @@ LINEAR_FORMATS = ("itk", "itk-mat", "itk-h5", "ras", "fsl", "lta", "afni", "x5")
 FORMATS = (*LINEAR_FORMATS, "field", "fnirt")
 _AMBIGUOUS = ("a plain 4x4 text matrix does not say its convention: name it, "
               "--format fsl (FSL FLIRT -omat; needs the fixed and moving images) or "
-              "--format ras (greedy / c3d / ITK-SNAP: RAS, fixed -> moving)")
+              "--format ras (greedy / c3d / ITK-SNAP: RAS, fixed -> moving); "
+              "register takes it as --initial-format, Python as format=")
 _NIFTI = (".nii", ".nii.gz")
 
 
