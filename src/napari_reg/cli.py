@@ -11,7 +11,7 @@ import threading
 import warnings
 
 # Each name is a module in napari_reg.commands with add_parser() and run().
-COMMANDS = ("demo", "register", "apply", "convert", "segment", "template", "batch")
+COMMANDS = ("demo", "register", "apply", "convert", "segment", "template", "batch", "motion")
 
 
 def build_parser() -> argparse.ArgumentParser:
