@@ -28,7 +28,7 @@ from .core.events import ProgressEvent, RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.register import DEFORMABLE_MODELS, register
-from .core.resample import resample
+from .core.warp_result import warp_result
 from .io.displacement_fields import save_displacement_field
 from .io.landmarks import read_landmarks
 from .io.output_set import OutputSet
@@ -146,9 +146,7 @@ def run_job(
     fixed, moving = load_volume(job.fixed), load_volume(job.moving)
     kwargs, notes = _register_kwargs(job, fixed, moving)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
-    field = result.deformable.displacement_field(fixed) if result.deformable else None
-    warped = resample(moving, fixed, field or result.transform, interpolation="linear")
-    warped = warped.with_data(warped.data.astype(np.float32), name="warped")
+    warped, field = warp_result(moving, fixed, result, cancel=cancel)
     record = run_record(job, result)
     record["notes"] = notes
     if field is not None:

@@ -26,8 +26,8 @@ from ..io.transform_files import write_itk_transform
 from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
+from ._alignment import get_alignment
 from ._layer_volumes import layer_volume, points_world, source_path
-from ._lm_alignment import get_alignment
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 
