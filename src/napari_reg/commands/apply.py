@@ -33,31 +33,38 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.resample import resample
-    from ..core.transforms.base import MatrixTransform
     from ..io.displacement_fields import load_displacement_field
+    from ..io.flat import PlanarPair
+    from ..io.input_checks import check_linear_transform, check_warped
     from ..io.output_set import OutputSet
     from ..io.transform_files import read_transform
-    from ..io.volumes import load_volume, save_volume
+    from ..io.volumes import save_volume
+    from ..job import load_role
     from ..layers import is_label_map
 
     out = Path(args.output)
     try:
         outputs = OutputSet(out.parent, inputs=(args.transform, args.reference, args.input),
                             overwrite=args.overwrite, planned=[out.name])
-        reference, image = load_volume(args.reference), load_volume(args.input)
+        # 2D files and one-slice volumes are resampled as 2D images
+        pair = PlanarPair(load_role(args.reference, "reference image"),
+                          load_role(args.input, "input image"))
+        reference, image = pair.fixed, pair.moving
         if args.transform.endswith((".nii", ".nii.gz")):
             transform = load_displacement_field(args.transform)
         else:
-            transform = MatrixTransform(read_transform(
-                args.transform, fixed=reference, moving=image,
-                format="fsl" if args.fsl else "auto"))
+            transform = check_linear_transform(read_transform(
+                args.transform, fixed=pair.fixed3, moving=pair.moving3,
+                format="fsl" if args.fsl else "auto"), args.transform, "transform")
+        transform = pair.transform_from_file(transform, args.transform)
         interpolation = args.interpolation or (
             "nearest" if is_label_map(image.data, Path(args.input).name) else "linear")
         warped = resample(image, reference, transform, interpolation=interpolation)
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
+        check_warped(warped, image, args.input, args.reference, [f"the transform {args.transform}"])
         with outputs:
-            save_volume(warped, outputs.path(out.name))
+            save_volume(pair.volume_for_file(warped), outputs.path(out.name))
     except (ValueError, OSError) as exc:
         print(f"napari-reg apply: error: {exc}", file=sys.stderr)
         return 1
