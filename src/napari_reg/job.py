@@ -28,7 +28,7 @@ from .core.events import ProgressEvent, RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.register import DEFORMABLE_MODELS, register
-from .core.resample import resample
+from .core.warp_result import warp_result
 from .io.displacement_fields import save_displacement_field
 from .io.flat import PlanarPair
 from .io.input_checks import check_landmarks, check_linear_transform, check_warped
@@ -151,9 +151,7 @@ def run_job(
     fixed, moving = pair.fixed, pair.moving
     kwargs, notes = _register_kwargs(job, pair)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
-    field = result.deformable.displacement_field(fixed) if result.deformable else None
-    warped = resample(moving, fixed, field or result.transform, interpolation="linear")
-    warped = warped.with_data(warped.data.astype(np.float32), name="warped")
+    warped, field = warp_result(moving, fixed, result, cancel=cancel)
     suspects = [f"the initial transform {job.initial}"] if job.initial else []
     suspects += [f"the landmarks {' and '.join(job.landmarks)}"] if job.landmarks else []
     check_warped(warped, moving, job.moving, job.fixed, suspects)
@@ -171,8 +169,7 @@ def run_job(
     # Staged, then moved into place as one set; run.json last (it marks a complete set).
     with outputs:
         write_itk_transform(pair.matrix_for_file(result.matrix),
-                            outputs.path(names["transform"]),
-                            comment="napari-reg: maps fixed physical points to moving points")
+                            outputs.path(names["transform"]))
         save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
             save_displacement_field(outputs.path(names["field"]), pair.field_for_file(field))

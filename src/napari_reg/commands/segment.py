@@ -111,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
         save_volume(result.confidence, outputs.path("confidence.nii.gz"), dtype=np.float32)
         for k, t in enumerate(result.transforms):
             if t.is_linear:
-                write_itk_transform(t.matrix, outputs.path(f"atlas_{k + 1}.tfm"), comment=(
-                    "napari-reg segment: maps subject points to atlas points"))
+                write_itk_transform(t.matrix, outputs.path(f"atlas_{k + 1}.tfm"))
             else:  # deformable: one self-contained dense field (ITK/ANTs readable)
                 save_displacement_field(outputs.path(f"atlas_{k + 1}_field.nii.gz"), t,
                                         reference=subject)

@@ -110,8 +110,7 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
         for path, name, transform in zip(images, names, result.transforms, strict=True):
             if transform.is_linear:
                 rel = f"transforms/{name}.tfm"
-                write_itk_transform(transform.matrix, outputs.path(rel), comment=(
-                    "napari-reg template: maps template points to image points"))
+                write_itk_transform(transform.matrix, outputs.path(rel))
                 entries.append({"image": str(Path(path).resolve()),
                                 "transform": str(outputs.final(rel)),
                                 "matrix_ras_template_to_image":
