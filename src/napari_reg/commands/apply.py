@@ -79,11 +79,20 @@ def chain_items(args: argparse.Namespace) -> list[tuple[Path, bool]]:
     return [(path, args.inverse)]
 
 
-def load_chain(items, reference, image, format: str | None):
-    """The chain as one reference->input transform (world RAS mm)."""
-    from ..core.transforms.base import CompositeTransform
+def load_chain(items, reference, image, format: str | None, pair=None):
+    """The chain as one reference->input transform (world RAS mm).
+
+    ``reference``/``image`` lend their grids to formats that need them (FSL); with a
+    ``pair`` (io.flat.PlanarPair) of one-slice images, each item is reduced to 2D.
+    """
+    import numpy as np
+
+    from ..core.transforms.base import CompositeTransform, MatrixTransform
+    from ..io.input_checks import check_linear_transform
     from ..io.transforms import TransformFileError, detect_format, load_transform
 
+    if pair is not None:
+        reference, image = pair.fixed3, pair.moving3
     transforms = []
     for path, invert in items:
         try:
@@ -95,11 +104,15 @@ def load_chain(items, reference, image, format: str | None):
         # an inverted FLIRT item was made with -in REFERENCE -ref INPUT
         fixed, moving = (image, reference) if invert else (reference, image)
         t = load_transform(path, fixed=fixed, moving=moving, format=fmt)
-        if invert:
-            if not t.is_linear:
-                raise ValueError(f"[{path},1]: a warp is not inverted by a flag (ANTs "
-                                 "neither); use its inverse file, e.g. inverse_warp.nii.gz")
-            t = t.inverse()
+        if isinstance(t, MatrixTransform):
+            m = np.linalg.inv(t.matrix) if invert else np.asarray(t.matrix)
+            m = check_linear_transform(m, path, "transform")
+            t = pair.transform_from_file(m, path) if pair is not None else MatrixTransform(m)
+        elif invert:
+            raise ValueError(f"[{path},1]: a warp is not inverted by a flag (ANTs "
+                             "neither); use its inverse file, e.g. inverse_warp.nii.gz")
+        elif pair is not None:
+            t = pair.transform_from_file(t, path)
         transforms.append(t)
     return transforms[0] if len(transforms) == 1 else CompositeTransform(transforms)
 
@@ -108,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.resample import resample
-    from ..io.volumes import load_volume, save_volume
+    from ..io.flat import PlanarPair
+    from ..io.input_checks import check_warped
+    from ..io.output_set import OutputSet
+    from ..io.volumes import save_volume
+    from ..job import load_role
     from ..layers import is_label_map
 
     out = Path(args.output)
@@ -116,20 +133,24 @@ def run(args: argparse.Namespace) -> int:
         if args.fsl and args.format not in (None, "fsl"):
             raise ValueError("--fsl contradicts --format " + args.format)
         items = chain_items(args)
-        inputs = {p.resolve() for p, _ in items}
-        inputs |= {Path(p).resolve() for p in (args.reference, args.input)}
-        if out.resolve() in inputs:
-            raise ValueError(f"refusing to overwrite the input file {out}")
-        if out.exists() and not args.overwrite:
-            raise ValueError(f"{out} exists; choose another path or pass --overwrite")
-        reference, image = load_volume(args.reference), load_volume(args.input)
-        transform = load_chain(items, reference, image, "fsl" if args.fsl else args.format)
+        outputs = OutputSet(out.parent, inputs=(*[p for p, _ in items], args.reference,
+                                                args.input),
+                            overwrite=args.overwrite, planned=[out.name])
+        # 2D files and one-slice volumes are resampled as 2D images
+        pair = PlanarPair(load_role(args.reference, "reference image"),
+                          load_role(args.input, "input image"))
+        reference, image = pair.fixed, pair.moving
+        transform = load_chain(items, reference, image, "fsl" if args.fsl else args.format,
+                               pair)
         interpolation = args.interpolation or (
             "nearest" if is_label_map(image.data, Path(args.input).name) else "linear")
         warped = resample(image, reference, transform, interpolation=interpolation)
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
-        save_volume(warped, out)
+        names = " then ".join(str(p) + (" (inverted)" if inv else "") for p, inv in items)
+        check_warped(warped, image, args.input, args.reference, [f"the transform {names}"])
+        with outputs:
+            save_volume(pair.volume_for_file(warped), outputs.path(out.name))
     except (ValueError, OSError) as exc:
         print(f"napari-reg apply: error: {exc}", file=sys.stderr)
         return 1

@@ -178,13 +178,18 @@ def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
         return read_fsl_matrix(path, fixed, moving)
     if format == "itk-h5":
         t = read_itk_h5(path)
-        if not t.is_linear:
+        if not _all_linear(t):
             raise TransformFileError(f"{path}: holds a displacement field, not only a "
                                      "linear transform; apply it with napari-reg apply "
                                      "(or load_transform in Python)")
         return _composed_matrix(t)
     raise TransformFileError(f"{path}: a {format} file is a warp, not a matrix; apply it "
                              "with napari-reg apply (or load_transform in Python)")
+
+
+def _all_linear(t: Transform) -> bool:
+    parts = t.transforms if isinstance(t, CompositeTransform) else [t]
+    return all(isinstance(p, MatrixTransform) for p in parts)
 
 
 def _composed_matrix(t: Transform) -> np.ndarray:
@@ -221,7 +226,8 @@ def load_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
                                      "of the moving (--in) image too; pass the moving image")
         return read_fnirt_warp(path, moving)
     if format == "itk-h5":
-        return read_itk_h5(path)
+        t = read_itk_h5(path)
+        return MatrixTransform(_composed_matrix(t)) if _all_linear(t) else t
     return MatrixTransform(read_transform(path, fixed=fixed, moving=moving, format=format))
 
 
