@@ -12,7 +12,7 @@ import threading
 import warnings
 
 # Each name is a module in napari_reg.commands with add_parser() and run().
-COMMANDS = ("demo", "register", "apply", "segment", "template", "batch", "motion")
+COMMANDS = ("demo", "register", "apply", "convert", "segment", "template", "batch", "motion")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,12 +28,21 @@ from .core.events import ProgressEvent, RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.register import DEFORMABLE_MODELS, register
+from .core.transforms.field import DisplacementField
 from .core.warp_result import warp_result
 from .io.displacement_fields import save_displacement_field
-from .io.flat import PlanarPair
+from .io.flat import PlanarPair, plane_of
 from .io.input_checks import check_landmarks, check_linear_transform, check_warped
 from .io.landmarks import read_landmarks
 from .io.output_set import OutputSet
+from .io.result_layout import (
+    FILE_DIRECTIONS,
+    INVERSE_WARP,
+    JACOBIAN,
+    WARP,
+    WHOLE_MAP,
+    deformation_fields,
+)
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import VolumeReadError, load_volume, save_volume
 
@@ -42,7 +51,10 @@ __all__ = ["Job", "JobError", "run_job", "OUTPUT_NAMES", "RUN_RECORD_VERSION"]
 RUN_RECORD_VERSION = 1
 OUTPUT_NAMES = {"transform": "transform.tfm", "warped": "warped.nii.gz", "record": "run.json"}
 # Written in addition for deformable runs.
-DEFORMABLE_OUTPUT_NAMES = {"field": "field.nii.gz", "jacobian": "jacobian.nii.gz"}
+# the ANTs layout: affine (transform.tfm) + deformation-only warp and its inverse, and the
+# whole map under a name that says so (io/result_layout.py says what each file maps)
+DEFORMABLE_OUTPUT_NAMES = {"warp": WARP, "inverse_warp": INVERSE_WARP, "whole_map": WHOLE_MAP,
+                           "jacobian": JACOBIAN}
 
 
 class JobError(ValueError):
@@ -63,6 +75,8 @@ class Job:
     fixed_mask: str | None = None
     landmarks: tuple[str, str] | None = None
     initial: str | None = None
+    # the format of ``initial`` when the file does not say it (plain 4x4: "fsl" or "ras")
+    initial_format: str | None = None
 
     def inputs(self) -> list[str]:
         paths = [self.fixed, self.moving, self.fixed_mask, self.initial]
@@ -76,6 +90,7 @@ class Job:
             "fixed_mask": self.fixed_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
+            "initial_format": self.initial_format,
             "parameters": self.parameters,
         }
 
@@ -92,6 +107,7 @@ class Job:
                 fixed_mask=data.get("fixed_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
+                initial_format=data.get("initial_format"),
             )
         except (KeyError, TypeError) as exc:
             raise JobError(f"run record is missing the field {exc}") from exc
@@ -130,9 +146,12 @@ def run_job(
     Writes ``transform.tfm`` (ITK, maps fixed physical points to moving physical
     points; for deformable runs the linear stage), ``warped.nii.gz`` (moving resampled
     on the fixed grid) and ``run.json`` (the job, the parameters actually used, versions,
-    cost history, timings). Deformable runs add ``field.nii.gz`` (the whole fixed->moving
-    map as an ITK/ANTs displacement field on the fixed grid) and ``jacobian.nii.gz`` (its
-    Jacobian determinant; values <= 0 are folds).
+    cost history, timings). Deformable runs ``T(x) = A(W(x))`` add, in ANTs' layout:
+    ``warp.nii.gz`` (the deformation ``W`` only, fixed grid; ``antsApplyTransforms -t
+    warp.nii.gz -t transform.tfm`` reproduces ``warped.nii.gz``), ``inverse_warp.nii.gz``
+    (``W^-1``, for ``-t [transform.tfm,1] -t inverse_warp.nii.gz``),
+    ``whole_map_field.nii.gz`` (all of ``T`` as one field: use it alone) and
+    ``jacobian.nii.gz`` (Jacobian determinant of ``T``; values <= 0 are folds).
     """
     output_dir = Path(output_dir)
     names = dict(OUTPUT_NAMES)
@@ -157,6 +176,8 @@ def run_job(
     check_warped(warped, moving, job.moving, job.fixed, suspects)
     record = run_record(job, result)
     record["notes"] = notes
+    record["files"] = {name: FILE_DIRECTIONS[name] for name in names.values()
+                       if name in FILE_DIRECTIONS}
     if pair.active:
         record["result"]["dimension"] = 2
         record["result"]["matrix_ras_fixed_to_moving"] = \
@@ -172,7 +193,10 @@ def run_job(
                             outputs.path(names["transform"]))
         save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
-            save_displacement_field(outputs.path(names["field"]), pair.field_for_file(field))
+            warp, inverse_warp = deformation_fields(result.deformable, fixed)
+            for key, dfield in (("warp", warp), ("inverse_warp", inverse_warp)):
+                save_displacement_field(outputs.path(names[key]), _warp_for_file(pair, dfield))
+            save_displacement_field(outputs.path(names["whole_map"]), pair.field_for_file(field))
             save_volume(pair.volume_for_file(
                 fixed.with_data(jacobian.astype(np.float32), name="jacobian")),
                 outputs.path(names["jacobian"]))
@@ -186,6 +210,17 @@ def load_role(path: str | os.PathLike, role: str) -> Volume:
         return load_volume(path)
     except VolumeReadError as exc:
         raise VolumeReadError(f"{role}: {exc}") from None
+
+
+def _warp_for_file(pair: PlanarPair, warp: DisplacementField) -> DisplacementField:
+    """A deformation-only warp as written: like the whole map, but for one-slice 3D files
+    without the slice-to-slice offset along the normal, which transform.tfm carries."""
+    out = pair.field_for_file(warp)
+    if out.ndim == warp.ndim:
+        return out
+    comps = np.array(out.components)
+    comps[plane_of(pair.fixed3)[2]] = 0.0
+    return DisplacementField.from_components(comps, out.affine)
 
 
 def _is_deformable(parameters: dict[str, Any]) -> bool:
@@ -212,7 +247,8 @@ def _register_kwargs(job: Job, pair: PlanarPair) -> tuple[dict[str, Any], list[s
         kwargs.setdefault("init", "landmarks")
     if job.initial:
         kwargs["initial"] = pair.initial(check_linear_transform(
-            read_transform(job.initial, fixed=fixed, moving=moving), job.initial,
+            read_transform(job.initial, fixed=fixed, moving=moving,
+                           format=job.initial_format or "auto"), job.initial,
             "initial transform"), job.initial)
     elif kwargs.get("initial") is not None:
         kwargs["initial"] = np.asarray(kwargs["initial"], dtype=np.float64)
