@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ import threading
 import warnings
 
 # Each name is a module in napari_reg.commands with add_parser() and run().
-COMMANDS = ("demo", "register", "apply", "segment", "template", "batch", "motion")
+COMMANDS = ("demo", "register", "apply", "convert", "segment", "template", "batch", "motion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,19 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"napari-reg: warning: {text}", file=file or sys.stderr)
 
 
+class _quiet_nibabel:
+    """nibabel logs header repairs ("sizeof_hdr should be 348; set ...") to stderr; our
+    own checks report what matters in one line, so its chatter is held back meanwhile."""
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("nibabel")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc) -> None:
+        self.logger.setLevel(self.level)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -71,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     terminated = False
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_nibabel():
             warnings.showwarning = _one_line_warnings
             code = int(args.func(args) or 0)
     except Terminated:

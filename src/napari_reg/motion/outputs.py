@@ -36,7 +36,7 @@ from ..core.motion import (
 from ..io.atomic import atomic_path
 from ..io.displacement_fields import save_displacement_field
 from ..io.output_set import OutputSet, OutputSetError
-from ..io.transform_files import write_itk_transform
+from ..io.transforms import write_itk_transform
 from ..io.volumes import save_volume, save_volume_stack
 
 __all__ = ["OUTPUT_NAMES", "RECORD_VERSION", "work_dir", "planned_names", "plan_output_set",
@@ -115,9 +115,8 @@ def write_output_set(outputs: OutputSet, reference: Volume, corrected: np.ndarra
                       dtype=np.float32, header=header)
     save_volume(reference, outputs.path(OUTPUT_NAMES["reference"]), dtype=np.float32)
     for r in results:
-        write_itk_transform(r.matrix, outputs.path(f"{transforms}/frame_{r.index:04d}.tfm"),
-                            comment=f"napari-reg motion: maps REFERENCE physical points to "
-                            f"FRAME {r.index} physical points")
+        # ITK's direction: fixed/output (the reference) points -> moving/input (the frame)
+        write_itk_transform(r.matrix, outputs.path(f"{transforms}/frame_{r.index:04d}.tfm"))
         if r.field is not None:
             save_displacement_field(
                 outputs.path(f"{transforms}/frame_{r.index:04d}_whole_field.nii.gz"), r.field)
