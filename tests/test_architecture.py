@@ -27,9 +27,6 @@ KNOWN_OVER_LIMIT = {
     "napari_reg.widgets.register_widget",  # thin widgets (gui-run, issue 11 part 4)
     "napari_reg.widgets.landmarks_widget",  # (gui-run)
     "napari_reg.batch",  # (not yet assigned)
-    "napari_reg.core.register",  # the engine restructure (issue 11, core part)
-    "napari_reg.core.metrics",  # (issue 11, core part)
-    "napari_reg.core.optimize",  # (issue 11, core part)
 }
 # Import cycles still being untangled (each a set of modules that reach each other).
 KNOWN_CYCLES = [

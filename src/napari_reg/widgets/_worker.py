@@ -27,10 +27,11 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from ..core.events import ProgressEvent, RegistrationResult
+from ..core.engine.events import ProgressEvent
+from ..core.engine.register import register
+from ..core.engine.result import RegistrationResult
 from ..core.image import Volume
 from ..core.optimize import Cancelled, CancelToken
-from ..core.register import register
 from .overlay import warp_volume
 
 __all__ = ["RegistrationJob", "JobPoller", "GuiCall", "POLL_INTERVAL_MS", "register_and_warp"]

@@ -1,7 +1,7 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` on a background thread (``_worker``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
@@ -30,7 +30,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
-from ..core.register import PRESETS
+from ..core.engine.presets import PRESETS
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
 from ._lm_alignment import ALIGNMENT_LAYER_NAME
 from ._register_settings import (
