@@ -26,8 +26,8 @@ from ..io.transform_files import write_itk_transform
 from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
+from ._alignment import get_alignment
 from ._layer_volumes import layer_volume, points_world, source_path
-from ._lm_alignment import get_alignment
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 
@@ -141,11 +141,10 @@ class ExportWidget(Container):
         file) or, for a .nii/.nii.gz name, a displacement field on the fixed grid (the
         only single-file form of a deformable result)."""
         if self.transform_source.value == "alignment":
-            transform, fixed, names = self._current_alignment()
+            transform, fixed, _names = self._current_alignment()
         else:
             outcome = self._outcome()
             transform, fixed = outcome.result.transform, outcome.fixed
-            names = (outcome.moving_layer_name, outcome.fixed_layer_name)
         target = self._target(self.transform_file, "transform")
         if _is_nifti(target):
             save_displacement_field(target, transform, reference=fixed)
@@ -155,8 +154,7 @@ class ExportWidget(Container):
             raise ExportError("This transform is deformable; an ITK affine file would hold "
                               "only its linear part. Use a .nii.gz name to save it as a "
                               "displacement field.")
-        write_itk_transform(np.asarray(transform.matrix), target,
-                            comment=f"moving {names[0]} -> fixed {names[1]} (napari-reg GUI)")
+        write_itk_transform(np.asarray(transform.matrix), target)
         show_info(f"Transform saved to {target}")
         return target
 

@@ -10,7 +10,7 @@ took over (``T0``, e.g. a landmark fit), so the fixed->moving map is
 
 Changing the centre folds the current motion into ``T0`` and zeroes the sliders, so the
 image never jumps. Every change is one step of undo (a slider drag counts once).
-The alignment is shared (:mod:`._lm_alignment`): it moves the moving layer (the Register
+The alignment is shared (:mod:`._alignment`): it moves the moving layer (the Register
 panel's "Current manual alignment") and drives the resampled overlay on the fixed grid,
 right in every view including out-of-plane rotations.
 """
@@ -26,7 +26,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, Label, PushButton
 from napari.utils.notifications import show_error, show_info
 
 from ..core.image import apply_affine
-from ._lm_alignment import get_alignment, request_manual_init
+from ._alignment import get_alignment, request_manual_init
 from ._session import get_session, unwrap_viewer
 
 __all__ = ["ManualWidget", "rigid_motion", "CENTRE_CHOICES"]
