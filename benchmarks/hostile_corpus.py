@@ -191,7 +191,7 @@ def transform_corpus(folder: Path, seed: int = 0) -> list[HostileFile]:
         "inf.tfm": itk([*eye[:9], float("inf"), 0, 0]),
         "short_params.tfm": itk(eye[:7]),
         "long_params.tfm": itk(eye + [1, 2]),
-        "huge_center.tfm": itk(eye, fixed="1e300 0 0"),
+        "huge_center.tfm": itk([1.1, *eye[1:]], fixed="1e300 0 0"),
         "unknown_type.tfm": itk(eye, kind="FooTransform_double_3_3"),
         "bspline.tfm": itk(eye, kind="BSplineTransform_double_3_3"),
         "2d_in_3d.tfm": itk([1, 0, 0, 1, 0, 0], fixed="0 0",
@@ -272,7 +272,7 @@ def field_corpus(folder: Path, seed: int = 0) -> list[HostileFile]:
     files = []
     for name, content in (("field_trunc.nii.gz", gzip.compress(raw[: len(raw) // 2])),
                           ("field_trunc.nii", raw[: len(raw) // 3]),
-                          ("field_gzcut.nii.gz", gzip.compress(raw)[:3000]),
+                          ("field_gzcut.nii.gz", gzip.compress(raw)[:len(gzip.compress(raw)) // 2]),
                           ("field_claims_big.nii.gz", gzip.compress(
                               _corrupt(_corrupt(raw, 42, "<h", 3000), 44, "<h", 3000)))):
         (folder / name).write_bytes(content)

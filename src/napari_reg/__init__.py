@@ -40,8 +40,8 @@ _FRONT_DOOR: dict[str, str] = {
     "load_volume": "napari_reg.io.volumes:load_volume",
     "save_volume": "napari_reg.io.volumes:save_volume",
     "read_transform": "napari_reg.io.transform_files:read_transform",
-    # write_transform: the per-format writer once io/ has it, the ITK writer until then
-    "write_transform": "napari_reg.io.transform_files:write_transform|write_itk_transform",
+    "load_transform": "napari_reg.io.transform_files:load_transform",
+    "write_transform": "napari_reg.io.transform_files:write_transform",
 }
 
 __all__ = ["__version__", *_FRONT_DOOR]
