@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-import napari_reg.core.register as register_module
+import napari_reg.core.engine.register as register_module
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.io.volumes import save_volume
 from napari_reg.layers import volume_to_layer_data
