@@ -189,3 +189,24 @@ def test_template_images_with_one_name_get_distinct_transforms(good, work, capsy
                       "--workers", "0"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (out / "transforms").iterdir()) == ["t1.tfm", "t1_2.tfm"]
+
+
+def test_a_real_process_prints_exactly_one_line(good, volumes, work):
+    """nibabel logs its header repairs to the process's stderr: only our line may show."""
+    import os
+    import subprocess
+
+    fixed, _ = good
+    by_name = {f.path.name: f.path for f in volumes}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    for name in ("mgh_version_0.mgh", "n1_datatype_0.nii", "trunc_352.nii.gz",
+                 "voxel_1e30.nii.gz"):
+        if name not in by_name:
+            continue
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_reg.cli", "register", str(fixed),
+             str(by_name[name]), "-o", str(work / "one"), *FAST],
+            capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("napari-reg register: error: moving image: ")

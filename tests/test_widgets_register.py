@@ -458,10 +458,11 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     viewer.dims.order = (2, 1, 0)
     events = []
     reg.runs.progress.connect(events.extend)  # every batch the panel receives
-    frames = {}
+    frames, statuses = {}, set()
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     while reg.running:
         qtbot.wait(15)
+        statuses.add(reg.status.value)
         layer = next((lyr for lyr in viewer.layers if lyr.name == LIVE_LAYER_NAME), None)
         if layer is not None and reg.running and reg.status.value.startswith("syn"):
             frames.setdefault(float(np.asarray(layer.data, dtype=np.float64).sum()), 1)
@@ -474,6 +475,16 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     # SyN events carry the exact map and a preview; the curve holds only real iterations
     syn_events = [e for e in events if e.stage_name == "syn" and e.kind != "done"]
     assert syn_events and all(preview_of(e.transform) is not e.transform for e in syn_events)
+    # the status counts SyN's own levels, names its metric; the whole-run bar ends full
+    syn_levels = {e.n_levels for e in syn_events}
+    assert len(syn_levels) == 1
+    for text in (t for t in statuses if t.startswith("syn, level")):
+        done, of = text.split("level ")[1].split(",")[0].split(":")[0].split("/")
+        assert int(of) in syn_levels and int(done) <= int(of), text
+    assert any("lncc" in t for t in statuses), statuses
+    assert reg.overall.value == reg.overall.max
+    assert get_session(viewer).cost_panel.plot.current.metrics == {"affine": "mi",
+                                                                   "syn": "lncc"}
     outcome = get_session(viewer).outcome
     _, ys = get_session(viewer).cost_panel.plot.curve_data()
     np.testing.assert_allclose(ys, outcome.result.cost_history())

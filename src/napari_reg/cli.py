@@ -62,7 +62,7 @@ class _quiet_nibabel:
     def __enter__(self) -> None:
         self.logger = logging.getLogger("nibabel")
         self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
+        self.logger.setLevel(logging.CRITICAL + 1)
 
     def __exit__(self, *exc) -> None:
         self.logger.setLevel(self.level)

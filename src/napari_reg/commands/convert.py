@@ -39,6 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.output_set import OutputSet
     from ..io.result_layout import result_chain
     from ..io.transforms import write_transform
     from ..io.volumes import load_volume
@@ -48,16 +49,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = Path(args.input)
         items = result_chain(source) if source.is_dir() else [(source, False)]
-        protected = {p.resolve() for p, _ in items}
-        protected |= {Path(p).resolve() for p in (args.fixed, args.moving) if p}
-        if out.resolve() in protected:
-            raise ValueError(f"refusing to overwrite the input file {out}")
-        if out.exists() and not args.overwrite:
-            raise ValueError(f"{out} exists; choose another path or pass --overwrite")
+        # the one output rule (io/output_set.py): never over an input, never a silent replace
+        outputs = OutputSet(out.parent, inputs=[*(p for p, _ in items), args.fixed,
+                                                args.moving],
+                            overwrite=args.overwrite, planned=[out.name])
         fixed = load_volume(args.fixed) if args.fixed else None
         moving = load_volume(args.moving) if args.moving else None
         transform = load_chain(items, fixed, moving, args.source_format)
-        write_transform(transform, out, format=args.to, fixed=fixed, moving=moving)
+        with outputs:
+            write_transform(transform, outputs.path(out.name), format=args.to, fixed=fixed,
+                            moving=moving)
     except (ValueError, OSError) as exc:
         print(f"napari-reg convert: error: {exc}", file=sys.stderr)
         return 1
