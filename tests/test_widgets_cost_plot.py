@@ -43,7 +43,7 @@ def test_curves_boundaries_and_clear(qtbot):
 def test_events_become_points_and_boundaries(qtbot):
     """Only iterations are points; level starts are boundaries; the early "initialised"
     event (initial alignment, no cost yet) and level ends add nothing."""
-    from napari_reg.core.events import ProgressEvent
+    from napari_reg.core.engine.events import ProgressEvent
     from napari_reg.core.transforms.base import MatrixTransform
 
     def event(kind, total, cost=float("nan"), level=0):
@@ -68,7 +68,7 @@ def test_events_become_points_and_boundaries(qtbot):
 
 def _ev(kind, stage, name, level, n_levels, iteration=0, max_iterations=10, total=0,
         cost=float("nan"), elapsed=1.0):
-    from napari_reg.core.events import ProgressEvent
+    from napari_reg.core.engine.events import ProgressEvent
     from napari_reg.core.transforms.base import MatrixTransform
 
     return ProgressEvent(kind=kind, stage=stage, stage_name=name, level=level,

@@ -17,9 +17,9 @@ from qtpy.QtCore import Qt
 
 import napari_reg
 import napari_reg.runs.tasks as worker_module
+from napari_reg.core.engine.register import register
 from napari_reg.core.image import Volume
 from napari_reg.core.preview import preview_of
-from napari_reg.core.register import register
 from napari_reg.core.resample import resample
 from napari_reg.io.displacement_fields import load_displacement_field
 from napari_reg.io.transform_files import read_itk_transform
@@ -498,8 +498,8 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
 def test_advanced_regularisation_follows_the_preset(make_napari_viewer, reg_plugin):
     """Only the deformable model of the chosen preset shows (and passes) its
     regularisation; the values start at the core's defaults."""
-    from napari_reg.core.ffd import register_bspline
-    from napari_reg.core.syn import register_syn
+    from napari_reg.core.stages.bspline import BSplineStage
+    from napari_reg.core.stages.syn import SyNStage
 
     def shown(widget) -> bool:  # not hidden by the panel (the window itself is not shown)
         return not widget.native.isHidden()
@@ -513,11 +513,11 @@ def test_advanced_regularisation_follows_the_preset(make_napari_viewer, reg_plug
     reg.preset.value = "Affine + B-spline"
     assert all(shown(w) for w in bspline_controls) and not any(shown(w) for w in syn_controls)
     assert reg.settings()["deformable_options"] == {
-        "grid_spacing_mm": register_bspline.__wrapped__.__kwdefaults__["grid_spacing_mm"],
-        "bending_weight": register_bspline.__wrapped__.__kwdefaults__["bending_weight"]}
+        "grid_spacing_mm": BSplineStage.__init__.__kwdefaults__["grid_spacing_mm"],
+        "bending_weight": BSplineStage.__init__.__kwdefaults__["bending_weight"]}
     reg.preset.value = "Affine + diffeomorphic"
     reg.field_sigma.value = 1.0
     assert all(shown(w) for w in syn_controls) and not any(shown(w) for w in bspline_controls)
     assert reg.settings()["deformable_options"] == {
-        "update_sigma_voxels": register_syn.__wrapped__.__kwdefaults__["update_sigma_voxels"],
+        "update_sigma_voxels": SyNStage.__init__.__kwdefaults__["update_sigma_voxels"],
         "field_sigma_voxels": 1.0}

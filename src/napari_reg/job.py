@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .core.events import ProgressEvent, RegistrationResult
+from .core.engine.events import ProgressEvent
+from .core.engine.presets import DEFORMABLE_MODELS
+from .core.engine.register import register
+from .core.engine.result import RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
-from .core.register import DEFORMABLE_MODELS, register
 from .core.transforms.field import DisplacementField
 from .core.warp_result import warp_result
 from .io.displacement_fields import save_displacement_field
@@ -68,7 +70,7 @@ class Job:
     """Everything needed to run (and re-run) one registration.
 
     Paths are stored as given; ``parameters`` are keyword arguments of
-    :func:`napari_reg.core.register.register` (JSON-serialisable).
+    :func:`napari_reg.register` (JSON-serialisable).
     """
 
     fixed: str

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.ffd import register_bspline
-from ..core.register import register
-from ..core.syn import register_syn
+from ..core.engine.register import register
+from ..core.stages.bspline import BSplineStage
+from ..core.stages.syn import SyNStage
 
 __all__ = ["METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME", "REGISTER_DEFAULTS",
            "BSPLINE_DEFAULTS", "SYN_DEFAULTS", "int_list", "as_text", "stage_metrics"]
@@ -29,8 +29,8 @@ def _defaults(func: Any) -> dict[str, Any]:
 
 # The panel starts from the core's own defaults, so a GUI run equals a scripted one.
 REGISTER_DEFAULTS = _defaults(register)
-BSPLINE_DEFAULTS = _defaults(register_bspline)
-SYN_DEFAULTS = _defaults(register_syn)
+BSPLINE_DEFAULTS = _defaults(BSplineStage)
+SYN_DEFAULTS = _defaults(SyNStage)
 
 
 def int_list(text: str, what: str) -> int | list[int]:

@@ -1,7 +1,7 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` on a background thread (``_worker``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
@@ -30,8 +30,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
+from ..core.engine.presets import PRESETS
 from ..core.image import Volume
-from ..core.register import PRESETS
 from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ..runs.tasks import register_and_warp
 from ._alignment import ALIGNMENT_LAYER_NAME
