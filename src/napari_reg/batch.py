@@ -182,7 +182,7 @@ def _finished(pair: BatchPair) -> PairOutcome | None:
 
 def _expected_outputs(job: Job) -> list[str]:
     """The files a finished pair has (deformable runs add the field and its Jacobian)."""
-    from .core.register import DEFORMABLE_MODELS
+    from .core.engine.presets import DEFORMABLE_MODELS
     from .job import DEFORMABLE_OUTPUT_NAMES
 
     names = list(OUTPUT_NAMES.values())
