@@ -12,6 +12,19 @@ affine, while
 * the same run is repeated with the live overlay switched off, and the core alone is
   timed headless, so the cost of the live view is visible.
 
+A "busy machine" setting (``--busy N``) runs N CPU-bound background processes for the
+whole measurement (a user's laptop doing other work); ``--compare-busy`` measures quiet
+and busy in the same invocation, and ``--switch-intervals`` repeats the GUI runs with
+other Python GIL switch intervals (A/B of the cause below). Every row has the CLI's time
+(the same ``register()`` call headless, in the same conditions) and GUI / CLI ratios.
+
+Why GUI runs suffer more than CLI runs on a busy machine: the registration thread and
+the GUI thread share one GIL. With the CPU oversubscribed, a thread that is handed the
+GIL must first be scheduled by the OS; every forced GIL hand-over (every
+``sys.getswitchinterval()`` = 5 ms while both threads want it) can then cost a whole OS
+time slice, and the event loop and painting want the GIL all the time. The CLI has no
+second Python thread, so it never waits.
+
 Prints a table and writes ``benchmarks/results/responsiveness_<date>.md``.
 """
 
@@ -19,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +167,33 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     }
 
 
+def _spin(_: int) -> None:  # pragma: no cover - a busy background process
+    x = 0
+    while True:
+        x = (x * 1103515245 + 12345) % 2147483648
+
+
+class BusyMachine:
+    """``n`` CPU-bound processes while the context is open (0: a no-op)."""
+
+    def __init__(self, n: int):
+        self.n, self.procs = n, []
+
+    def __enter__(self) -> BusyMachine:
+        ctx = multiprocessing.get_context("spawn")
+        self.procs = [ctx.Process(target=_spin, args=(k,), daemon=True) for k in range(self.n)]
+        for p in self.procs:
+            p.start()
+        time.sleep(0.5 if self.n else 0.0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.join(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting")
@@ -159,8 +201,17 @@ def main() -> None:
                         help="results file (default results/responsiveness_<date>.md)")
     parser.add_argument("--presets", default="Affine,Affine + diffeomorphic",
                         help="comma list of Register panel presets to run")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="CPU-bound background processes during the runs (busy machine)")
+    parser.add_argument("--compare-busy", action="store_true",
+                        help="measure quiet (0) and --busy in the same invocation")
+    parser.add_argument("--switch-intervals", default="",
+                        help="comma list of sys.setswitchinterval values (s) for GUI runs; "
+                             "default: the product's own setting only")
     args = parser.parse_args()
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    busy_levels = [0, args.busy] if args.compare_busy else [args.busy]
+    intervals = [float(v) for v in args.switch_intervals.split(",") if v.strip()] or [None]
     import napari
 
     from napari_reg import PRESETS, register
@@ -170,12 +221,7 @@ def main() -> None:
 
     load_before = os.getloadavg()
     fixed, moving, truth = moved_pair()
-    headless: dict[str, list[float]] = {p: [] for p in presets}
-    for preset in presets:
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            register(fixed, moving, **PRESETS[preset])
-            headless[preset].append(time.perf_counter() - t0)
+    headless: dict[tuple, list[float]] = {}
 
     viewer = napari.Viewer(show=True)
     for volume in (fixed, moving):
@@ -194,16 +240,34 @@ def main() -> None:
         QApplication.processEvents()
         time.sleep(0.01)
     rows = []
-    for preset in presets:
-        register_panel.preset.value = preset
-        for _ in range(args.repeats):
-            for live in (True, False):
-                rows.append({"preset": preset, **run_in_viewer(viewer, register_panel, live)})
+    default_interval = sys.getswitchinterval()
+    for busy in busy_levels:
+        with BusyMachine(busy):
+            for preset in presets:
+                for _ in range(args.repeats):  # the CLI's time in the same conditions
+                    t0 = time.perf_counter()
+                    register(fixed, moving, **PRESETS[preset])
+                    headless.setdefault((busy, preset), []).append(time.perf_counter() - t0)
+                register_panel.preset.value = preset
+                for interval in intervals:
+                    for _ in range(args.repeats):
+                        for live in (True, False):
+                            if interval is not None:
+                                sys.setswitchinterval(interval)
+                            try:
+                                row = run_in_viewer(viewer, register_panel, live)
+                            finally:
+                                sys.setswitchinterval(default_interval)
+                            rows.append({"preset": preset, "busy": busy,
+                                         "interval": interval, **row})
     viewer.close()
+    settings = [(b, p, i) for b in busy_levels for p in presets for i in intervals]
 
-    def median(key: str, preset: str, live: bool) -> float:
+    def median(key: str, setting: tuple, live: bool) -> float:
+        busy, preset, interval = setting
         return float(np.median([r[key] for r in rows
-                                if r["live"] == live and r["preset"] == preset]))
+                                if r["live"] == live and r["preset"] == preset
+                                and r["busy"] == busy and r["interval"] == interval]))
 
     load = os.getloadavg()
     lines = [
@@ -228,33 +292,44 @@ def main() -> None:
         "runs; *end gap* = the longest gap of the whole run, including the one-off swap of "
         "the full-resolution result into the layer. *slowdown* = core s live on / live off.",
         "",
-        "| preset | live | core s headless | core s | run wall s | refreshes/s (run) | "
-        "optimising s | refreshes/s (optimising) | states/s (optimising) | behind p95 ms | "
-        "first frame s | latency p50 ms | latency p99 ms | latency max ms | end gap ms | "
-        "slowdown |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "*busy* = CPU-bound background processes during the runs (0 = as the machine was); "
+        "*GIL s* = sys.setswitchinterval during GUI runs (- = the product's own); *CLI s* = "
+        "the same register() call headless in the same conditions; *GUI/CLI* = core s / "
+        "CLI s.",
+        "",
+        "| busy | GIL s | preset | live | CLI s | core s | GUI/CLI | run wall s | "
+        "refreshes/s (run) | optimising s | refreshes/s (optimising) | states/s (optimising) "
+        "| behind p95 ms | first frame s | latency p50 ms | latency p99 ms | latency max ms | "
+        "end gap ms | slowdown |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for preset in presets:
-        slowdown = median("core_s", preset, True) / median("core_s", preset, False) - 1.0
+    for setting in settings:
+        busy, preset, interval = setting
+        cli_s = float(np.median(headless[(busy, preset)]))
+        slowdown = median("core_s", setting, True) / median("core_s", setting, False) - 1.0
         for live in (True, False):
-            def cell(key: str, fmt: str, live: bool = live, preset: str = preset) -> str:
-                return format(median(key, preset, live), fmt) if live else ""
+            def cell(key: str, fmt: str, live: bool = live, setting: tuple = setting) -> str:
+                return format(median(key, setting, live), fmt) if live else ""
+            preset_col = (f"{busy} | {interval if interval is not None else '-'} | {preset}")
             lines.append(
-                f"| {preset} | {'on' if live else 'off'} | "
-                f"{float(np.median(headless[preset])):.2f} | "
-                f"{median('core_s', preset, live):.2f} | {median('wall_s', preset, live):.2f} | "
-                f"{cell('refresh_hz', '.1f')} | {median('opt_s', preset, live):.2f} | "
-                f"{cell('opt_refresh_hz', '.1f')} | {median('opt_states_hz', preset, live):.1f} | "
+                f"| {preset_col} | {'on' if live else 'off'} | {cli_s:.2f} | "
+                f"{median('core_s', setting, live):.2f} | "
+                f"{median('core_s', setting, live) / cli_s:.2f} | "
+                f"{median('wall_s', setting, live):.2f} | "
+                f"{cell('refresh_hz', '.1f')} | {median('opt_s', setting, live):.2f} | "
+                f"{cell('opt_refresh_hz', '.1f')} | "
+                f"{median('opt_states_hz', setting, live):.1f} | "
                 f"{cell('behind_p95_ms', '.0f')} | {cell('first_frame_s', '.2f')} | "
-                f"{median('latency_p50_ms', preset, live):.1f} | "
-                f"{median('latency_p99_ms', preset, live):.1f} | "
-                f"{median('latency_max_ms', preset, live):.1f} | "
-                f"{median('latency_max_whole_ms', preset, live):.0f} | "
+                f"{median('latency_p50_ms', setting, live):.1f} | "
+                f"{median('latency_p99_ms', setting, live):.1f} | "
+                f"{median('latency_max_ms', setting, live):.1f} | "
+                f"{median('latency_max_whole_ms', setting, live):.0f} | "
                 f"{f'{100 * slowdown:+.0f} %' if live else ''} |")
     lines += ["", "Targets (issue #5): latency p99 < 50 ms, >= 10 refreshes/s, slowdown < 20 %."]
     lines += ["", "Per run (core s / refreshes/s optimising / latency p99 ms):", ""]
     for r in rows:
-        lines.append(f"- {r['preset']}, live {'on' if r['live'] else 'off'}: "
+        lines.append(f"- busy {r['busy']}, GIL {r['interval']}, {r['preset']}, "
+                     f"live {'on' if r['live'] else 'off'}: "
                      f"{r['core_s']:.2f} s / {r['opt_refresh_hz'] if r['live'] else 0:.1f} / "
                      f"{r['latency_p99_ms']:.1f}")
     text = "\n".join(lines) + "\n"
