@@ -254,3 +254,27 @@ def test_matrix_transform_loads_as_matrix(tmp_path):
     t = load_transform(tmp_path / "a.tfm")
     assert isinstance(t, MatrixTransform)
     np.testing.assert_allclose(t.matrix, m, atol=1e-12)
+
+
+def test_linear_h5_composite_is_one_matrix_in_itk_order(tmp_path):
+    a, b = _random_affine(), _random_affine()
+    parts = []
+    for m in (a, b):  # ITK queue [a, b]: b is applied to a point first
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ m @ np.diag([-1.0, -1.0, 1.0, 1.0])
+        t = sitk.AffineTransform(3)
+        t.SetMatrix(tuple(lps[:3, :3].ravel()))
+        t.SetTranslation(tuple(lps[:3, 3]))
+        parts.append(t)
+    composite = sitk.CompositeTransform(parts)
+    sitk.WriteTransform(composite, str(tmp_path / "two.h5"))
+    np.testing.assert_allclose(read_transform(tmp_path / "two.h5"), a @ b, atol=1e-9)
+    assert isinstance(load_transform(tmp_path / "two.h5"), MatrixTransform)
+
+
+def test_nitransforms_reads_our_tfm(tmp_path):
+    # It split on '#' and failed (IndexError) on the comment lines we used to write.
+    m = _random_affine()
+    write_transform(m, tmp_path / "ours.tfm")
+    theirs = nitransforms.linear.load(tmp_path / "ours.tfm", fmt="itk")
+    np.testing.assert_allclose(theirs.matrix, m, atol=1e-12)
+    nt_itk.ITKLinearTransform.from_filename(tmp_path / "ours.tfm")  # the reader that failed

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -11,7 +13,7 @@ import threading
 import warnings
 
 # Each name is a module in napari_reg.commands with add_parser() and run().
-COMMANDS = ("demo", "register", "apply", "segment", "template", "batch", "motion")
+COMMANDS = ("demo", "register", "apply", "convert", "segment", "template", "batch", "motion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,13 @@ _TERM_SEEN = threading.Event()
 
 def _on_sigterm(_signum, _frame) -> None:
     _TERM_SEEN.set()
+    # Worker processes (batch, template) are not in the signal's path: pass it on, so
+    # they stop their pair and clean up too (runners.terminate_like_interrupt).
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGTERM)
     raise Terminated()
 
 
@@ -52,6 +61,19 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     """Warnings as one line each, without the source line numpy/scipy would print."""
     text = " ".join(str(message).split())
     print(f"napari-reg: warning: {text}", file=file or sys.stderr)
+
+
+class _quiet_nibabel:
+    """nibabel logs header repairs ("sizeof_hdr should be 348; set ...") to stderr; our
+    own checks report what matters in one line, so its chatter is held back meanwhile."""
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("nibabel")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL + 1)
+
+    def __exit__(self, *exc) -> None:
+        self.logger.setLevel(self.level)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     terminated = False
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_nibabel():
             warnings.showwarning = _one_line_warnings
             code = int(args.func(args) or 0)
     except Terminated:

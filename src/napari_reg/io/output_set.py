@@ -246,10 +246,17 @@ class OutputSet:
         if staging is None:
             return False
         try:
-            if exc_type is None:
-                self._commit(staging)
+            # Signals wait until the set is in place AND its staging is gone.
+            with deferred_signals():
+                if exc_type is None:
+                    self._commit(staging)
+                shutil.rmtree(staging, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputSetError):
+            # full disk, quota, I/O error while writing: say where, in one line
+            raise OutputSetError(f"{self.folder}: cannot write the outputs "
+                                 f"({exc.strerror or exc}); nothing was written") from None
         return False
 
     # ------------------------------------------------------------------ commit
@@ -261,15 +268,14 @@ class OutputSet:
         missing = [n for n in self.names if not (staging / n).is_file()]
         if missing:
             raise OutputSetError(f"outputs were planned but not written: {', '.join(missing)}")
-        with deferred_signals():
-            if self._fresh:
-                _fault(1)
-                try:
-                    os.rename(staging, self.folder)  # the whole set in one step
-                    return
-                except OSError:  # someone created the folder meanwhile: file by file
-                    pass
-            self._commit_files(staging)
+        if self._fresh:
+            _fault(1)
+            try:
+                os.rename(staging, self.folder)  # the whole set in one step
+                return
+            except OSError:  # someone created the folder meanwhile: file by file
+                pass
+        self._commit_files(staging)
 
     def _commit_files(self, staging: Path) -> None:
         order = self._order()

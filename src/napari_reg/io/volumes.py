@@ -82,6 +82,8 @@ def _load_image(path: Path):
 
 def _open_image(path: Path):
     if not path.exists():
+        if path.is_symlink():
+            raise VolumeReadError(f"{path}: a broken or looping symbolic link")
         raise VolumeReadError(f"{path}: no such file")
     if path.is_dir():
         raise VolumeReadError(f"{path}: is a directory, not a volume file")
@@ -307,7 +309,16 @@ def save_volume(
         affine, data = affine3, data[:, :, None]
     if header is None:
         header = volume.metadata.get("header") if isinstance(volume.metadata, dict) else None
+    if data.ndim == 3 and data.shape[2] == 1 and _header_ndim(header) == 2:
+        data = data[:, :, 0]  # a result on a 2D file's grid is written as a 2D file
     return _write_nifti(data, affine, path, dtype, header)
+
+
+def _header_ndim(header) -> int:
+    try:
+        return len(header.get_data_shape())
+    except AttributeError:
+        return 0
 
 
 def save_volume_stack(

@@ -1,13 +1,14 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` on a background thread (``_worker``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
+from ..core.engine.presets import PRESETS
 from ..core.image import Volume
-from ..core.register import PRESETS
 from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ..runs.tasks import register_and_warp
 from ._alignment import ALIGNMENT_LAYER_NAME
@@ -45,6 +46,7 @@ from ._register_settings import (
     REGISTER_DEFAULTS,
     as_text,
     int_list,
+    stage_metrics,
 )
 from ._regularisation import RegularisationControls
 from ._run_progress import RunProgressView
@@ -69,6 +71,9 @@ class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
     PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
+    # the fields a saved session keeps (the preset first: it sets the others)
+    FIELDS = ("preset", "metric", "init", "levels", "iterations", "samples", "seed", "live",
+              "grid_spacing", "bending", "update_sigma", "field_sigma")
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
@@ -91,6 +96,9 @@ class RegisterWidget(Container):
         self.progress = ProgressBar(label="Level iterations", min=0, max=1, value=0,
                                     tooltip="Iterations of the current stage and pyramid "
                                             "level (see the line below)")
+        self.overall = ProgressBar(label="Whole run", min=0, max=1000, value=0,
+                                   tooltip="All stages and levels, with an estimate of the "
+                                           "time left")
         self.status = Label(value="")
         # Advanced: pyramid, sampling and regularisation, hidden by default (presets first).
         self.levels = SpinBox(label="Levels", min=1, max=8, value=int(REGISTER_DEFAULTS["levels"]),
@@ -113,8 +121,8 @@ class RegisterWidget(Container):
         self._collapsible = QCollapsible("Advanced")
         self._collapsible.addWidget(self.advanced.native)
         self.native.layout().addWidget(self._collapsible)
-        self.extend([self.live, self.run_button, self.stop_button, self.progress, self.status,
-                     self.after])
+        self.extend([self.live, self.run_button, self.stop_button, self.overall, self.progress,
+                     self.status, self.after])
 
         # Changing text must not re-layout the whole main window ~25 times a second.
         self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
@@ -126,6 +134,9 @@ class RegisterWidget(Container):
         self.after.changed.connect(self._show_after)
         self._session.roles_changed.connect(self._on_roles)
         self._session.init_requested.connect(self._on_init_requested)
+        self._session.settings_restored.connect(self.restore_fields)
+        for name in self.FIELDS:
+            getattr(self, name).changed.connect(self._publish)
         events = viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self._on_layer_removed)
@@ -137,7 +148,7 @@ class RegisterWidget(Container):
         self._ticker.tick.connect(self._on_tick)
         self.live_view = LiveRunView(viewer, self._session)
         self.progress_view = RunProgressView(lambda: self._cost_panel().plot, self.progress,
-                                             self.status, self.PANEL_INTERVAL_S)
+                                             self.status, self.PANEL_INTERVAL_S, self.overall)
         self._n_runs = 0
         # the overlay's warp thread asks for a finished frame to be shown at once
         self._frame_ready = GuiCall(self._on_tick)
@@ -146,6 +157,7 @@ class RegisterWidget(Container):
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
+        self._publish()
         self.native.destroyed.connect(self._shutdown)
         self._close_watcher = PanelCloseWatcher(self.native, self._on_panel_closed)
         # Dock the cost curve as soon as the panel is up, not at the first Run: adding a
@@ -173,6 +185,7 @@ class RegisterWidget(Container):
         self._session.running = False
         self._session.roles_changed.disconnect(self._on_roles)
         self._session.init_requested.disconnect(self._on_init_requested)
+        self._session.settings_restored.disconnect(self.restore_fields)
         events = self._viewer.layers.events
         events.inserted.disconnect(self.reset_choices)
         events.removed.disconnect(self._on_layer_removed)
@@ -233,6 +246,23 @@ class RegisterWidget(Container):
                                  "value per level (coarse to fine) or a single value")
         return kwargs
 
+    def fields(self) -> dict[str, Any]:
+        """The panel's fields by name (what a saved session keeps)."""
+        return {name: getattr(self, name).value for name in self.FIELDS}
+
+    def restore_fields(self, fields: dict[str, Any]) -> None:
+        """Set the fields of a saved session (unknown names are ignored)."""
+        for name in self.FIELDS:
+            if name in fields:
+                getattr(self, name).value = fields[name]
+
+    def _publish(self, *_args: Any) -> None:
+        """Keep the session's copy of the fields (and parameters, when they parse)."""
+        parameters = self._session.register_settings.get("parameters", {})
+        with contextlib.suppress(ValueError):  # still typing: the last valid ones stay
+            parameters = self.settings()
+        self._session.register_settings = {"fields": self.fields(), "parameters": parameters}
+
     # ------------------------------------------------------------------ run
     @property
     def running(self) -> bool:
@@ -267,7 +297,8 @@ class RegisterWidget(Container):
             return None
 
         self._n_runs += 1
-        self.progress_view.start(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
+        self.progress_view.start(f"run {self._n_runs}: {self.preset.value}",
+                                 stage_metrics(kwargs))
         self.live_view.close()
         if self.live.value:
             self.live_view.begin(fixed, moving, moving_layer, self.live_max_voxels,

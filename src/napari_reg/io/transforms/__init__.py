@@ -53,7 +53,8 @@ LINEAR_FORMATS = ("itk", "itk-mat", "itk-h5", "ras", "fsl", "lta", "afni", "x5")
 FORMATS = (*LINEAR_FORMATS, "field", "fnirt")
 _AMBIGUOUS = ("a plain 4x4 text matrix does not say its convention: name it, "
               "--format fsl (FSL FLIRT -omat; needs the fixed and moving images) or "
-              "--format ras (greedy / c3d / ITK-SNAP: RAS, fixed -> moving)")
+              "--format ras (greedy / c3d / ITK-SNAP: RAS, fixed -> moving); "
+              "register takes it as --initial-format, Python as format=")
 _NIFTI = (".nii", ".nii.gz")
 
 
@@ -177,13 +178,18 @@ def read_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
         return read_fsl_matrix(path, fixed, moving)
     if format == "itk-h5":
         t = read_itk_h5(path)
-        if not t.is_linear:
+        if not _all_linear(t):
             raise TransformFileError(f"{path}: holds a displacement field, not only a "
                                      "linear transform; apply it with napari-reg apply "
                                      "(or load_transform in Python)")
         return _composed_matrix(t)
     raise TransformFileError(f"{path}: a {format} file is a warp, not a matrix; apply it "
                              "with napari-reg apply (or load_transform in Python)")
+
+
+def _all_linear(t: Transform) -> bool:
+    parts = t.transforms if isinstance(t, CompositeTransform) else [t]
+    return all(isinstance(p, MatrixTransform) for p in parts)
 
 
 def _composed_matrix(t: Transform) -> np.ndarray:
@@ -220,7 +226,8 @@ def load_transform(path: str | os.PathLike, *, fixed: Volume | None = None,
                                      "of the moving (--in) image too; pass the moving image")
         return read_fnirt_warp(path, moving)
     if format == "itk-h5":
-        return read_itk_h5(path)
+        t = read_itk_h5(path)
+        return MatrixTransform(_composed_matrix(t)) if _all_linear(t) else t
     return MatrixTransform(read_transform(path, fixed=fixed, moving=moving, format=format))
 
 
