@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.image import Volume, apply_affine
-from ..layers import layer_world_affine, volume_from_layer
+from ..layers import source_world_affine, volume_from_layer
 
 __all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "paired_landmarks",
            "points_world", "source_path"]
@@ -25,9 +25,11 @@ def layer_affine(layer: Any) -> np.ndarray:
     """The layer's full data->world matrix as displayed (homogeneous, world mm).
 
     napari composes ``affine`` with ``scale``/``translate``/``rotate``/``shear``; the
-    composition is what places voxels on screen, so that is what we read.
+    composition is what places voxels on screen, so that is what we read. For a layer
+    showing an axis-aligned copy of an oblique volume it is the original voxels' matrix
+    (:func:`napari_reg.layers.source_world_affine`), matching :func:`layer_volume`.
     """
-    return layer_world_affine(layer)
+    return source_world_affine(layer)
 
 
 def file_affine(layer: Any) -> np.ndarray:
