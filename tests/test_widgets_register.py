@@ -16,8 +16,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 import napari_reg
-import napari_reg.widgets._worker as worker_module
-import napari_reg.widgets.register_widget as register_widget
+import napari_reg.runs.tasks as worker_module
 from napari_reg.core.image import Volume
 from napari_reg.core.preview import preview_of
 from napari_reg.core.register import register
@@ -285,7 +284,7 @@ def test_error_paths_become_notifications(make_napari_viewer, qtbot, pair_files,
     session.set_roles(viewer.layers[0], session.moving_layer)
     reg.iterations.value = "400, 200"
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
-    qtbot.waitUntil(lambda: reg._job is None or reg._job.n_events > 2, timeout=20_000)
+    qtbot.waitUntil(lambda: reg.runs.run is None or reg.runs.run.n_events > 2, timeout=20_000)
     viewer.layers.remove(session.moving_layer)
     qtbot.waitUntil(lambda: not reg.running, timeout=2000)
     assert any("was removed" in m for m in notes["error"])
@@ -458,13 +457,7 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     reg.levels.value, reg.iterations.value, reg.samples.value = 2, "20, 10", "2000, 4000"
     viewer.dims.order = (2, 1, 0)
     events = []
-    original = register_widget.RegisterWidget._on_progress
-
-    def recording(self, batch):
-        events.extend(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(register_widget.RegisterWidget, "_on_progress", recording)
+    reg.runs.progress.connect(events.extend)  # every batch the panel receives
     frames = {}
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     while reg.running:

@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--transform", choices=list(TRANSFORMS), default="affine",
                    help="bspline and syn (diffeomorphic) run an affine stage first unless "
-                   "--no-linear; they also write field.nii.gz and jacobian.nii.gz")
+                   "--no-linear; they also write warp.nii.gz + inverse_warp.nii.gz (ANTs layout: "
+                   "-t warp.nii.gz -t transform.tfm), whole_map_field.nii.gz (the whole "
+                   "map, use it alone) and jacobian.nii.gz")
     p.add_argument("--no-linear", action="store_true",
                    help="with bspline/syn: no affine stage before the deformable one")
     p.add_argument("--metric", choices=list(METRICS), default="mi",
@@ -34,7 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--landmarks", nargs=2, metavar=("FIXED_CSV", "MOVING_CSV"),
                    help="paired landmarks (CSV id,x,y,z world RAS mm, or Slicer .fcsv/.mrk.json)")
     p.add_argument("--fixed-mask", help="mask image: sample the fixed image only where non-zero")
-    p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat, FSL .mat)")
+    p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat/.h5, LTA, "
+                   "AFNI .1D, X5; a plain 4x4 matrix needs --initial-format)")
+    p.add_argument("--initial-format", choices=["fsl", "ras", "itk", "itk-mat", "itk-h5",
+                                                "lta", "afni", "x5"],
+                   help="format of --initial when the file does not say it: fsl (FLIRT "
+                   "-in MOVING -ref FIXED) or ras (greedy / c3d / ITK-SNAP)")
     adv = p.add_argument_group("advanced")
     adv.add_argument("--stages", nargs="+", choices=list(TRANSFORMS),
                      help="run several models in order, e.g. --stages rigid affine")
@@ -90,7 +97,7 @@ def build_job(args: argparse.Namespace):
     return Job(fixed=args.fixed, moving=args.moving, parameters=params,
                fixed_mask=args.fixed_mask,
                landmarks=tuple(args.landmarks) if args.landmarks else None,
-               initial=args.initial)
+               initial=args.initial, initial_format=args.initial_format)
 
 
 def run(args: argparse.Namespace) -> int:

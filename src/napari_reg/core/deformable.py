@@ -6,9 +6,8 @@ deformation ``D`` of the fixed space, so the whole map is
     T(x) = M D(x)      (fixed world RAS mm -> moving world RAS mm)
 
 ``D`` is a cubic B-spline FFD (:func:`napari_reg.core.ffd.register_bspline`) or the
-exponential of a stationary velocity field (:func:`napari_reg.core.syn.register_syn`);
-both are importable from this module too. :class:`DeformableResult` carries ``T``,
-``D``, ``M`` and the per-level cost histories;
+exponential of a stationary velocity field (:func:`napari_reg.core.syn.register_syn`).
+:class:`DeformableResult` carries ``T``, ``D``, ``M`` and the per-level cost histories;
 :meth:`DeformableResult.displacement_field` turns ``T`` into one dense field on the fixed
 grid that maps fixed->moving on its own (what the field writer saves).
 """
@@ -31,8 +30,6 @@ from .transforms.bspline import BSplineTransform
 from .transforms.field import DisplacementField
 from .transforms.velocity import StationaryVelocityField
 
-# register_bspline (ffd.py) and register_syn (syn.py) are importable from here too,
-# resolved lazily by __getattr__ below
 __all__ = ["DeformableResult", "DeformableError", "compose_linear", "regrid"]
 
 Callback = Callable[[ProgressEvent], None]
@@ -219,16 +216,3 @@ def mask_at_level(mask: np.ndarray | Volume | None, fixed: Volume, shrink: Seque
         raise DeformableError("the fixed mask is empty")
     return data[tuple(slice(None, None, int(f)) for f in shrink)]
 
-
-def __getattr__(name: str):
-    # The loops live in ffd.py and syn.py, which import this module's helpers: resolve
-    # them lazily so that any of the three modules can be imported first.
-    if name in ("register_bspline", "bspline_objective"):
-        from . import ffd
-
-        return getattr(ffd, name)
-    if name == "register_syn":
-        from .syn import register_syn
-
-        return register_syn
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

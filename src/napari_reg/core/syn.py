@@ -115,7 +115,7 @@ def register_syn(
     fixed_mask
         Optional fixed-grid mask; the metric is averaged over it.
     callback, cancel, stage, t_start, total_iterations
-        As :func:`napari_reg.core.deformable.register_bspline` (``stage_name="syn"``).
+        As :func:`napari_reg.core.ffd.register_bspline` (``stage_name="syn"``).
     """
     t0 = time.perf_counter() if t_start is None else t_start
     t_begin = time.perf_counter()

@@ -208,18 +208,6 @@ def get_alignment(viewer: Any) -> Alignment:
 
 
 def request_manual_init(viewer: Any) -> bool:
-    """Point a docked Register panel at "Current manual alignment". True if one was found.
-
-    The Register panel owns its settings; this only selects the existing choice, the
-    same a user would click.
-    """
-    from .register_widget import RegisterWidget
-
-    window = getattr(unwrap_viewer(viewer), "window", None)
-    docks = getattr(window, "dock_widgets", None) if window is not None else None
-    found = False
-    for widget in (docks.values() if docks is not None else ()):
-        if isinstance(widget, RegisterWidget):
-            widget.init.value = "manual"
-            found = True
-    return found
+    """Ask the Register panel to start from "Current manual alignment" (through the
+    session's ``init_requested`` signal). True if a Register panel is listening."""
+    return get_session(viewer).request_init("manual")
