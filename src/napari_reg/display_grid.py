@@ -29,8 +29,8 @@ import numpy as np
 from napari_reg.core.image import Volume
 from napari_reg.core.resample import resample
 
-__all__ = ["DisplayGrid", "MAX_VOXEL_FACTOR", "axis_permutation", "display_copy",
-           "is_axis_aligned"]
+__all__ = ["DisplayGrid", "MAX_VOXEL_FACTOR", "axis_aligned_grid", "axis_permutation",
+           "display_copy", "is_axis_aligned"]
 
 # An oblique volume's display copy may have at most this many times its voxel count
 # (the world-aligned box around a rotated grid is larger than the grid).
@@ -96,6 +96,21 @@ def _world_aligned_grid(volume: Volume) -> tuple[tuple[int, ...], np.ndarray]:
     grid[:d, :d] = np.diag(spacing)
     grid[:d, d] = low
     return tuple(int(n) for n in shape), grid
+
+
+def axis_aligned_grid(volume: Volume) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, voxel->world affine)`` of the grid :func:`display_copy` shows ``volume``
+    on: its own grid when axis-aligned, else an axis-aligned grid covering it. A warp
+    meant for display (e.g. a live overlay on an oblique fixed image) can be computed
+    straight onto this grid, at no extra cost."""
+    if volume.ndim != 3 or is_axis_aligned(volume.affine):
+        return tuple(volume.shape), volume.affine.copy()
+    perm = axis_permutation(volume.affine)
+    if perm is not None:
+        permuted = volume.affine.copy()
+        permuted[:3, :3] = volume.affine[:3, :3][:, list(perm)]
+        return tuple(volume.shape[p] for p in perm), permuted
+    return _world_aligned_grid(volume)
 
 
 def display_copy(volume: Volume, labels: bool = False) -> DisplayGrid:

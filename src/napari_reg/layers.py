@@ -40,6 +40,7 @@ __all__ = [
     "SPATIAL_AXIS_LABELS",
     "is_label_map",
     "layer_world_affine",
+    "shows_display_copy",
     "source_world_affine",
     "stack_from_layer_data",
     "stack_to_layer_data",
@@ -290,6 +291,11 @@ def volume_from_layer_data(data: Any, meta: dict) -> Volume:
 def _without_display_keys(metadata: dict) -> dict:
     return {k: v for k, v in metadata.items()
             if k not in ("source_data", "display_grid_affine", "display_shape")}
+
+
+def shows_display_copy(layer) -> bool:
+    """True when ``layer`` shows an axis-aligned display copy of an oblique volume."""
+    return _shows_display_copy(layer.data, getattr(layer, "metadata", None) or {})
 
 
 def source_world_affine(layer) -> np.ndarray:

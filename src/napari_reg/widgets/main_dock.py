@@ -38,13 +38,13 @@ __all__ = ["DOCK_WIDTH", "RegistrationDock", "SECTIONS"]
 
 # (section title, module, class): the order a user follows, then the extras.
 SECTIONS: tuple[tuple[str, str, str], ...] = (
-    ("1. Load images", "load_widget", "LoadWidget"),
-    ("2. Register (cost curve below)", "register_widget", "RegisterWidget"),
-    ("3. Manual alignment", "manual_widget", "ManualWidget"),
-    ("4. Landmarks", "landmarks_widget", "LandmarksWidget"),
-    ("5. Quality control", "qc_widget", "QCWidget"),
-    ("6. Export", "export_widget", "ExportWidget"),
-    ("7. Atlas segmentation", "atlas_widget", "AtlasWidget"),
+    ("Load images", "load_widget", "LoadWidget"),
+    ("Register (cost curve below)", "register_widget", "RegisterWidget"),
+    ("Manual alignment", "manual_widget", "ManualWidget"),
+    ("Landmarks", "landmarks_widget", "LandmarksWidget"),
+    ("Quality control", "qc_widget", "QCWidget"),
+    ("Export", "export_widget", "ExportWidget"),
+    ("Atlas segmentation", "atlas_widget", "AtlasWidget"),
 )
 # Width of the dock in pixels: the panels' widest minimum (Register, ~330 px) plus a
 # scroll bar, and no more, so the canvas keeps the rest of the window.
@@ -95,7 +95,7 @@ class RegistrationDock(QWidget):
         for title, module, cls in SECTIONS:
             self.sections.addItem(_scrolling(self._build(title, module, cls)), title)
             self.sections.setItemToolTip(self.sections.count() - 1,
-                                         f"Open the {title.split('. ', 1)[-1]} panel")
+                                         f"Open the {title} panel")
         self.setMinimumWidth(DOCK_WIDTH)
         self.setMaximumWidth(int(DOCK_WIDTH * 1.6))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
