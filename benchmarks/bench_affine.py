@@ -55,7 +55,7 @@ import peers  # noqa: E402
 # Modules a tool needs, imported in the child before the timer starts; the attribute
 # accesses force ITK's lazy loader to load elastix's wrapping now rather than mid-run.
 WARM = {
-    "napari_reg": "from napari_reg.core.register import register; import napari_reg as m",
+    "napari_reg": "from napari_reg import register; import napari_reg as m",
     "elastix": "import itk; itk.ParameterObject; itk.elastix_registration_method; import itk as m",
     "ants": "import ants as m",
     "dipy": "import dipy.align.imaffine, dipy.align.transforms; import dipy as m",

@@ -232,7 +232,7 @@ def part_template(args) -> dict:
         syn_result.template), "bias_mm": [h.bias_mm for h in syn_result.history]}
     # Where each template sits relative to the T1 (the known mean): affine registration of
     # the template to the T1, mean displacement over the brain (0 = unbiased).
-    from napari_reg.core.register import register
+    from napari_reg import register
 
     out["first image"] = {"ncc_to_t1": score(images[0])}
     for key, template in (("affine", affine_result.template),

@@ -163,7 +163,7 @@ def main() -> None:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     import napari
 
-    from napari_reg.core.register import PRESETS, register
+    from napari_reg import PRESETS, register
     from napari_reg.layers import volume_to_layer_data
     from napari_reg.widgets.load_widget import LoadWidget
     from napari_reg.widgets.register_widget import RegisterWidget

@@ -42,8 +42,8 @@ Export = Callable[[], np.ndarray]
 
 
 def _ours(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, **kwargs) -> Export:
+    from napari_reg import register
     from napari_reg.core.image import Volume
-    from napari_reg.core.register import register
 
     fixed_v = Volume(fixed, affine, name="fixed")
     result = register(fixed_v, Volume(moving, affine, name="moving"), **kwargs)
@@ -237,7 +237,7 @@ DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] 
 ENV = {"elastix": {"ITK_GLOBAL_DEFAULT_THREADER": "Pool"}}
 
 # Imports done in the child before the timer starts (as bench_affine.WARM).
-_OURS = "from napari_reg.core.register import register; import napari_reg as m"
+_OURS = "from napari_reg import register; import napari_reg as m"
 WARM = {
     "napari_reg_syn": _OURS,
     "napari_reg_bspline": _OURS,

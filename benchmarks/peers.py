@@ -112,8 +112,8 @@ def run_napari_reg(
     fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, moving_affine: np.ndarray
 ) -> np.ndarray:
     """napari_reg's public driver with the documented defaults for an affine MI run."""
+    from napari_reg import register
     from napari_reg.core.image import Volume
-    from napari_reg.core.register import register
 
     result = register(
         Volume(fixed, fixed_affine, name="fixed"),

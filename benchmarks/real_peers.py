@@ -68,10 +68,8 @@ def _map_from_warped(mapped: np.ndarray, fixed: np.ndarray, affine: np.ndarray) 
 
 # ---------------------------------------------------------------- napari_reg
 def _register():
-    try:  # the front door (issue 11), else the core module
-        from napari_reg import register
-    except ImportError:
-        from napari_reg.core.register import register
+    from napari_reg import register  # the front door (issue 11)
+
     return register
 
 
@@ -255,7 +253,7 @@ REAL_TOOLS: dict[str, Callable[..., Export]] = {
     "elastix": run_elastix,
 }
 
-_OURS = "import napari_reg.core.register, napari_reg.core.image; import napari_reg as m"
+_OURS = "import napari_reg.core.engine.register, napari_reg.core.image; import napari_reg as m"
 REAL_WARM = {
     **{t: _OURS for t in REAL_TOOLS if t.startswith("napari_reg")},
     "greedy": "import SimpleITK, picsl_greedy; import picsl_greedy as m",

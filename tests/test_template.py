@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from napari_reg.core.events import RegistrationResult
+from napari_reg.core.engine.result import RegistrationResult
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.template import (
     TemplateError,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_reg.core.events import RegistrationResult
+from napari_reg.core.engine.result import RegistrationResult
 from napari_reg.core.image import Volume
 from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField

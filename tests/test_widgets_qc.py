@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_reg._sample_data import load_mni_pair
-from napari_reg.core.events import RegistrationResult
+from napari_reg.core.engine.result import RegistrationResult
 from napari_reg.core.image import Volume
 from napari_reg.core.transforms.base import MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField

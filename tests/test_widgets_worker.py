@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_reg.core.events import ProgressEvent
+from napari_reg.core.engine.events import ProgressEvent
 from napari_reg.core.optimize import Cancelled
 from napari_reg.core.transforms.base import MatrixTransform
 from napari_reg.runs import BackgroundRun, RunController, RunStatus

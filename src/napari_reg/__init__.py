@@ -27,11 +27,12 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute" it is loaded from
 _FRONT_DOOR: dict[str, str] = {
-    "register": "napari_reg.core.register:register",
-    "RegistrationResult": "napari_reg.core.events:RegistrationResult",
-    "RegistrationError": "napari_reg.core.events:RegistrationError",
-    "ProgressEvent": "napari_reg.core.events:ProgressEvent",
-    "PRESETS": "napari_reg.core.register:PRESETS",
+    "register": "napari_reg.core.engine.register:register",
+    "RegistrationResult": "napari_reg.core.engine.result:RegistrationResult",
+    "RegistrationError": "napari_reg.core.engine.errors:RegistrationError",
+    "ProgressEvent": "napari_reg.core.engine.events:ProgressEvent",
+    "EventKind": "napari_reg.core.engine.events:EventKind",
+    "PRESETS": "napari_reg.core.engine.presets:PRESETS",
     "CancelToken": "napari_reg.core.optimize:CancelToken",
     "Cancelled": "napari_reg.core.optimize:Cancelled",
     "Volume": "napari_reg.core.image:Volume",

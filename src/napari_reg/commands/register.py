@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.engine.presets import INIT_METHODS, METRICS, TRANSFORMS
 from ..core.optimize import Cancelled
-from ..core.register import INIT_METHODS, METRICS, TRANSFORMS
 from ._progress import TerminalProgress
 
 

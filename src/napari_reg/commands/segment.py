@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.engine.presets import METRICS
 from ..core.fusion import FUSION_METHODS, SIMILARITIES
 from ..core.labels import PROPAGATION_METHODS
-from ..core.register import METRICS
 
 RECORD = "segment.json"
 

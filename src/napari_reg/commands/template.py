@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.register import LINEAR_MODELS, METRICS
+from ..core.engine.presets import LINEAR_MODELS, METRICS
 
 TEMPLATE_RECORD = "template.json"
 

@@ -257,7 +257,7 @@ def segment_with_atlases(
 ) -> SegmentationResult:
     """Register every atlas to ``subject`` (fixed), propagate and fuse their labels.
 
-    ``transform`` and ``register_options`` go to :func:`napari_reg.core.register.register`
+    ``transform`` and ``register_options`` go to :func:`napari_reg.register`
     unchanged (so deformable stages work as soon as the driver offers them). With one
     atlas the result is that atlas's propagated labels. ``truth`` (labels on the subject
     grid) adds a Dice report per label for the fused map and for every single atlas.
@@ -273,7 +273,7 @@ def segment_with_atlases(
     values = check_label_tables([a.labels for a in atlases], names,
                                 [a.label_names for a in atlases])
     if register_fn is None:
-        from .register import register as register_fn
+        from .engine.register import register as register_fn
     cancel = cancel or CancelToken()
     n = len(atlases)
     notes: list[str] = []

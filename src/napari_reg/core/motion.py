@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .events import ProgressEvent, RegistrationError
+from .engine.errors import RegistrationError
+from .engine.events import ProgressEvent
+from .engine.register import register
 from .image import Volume
 from .optimize import CancelToken
-from .register import register
 from .resample import resample
 from .transforms.base import MatrixTransform
 from .transforms.field import DisplacementField

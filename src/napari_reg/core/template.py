@@ -135,7 +135,7 @@ def register_to_template(template: Volume, image: Volume, options: Mapping[str, 
     A module-level function so that process pools and Dask workers can run it.
     """
     if register_fn is None:
-        from .register import register as register_fn
+        from .engine.register import register as register_fn
     result = register_fn(template, image, callback=callback, cancel=cancel, **dict(options))
     linear = getattr(result, "linear_matrix", None)
     if linear is None:
@@ -191,7 +191,7 @@ def build_template(
     """Build an unbiased template of ``images`` on ``reference``'s grid (default: the first).
 
     ``transform``, ``metric`` and ``register_options`` go to
-    :func:`napari_reg.core.register.register` unchanged (deformable stages are used when
+    :func:`napari_reg.register` unchanged (deformable stages are used when
     the driver offers them). ``shape_step`` scales the deformable correction (ANTs'
     gradient step); the linear correction is always applied in full. ``mapper(fn, items)``
     runs the registrations of one iteration (default: in this process, in order; then

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import RegistrationResult
+from .engine.result import RegistrationResult
 from .image import Volume
 from .resample import resample
 from .transforms.field import DisplacementField

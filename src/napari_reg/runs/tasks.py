@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.events import RegistrationResult
+from ..core.engine.register import register
+from ..core.engine.result import RegistrationResult
 from ..core.image import Volume
-from ..core.register import register
 from ..core.warp_result import warp_result
 
 __all__ = ["register_and_warp"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from psygnal import Signal
 
-from ..core.events import RegistrationResult
+from ..core.engine.result import RegistrationResult
 from ..core.image import Volume
 
 __all__ = ["RegistrationSession", "RunOutcome", "get_session", "unwrap_viewer"]

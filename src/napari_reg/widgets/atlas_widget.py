@@ -31,7 +31,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..core import register as register_module
+from ..core.engine import presets
 from ..core.fusion import (
     FUSION_METHODS,
     SIMILARITIES,
@@ -58,9 +58,9 @@ _METRICS = [("MI (mutual information)", "mi"), ("NCC (correlation)", "ncc"),
 def transform_choices() -> list[str]:
     """Models ``register()`` offers now: the linear ones, plus deformable stages once the
     driver exports them (``DEFORMABLE_MODELS`` / ``STAGES`` / ``TRANSFORMS``)."""
-    names = list(register_module.LINEAR_MODELS)
+    names = list(presets.LINEAR_MODELS)
     for attr in ("DEFORMABLE_MODELS", "STAGES", "TRANSFORMS"):
-        names += [n for n in getattr(register_module, attr, ()) if n not in names]
+        names += [n for n in getattr(presets, attr, ()) if n not in names]
     return names
 
 

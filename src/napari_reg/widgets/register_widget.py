@@ -1,7 +1,7 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` on a background thread (``_worker``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
@@ -30,8 +30,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
+from ..core.engine.presets import PRESETS
 from ..core.image import Volume
-from ..core.register import PRESETS
 from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ..runs.tasks import register_and_warp
 from ._alignment import ALIGNMENT_LAYER_NAME
@@ -45,6 +45,7 @@ from ._register_settings import (
     REGISTER_DEFAULTS,
     as_text,
     int_list,
+    stage_metrics,
 )
 from ._regularisation import RegularisationControls
 from ._run_progress import RunProgressView
@@ -91,6 +92,9 @@ class RegisterWidget(Container):
         self.progress = ProgressBar(label="Level iterations", min=0, max=1, value=0,
                                     tooltip="Iterations of the current stage and pyramid "
                                             "level (see the line below)")
+        self.overall = ProgressBar(label="Whole run", min=0, max=1000, value=0,
+                                   tooltip="All stages and levels, with an estimate of the "
+                                           "time left")
         self.status = Label(value="")
         # Advanced: pyramid, sampling and regularisation, hidden by default (presets first).
         self.levels = SpinBox(label="Levels", min=1, max=8, value=int(REGISTER_DEFAULTS["levels"]),
@@ -113,8 +117,8 @@ class RegisterWidget(Container):
         self._collapsible = QCollapsible("Advanced")
         self._collapsible.addWidget(self.advanced.native)
         self.native.layout().addWidget(self._collapsible)
-        self.extend([self.live, self.run_button, self.stop_button, self.progress, self.status,
-                     self.after])
+        self.extend([self.live, self.run_button, self.stop_button, self.overall, self.progress,
+                     self.status, self.after])
 
         # Changing text must not re-layout the whole main window ~25 times a second.
         self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
@@ -137,7 +141,7 @@ class RegisterWidget(Container):
         self._ticker.tick.connect(self._on_tick)
         self.live_view = LiveRunView(viewer, self._session)
         self.progress_view = RunProgressView(lambda: self._cost_panel().plot, self.progress,
-                                             self.status, self.PANEL_INTERVAL_S)
+                                             self.status, self.PANEL_INTERVAL_S, self.overall)
         self._n_runs = 0
         # the overlay's warp thread asks for a finished frame to be shown at once
         self._frame_ready = GuiCall(self._on_tick)
@@ -267,7 +271,8 @@ class RegisterWidget(Container):
             return None
 
         self._n_runs += 1
-        self.progress_view.start(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
+        self.progress_view.start(f"run {self._n_runs}: {self.preset.value}",
+                                 stage_metrics(kwargs))
         self.live_view.close()
         if self.live.value:
             self.live_view.begin(fixed, moving, moving_layer, self.live_max_voxels,

@@ -1,7 +1,8 @@
-"""Sample points for the linear stages: where to draw them and how to read the moving image.
+"""Sample points: where to draw them, which to keep, how to read the moving image there.
 
-Every point is world RAS mm on the fixed image's (pyramid level) grid; the driver maps
-them through the current fixed->moving transform.
+Every point is world RAS mm on the fixed image's (pyramid level) grid; a stage maps them
+through the current fixed->moving transform. Used by every sampled stage (linear,
+B-spline); one overlap rule (:data:`MIN_OVERLAP`) for all of them.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
-from .events import RegistrationError
-from .image import Volume
-from .resample import sample_with_gradient
-from .transforms.base import Transform
+from ..image import Volume
+from ..resample import sample_with_gradient
+from ..transforms.base import Transform
+from .errors import OverlapError, RegistrationError
 
-__all__ = ["foreground_mask", "mask_for_level", "draw_samples", "keep_overlapping",
-           "sample_clamped", "representative_values", "MIN_OVERLAP"]
+__all__ = ["foreground_mask", "grown", "mask_for_level", "draw_samples", "keep_overlapping",
+           "sample_clamped", "representative_values", "MIN_OVERLAP", "MIN_OVERLAP_POINTS"]
 
-# Fraction of sample points that must land inside the moving image.
+# Fraction of sample points that must land inside the moving image, and the fewest
+# points a level can work with.
 MIN_OVERLAP = 0.05
+MIN_OVERLAP_POINTS = 8
 
 
 def foreground_mask(data: np.ndarray) -> np.ndarray | None:
@@ -34,10 +38,18 @@ def foreground_mask(data: np.ndarray) -> np.ndarray | None:
     return mask if 0.02 < fraction < 0.98 else None
 
 
+def grown(mask: np.ndarray | None, margin_voxels: int) -> np.ndarray | None:
+    """``mask`` dilated by ``margin_voxels`` (None stays None)."""
+    if mask is None or margin_voxels <= 0:
+        return mask
+    return ndimage.binary_dilation(mask, iterations=int(margin_voxels))
+
+
 def mask_for_level(mask: np.ndarray | None, shrink: Sequence[int]) -> np.ndarray | None:
+    """A fixed-grid mask subsampled like a pyramid level (every f-th voxel per axis)."""
     if mask is None:
         return None
-    return mask[tuple(slice(None, None, f) for f in shrink)]
+    return mask[tuple(slice(None, None, int(f)) for f in shrink)]
 
 
 def draw_samples(volume: Volume, mask: np.ndarray | None, n: int,
@@ -66,11 +78,12 @@ def draw_samples(volume: Volume, mask: np.ndarray | None, n: int,
 
 def keep_overlapping(points: np.ndarray, fixed_values: np.ndarray, model: Transform,
                      moving: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the sample points that the current transform maps inside the moving grid."""
+    """Keep the sample points that ``model`` maps inside the moving grid; raise
+    :class:`OverlapError` when fewer than :data:`MIN_OVERLAP` of them do."""
     inside = moving.contains_voxel(moving.world_to_voxel(model.transform_points(points)))
     n_inside, n_total = int(np.count_nonzero(inside)), len(points)
-    if n_inside < max(MIN_OVERLAP * n_total, 8):
-        raise RegistrationError(
+    if n_inside < max(MIN_OVERLAP * n_total, MIN_OVERLAP_POINTS):
+        raise OverlapError(
             f"the images do not overlap: only {n_inside} of {n_total} fixed sample points map "
             "inside the moving image (check the initialisation and the images' world "
             "positions)")

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from .metrics import Metric, make_metric
+from . import make_metric
+from .base import Metric
 
 __all__ = ["DenseMetric", "LocalNCC", "SampledDenseMetric", "make_dense_metric",
            "image_gradient_world", "force_field"]
