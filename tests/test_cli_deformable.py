@@ -14,6 +14,7 @@ from napari_reg.cli import main
 from napari_reg.core.resample import resample
 from napari_reg.core.transforms.field import DisplacementField
 from napari_reg.io.displacement_fields import load_displacement_field
+from napari_reg.io.transforms import read_transform
 from napari_reg.io.volumes import load_volume, save_volume
 from phantoms import homogeneous, phantom_volume, rotation
 
@@ -53,7 +54,7 @@ def test_deformable_register_writes_field_and_jacobian(deformed_pair, tmp_path, 
             str(out), "-q", "--transform", model, "--metric", "ncc"]
     assert main(args) == 0, capsys.readouterr().err
     names = {p.name for p in out.iterdir()}
-    assert names == {"transform.tfm", "warped.nii.gz", "run.json", "warp.nii.gz",
+    assert names == {"transform.tfm", "transform.mat", "warped.nii.gz", "run.json", "warp.nii.gz",
                      "inverse_warp.nii.gz", "whole_map_field.nii.gz", "jacobian.nii.gz"}
     fixed = load_volume(deformed_pair["fixed"])
     moving = load_volume(deformed_pair["moving"])
@@ -70,6 +71,8 @@ def test_deformable_register_writes_field_and_jacobian(deformed_pair, tmp_path, 
     assert jacobian.shape == fixed.shape and jacobian.data.min() > 0
 
     assert set(record["files"]) == names - {"run.json"}  # each file says what it maps
+    np.testing.assert_allclose(read_transform(out / "transform.mat"),
+                               read_transform(out / "transform.tfm"), atol=1e-12)
 
     # The whole-map field alone maps fixed -> moving: `apply` with it reproduces
     # warped.nii.gz; so do the ANTs chain (-t warp -t affine) and the result folder.

@@ -197,7 +197,13 @@ def test_sample_data_layers():
     pair = _sample_data.load_mni_pair()
     np.testing.assert_allclose(fmeta["affine"], pair.fixed.affine)
     np.testing.assert_allclose(mmeta["affine"], pair.moving.affine)
-    assert [t[2] for t in layers[2:]] == ["points", "points"]
+    assert [t[2] for t in layers[2:]] == ["points", "points", "labels"]
+    labels, lmeta, _ = layers[4]  # tissue classes of the fixed image, on its grid
+    np.testing.assert_allclose(lmeta["affine"], pair.fixed.affine)
+    assert labels.shape == pair.fixed.shape and set(np.unique(labels)) == {0, 1, 2, 3}
+    # white matter (3) is where the T1 is brightest, CSF (1) where it is darkest
+    means = [float(pair.fixed.data[labels == k].mean()) for k in (1, 2, 3)]
+    assert means[0] < means[1] < means[2], means
 
 
 def test_layer_world_affine_matches_napari_composition():

@@ -269,3 +269,12 @@ def test_linear_h5_composite_is_one_matrix_in_itk_order(tmp_path):
     sitk.WriteTransform(composite, str(tmp_path / "two.h5"))
     np.testing.assert_allclose(read_transform(tmp_path / "two.h5"), a @ b, atol=1e-9)
     assert isinstance(load_transform(tmp_path / "two.h5"), MatrixTransform)
+
+
+def test_nitransforms_reads_our_tfm(tmp_path):
+    # It split on '#' and failed (IndexError) on the comment lines we used to write.
+    m = _random_affine()
+    write_transform(m, tmp_path / "ours.tfm")
+    theirs = nitransforms.linear.load(tmp_path / "ours.tfm", fmt="itk")
+    np.testing.assert_allclose(theirs.matrix, m, atol=1e-12)
+    nt_itk.ITKLinearTransform.from_filename(tmp_path / "ours.tfm")  # the reader that failed

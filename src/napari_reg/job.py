@@ -38,6 +38,7 @@ from .io.input_checks import check_landmarks, check_linear_transform, check_warp
 from .io.landmarks import read_landmarks
 from .io.output_set import OutputSet
 from .io.result_layout import (
+    AFFINE_MAT,
     FILE_DIRECTIONS,
     INVERSE_WARP,
     JACOBIAN,
@@ -55,7 +56,8 @@ OUTPUT_NAMES = {"transform": "transform.tfm", "warped": "warped.nii.gz", "record
 # Written in addition for deformable runs.
 # the ANTs layout: affine (transform.tfm) + deformation-only warp and its inverse, and the
 # whole map under a name that says so (io/result_layout.py says what each file maps)
-DEFORMABLE_OUTPUT_NAMES = {"warp": WARP, "inverse_warp": INVERSE_WARP, "whole_map": WHOLE_MAP,
+DEFORMABLE_OUTPUT_NAMES = {"affine_mat": AFFINE_MAT, "warp": WARP,
+                           "inverse_warp": INVERSE_WARP, "whole_map": WHOLE_MAP,
                            "jacobian": JACOBIAN}
 
 
@@ -195,6 +197,8 @@ def run_job(
                             outputs.path(names["transform"]))
         save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
+            write_itk_transform(pair.matrix_for_file(result.matrix),
+                                outputs.path(names["affine_mat"]))
             warp, inverse_warp = deformation_fields(result.deformable, fixed)
             for key, dfield in (("warp", warp), ("inverse_warp", inverse_warp)):
                 save_displacement_field(outputs.path(names[key]), _warp_for_file(pair, dfield))

@@ -4,6 +4,7 @@ A deformable result ``T(x) = A(W(x))`` (fixed world -> moving world; ``W`` a def
 of the fixed space, ``A`` the affine) is written the way ANTs writes its own::
 
     transform.tfm           A: fixed -> moving, ITK affine (LPS inside the file)
+    transform.mat           A again, ITK/ANTs binary (ANTsPy inverts only .mat files)
     warp.nii.gz             W only (x -> x + w(x)), on the fixed grid; NOT the whole map
     inverse_warp.nii.gz     W^-1, on the fixed grid
     whole_map_field.nii.gz  T = A(W(x)) as one field on the fixed grid: use it ALONE
@@ -29,10 +30,11 @@ from ..core.image import Volume
 from ..core.transforms.base import CompositeTransform
 from ..core.transforms.field import DisplacementField
 
-__all__ = ["AFFINE", "FILE_DIRECTIONS", "INVERSE_WARP", "JACOBIAN", "WARP", "WHOLE_MAP",
-           "ResultFolderError", "deformation_fields", "result_chain"]
+__all__ = ["AFFINE", "AFFINE_MAT", "FILE_DIRECTIONS", "INVERSE_WARP", "JACOBIAN", "WARP",
+           "WHOLE_MAP", "ResultFolderError", "deformation_fields", "result_chain"]
 
 AFFINE = "transform.tfm"
+AFFINE_MAT = "transform.mat"
 WARP = "warp.nii.gz"
 INVERSE_WARP = "inverse_warp.nii.gz"
 WHOLE_MAP = "whole_map_field.nii.gz"
@@ -41,6 +43,8 @@ JACOBIAN = "jacobian.nii.gz"
 FILE_DIRECTIONS = {
     AFFINE: "ITK affine (LPS in the file), maps fixed physical points to moving points; "
             "for a deformable result only its linear part: apply it after warp.nii.gz",
+    AFFINE_MAT: "the same affine as transform.tfm in ITK/ANTs binary form (ANTsPy's "
+                "apply_transforms inverts only .mat files: whichtoinvert=[True, False])",
     "warped.nii.gz": "the moving image resampled on the fixed grid: moving(T(x))",
     WARP: "deformation only, on the fixed grid (ITK/ANTs field, LPS vectors): "
           "antsApplyTransforms -r FIXED -i MOVING -t warp.nii.gz -t transform.tfm",
