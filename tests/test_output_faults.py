@@ -234,3 +234,53 @@ def test_full_disk_register_and_segment_leave_no_partial_output(good, tiny_disk,
     assert code == 1
     _one_line_error(capsys)
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_a_batch_and_its_workers_cleanly(tmp_path):
+    import shutil
+    import time
+
+    from napari_reg._sample_data import sample_data_dir
+
+    data = sample_data_dir()
+    movings = []
+    for k in range(2):
+        movings.append(tmp_path / f"m{k}.nii.gz")
+        shutil.copy(data / "mni_t2like_moving.nii.gz", movings[-1])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_reg.cli", "batch", "--fixed",
+         str(data / "mni_t1_fixed.nii.gz"), *map(str, movings), "-o", str(out),
+         "--workers", "2", "--transform", "syn"],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + tracker
+        time.sleep(0.2)
+    time.sleep(3.0)  # the workers are importing / registering
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 5
+    for pid in workers:  # the workers were told too, and end (the resource tracker
+        cmdline = Path(f"/proc/{pid}/cmdline")  # follows its parent by itself)
+        if not cmdline.exists() or b"resource_tracker" in cmdline.read_bytes():
+            continue
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text()
+    assert not _staging(tmp_path)
+    for k in range(2):  # each pair: absent or whole
+        folder = out / f"m{k}"
+        assert not _visible(folder) or {"transform.tfm", "warped.nii.gz",
+                                        "run.json"} <= _visible(folder)

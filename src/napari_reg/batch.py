@@ -125,9 +125,11 @@ def read_list(path: str | os.PathLike) -> list[str]:
 
 def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
                output_root: str | os.PathLike, parameters: dict[str, Any] | None = None,
-               fixed_mask: str | None = None) -> list[BatchPair]:
+               fixed_mask: str | None = None,
+               reserved: Sequence[str] = ()) -> list[BatchPair]:
     """One pair per moving image, each with its own folder named after the image.
 
+    ``reserved``: folder names already taken in ``output_root`` (e.g. ``template``).
     A missing fixed image stops the batch here; a missing moving image becomes a failed
     pair at run time (the others still run).
     """
@@ -138,7 +140,7 @@ def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
     if not movings:
         raise BatchError("no moving image given")
     root = Path(output_root)
-    pairs, used = [], set()
+    pairs, used = [], set(reserved)
     for moving in movings:
         name = volume_name(moving) or "image"
         unique, k = name, 2

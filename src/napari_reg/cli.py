@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -46,6 +47,13 @@ _TERM_SEEN = threading.Event()
 
 def _on_sigterm(_signum, _frame) -> None:
     _TERM_SEEN.set()
+    # Worker processes (batch, template) are not in the signal's path: pass it on, so
+    # they stop their pair and clean up too (runners.terminate_like_interrupt).
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGTERM)
     raise Terminated()
 
 

@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -81,11 +82,24 @@ def runner(workers: int | None, scheduler: Any,
     # BLAS/OpenMP thread caps must be in place for the whole pool's life.
     with thread_caps(max(1, (os.cpu_count() or 1) // n)):
         pool = ProcessPoolExecutor(max_workers=n,
-                                   mp_context=multiprocessing.get_context("spawn"))
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=terminate_like_interrupt)
         try:
             yield f"{n} local process{'es' if n > 1 else ''}", pool.submit
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unwind(_signum, _frame) -> None:
+    # SystemExit, not KeyboardInterrupt: it unwinds the same way (finally blocks run), but
+    # multiprocessing ends the process quietly instead of printing a traceback.
+    raise SystemExit(143)
+
+
+def terminate_like_interrupt() -> None:
+    """Worker initializer: SIGTERM (forwarded by the CLI when it is terminated) unwinds
+    the worker, so its output set removes its staging before the process ends."""
+    signal.signal(signal.SIGTERM, _unwind)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         if interpolation != "nearest":
             warped = warped.with_data(warped.data.astype(np.float32))
         names = " then ".join(str(p) + (" (inverted)" if inv else "") for p, inv in items)
-        check_warped(warped, image, args.input, args.reference, [f"the transform {names}"])
+        check_warped(warped, image, args.input, args.reference, [f"the transform {names}"],
+                     roles=("reference image", "input image"))
         with outputs:
             save_volume(pair.volume_for_file(warped), outputs.path(out.name))
     except (ValueError, OSError) as exc:

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             fixed = str(build_template_files(present, f"{args.output}/template",
                                              template_options(args), args.workers,
                                              args.scheduler, log=log))
-        pairs = plan_pairs(fixed, movings, args.output, _parameters(args), args.fixed_mask)
+        pairs = plan_pairs(fixed, movings, args.output, _parameters(args), args.fixed_mask,
+                           reserved=("template",) if args.to_template else ())
         _check_contrast(fixed, movings, args.metric, log)
     except KeyboardInterrupt:
         log("\nnapari-reg batch: interrupted while building the template")

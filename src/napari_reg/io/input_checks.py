@@ -105,11 +105,12 @@ def _varies(data: np.ndarray) -> bool:
 
 
 def check_warped(warped: Volume, moving: Volume, moving_source: str | os.PathLike | None,
-                 fixed_source: str | os.PathLike | None, suspects: list[str]) -> None:
+                 fixed_source: str | os.PathLike | None, suspects: list[str],
+                 roles: tuple[str, str] = ("fixed image", "moving image")) -> None:
     """Refuse a result whose warped image is constant while ``moving`` is not: the
     transform maps the fixed field of view outside the moving image (or onto one value).
     ``suspects``: inputs that shaped the transform (initial transform, landmarks), named
-    in the message."""
+    in the message; ``roles``: what the command calls the fixed and moving images."""
     if _varies(warped.data) or not _varies(moving.data):
         return
     data = np.asarray(warped.data)
@@ -118,5 +119,5 @@ def check_warped(warped: Volume, moving: Volume, moving_source: str | os.PathLik
         return
     hint = f"; check {', '.join(suspects)}" if suspects else ""
     raise InputError(
-        f"the result maps the fixed image {fixed_source or ''} outside the moving image "
+        f"the result maps the {roles[0]} {fixed_source or ''} outside the {roles[1]} "
         f"{moving_source or ''} (the warped image is constant){hint}; nothing was written")
