@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..core.engine.presets import INIT_METHODS, METRICS, TRANSFORMS
 from ..core.optimize import Cancelled
@@ -61,7 +62,8 @@ def add_parser(subparsers) -> None:
     adv.add_argument("--radius", type=int,
                      help="syn local NCC window radius in voxels (default 2)")
     p.add_argument("--replay", metavar="RUN_JSON",
-                   help="re-run the job recorded in a run.json (other options ignored)")
+                   help="re-run the job recorded in a run.json, or in a folder holding one "
+                        "such as a saved GUI session (other options ignored)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
@@ -70,8 +72,9 @@ def add_parser(subparsers) -> None:
 def build_job(args: argparse.Namespace):
     from ..job import Job
 
-    if args.replay:
-        return Job.load(args.replay)
+    if args.replay:  # a run.json, or a folder holding one (e.g. a saved GUI session)
+        replay = Path(args.replay)
+        return Job.load(replay / "run.json" if replay.is_dir() else replay)
     if not args.fixed or not args.moving:
         raise SystemExit("napari-reg register: FIXED and MOVING are required (or --replay)")
     params: dict = {"transform": args.transform, "metric": args.metric, "levels": args.levels,

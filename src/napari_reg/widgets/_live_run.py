@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
+from ..core.engine.events import EventKind
 from ..core.image import Volume
 from ._register_settings import LIVE_LAYER_NAME
 from .overlay import LiveOverlay
@@ -65,7 +66,7 @@ class LiveRunView:
         """Draw the newest transform of a batch (cheap: the warp runs elsewhere)."""
         # "done" carries the final map, whose exact full-resolution warp arrives with the
         # end of the run anyway (and a deformable one has no cheap preview)
-        newest = next((ev for ev in reversed(events) if ev.kind != "done"), None)
+        newest = next((ev for ev in reversed(events) if ev.kind != EventKind.DONE), None)
         if self.overlay is not None and newest is not None:
             self.overlay.request(newest.transform)
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.engine.events import EventKind
+
 __all__ = ["RunProgressView", "run_fraction", "DEFORMABLE_WEIGHT"]
 
 DEFORMABLE_WEIGHT = 4.0
@@ -27,15 +29,15 @@ _DEFORMABLE = ("bspline", "syn")
 def run_fraction(event: Any, stages: list[str]) -> float:
     """How much of the run is done at ``event`` (0..1), from its stage, level and
     iteration; ``stages`` are the run's stage names in order."""
-    if event.kind == "done":
+    if event.kind == EventKind.DONE:
         return 1.0
     weights = [DEFORMABLE_WEIGHT if s in _DEFORMABLE else 1.0 for s in stages] or [1.0]
     k = min(max(int(event.stage), 0), len(weights) - 1)
     within = 0.0
-    if event.kind != "initialised":
-        level_part = 0.0 if event.kind == "level_start" else min(
+    if event.kind != EventKind.INITIALISED:
+        level_part = 0.0 if event.kind == EventKind.LEVEL_START else min(
             1.0, (event.iteration + 1) / max(event.max_iterations, 1))
-        if event.kind == "level_end":
+        if event.kind == EventKind.LEVEL_END:
             level_part = 1.0
         within = (event.level + level_part) / max(event.n_levels, 1)
     return float((sum(weights[:k]) + weights[k] * min(within, 1.0)) / sum(weights))
@@ -96,7 +98,7 @@ class RunProgressView:
         left = (last.elapsed * (1.0 - fraction) / fraction
                 if fraction > 0.02 and last.elapsed > 0.5 else None)
         self._set_overall(fraction, f"~{left:.0f} s left" if left is not None else "")
-        if last.kind == "done":  # its level numbers are not the last stage's own
+        if last.kind == EventKind.DONE:  # its level numbers are not the last stage's own
             self.set_bar(1, 1)
             self.status.value = "Optimised; warping at full resolution..."
             return
@@ -106,7 +108,7 @@ class RunProgressView:
         self.status.value = (f"{where}, iteration {last.iteration}: {metric} {last.cost:.5g}"
                              if np.isfinite(last.cost) else
                              "Initialised; preparing the image pyramids..."
-                             if last.kind == "initialised" else f"{where}: starting")
+                             if last.kind == EventKind.INITIALISED else f"{where}: starting")
 
     def finish(self, text: str, complete: bool) -> None:
         self.show()

@@ -28,6 +28,8 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ..core.engine.events import EventKind
+
 __all__ = ["CostCurve", "CostPlot", "CostPlotPanel"]
 
 _RUN_COLOURS = ["#ff4fd8", "#4fc3ff", "#ffd24f", "#7dff4f", "#ff8a4f", "#b38cff"]
@@ -128,13 +130,13 @@ class CostPlot(QWidget):
         xs: list[float] = []
         ys: list[float] = []
         for ev in events:
-            if ev.kind == "level_start":
+            if ev.kind == EventKind.LEVEL_START:
                 self.add_points(xs, ys)
                 xs, ys = [], []
                 self.mark_boundary(ev.total_iterations,
                                    f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}",
                                    ev.stage_name)
-            elif ev.kind == "iteration":
+            elif ev.kind == EventKind.ITERATION:
                 xs.append(ev.total_iterations)
                 ys.append(ev.cost)
         self.add_points(xs, ys)

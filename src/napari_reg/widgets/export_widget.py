@@ -16,6 +16,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QFileDialog
 
 from ..core.image import Volume
 from ..core.resample import resample
@@ -31,6 +32,7 @@ from ._alignment import get_alignment
 from ._layer_volumes import layer_volume, points_world, source_path
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
+from ._session_io import restore_viewer_session, save_viewer_session
 
 __all__ = ["ExportWidget", "ExportError"]
 
@@ -87,11 +89,20 @@ class ExportWidget(Container):
                                             "labels (nearest neighbour) are resampled onto "
                                             "the fixed grid, points are mapped by T^-1")
         self.apply_button = PushButton(text="Apply transform")
+        self.save_session_button = PushButton(
+            text="Save session...", tooltip="Inputs, alignment, landmarks, settings and the "
+                                             "result in a folder; 'napari-reg register "
+                                             "--replay FOLDER' re-runs it")
+        self.open_session_button = PushButton(text="Open session...")
         self.extend([self.summary, self.transform_file, self.transform_format,
                      self.transform_source,
                      self.save_transform_button,
                      self.warped_file, self.save_warped_button, self.record_file,
-                     self.save_record_button, self.apply_layer, self.apply_button])
+                     self.save_record_button, self.apply_layer, self.apply_button,
+                     Container(widgets=[self.save_session_button, self.open_session_button],
+                               layout="horizontal", labels=False)])
+        self.save_session_button.clicked.connect(guarded(self._save_session_dialog))
+        self.open_session_button.clicked.connect(guarded(self._open_session_dialog))
         self.save_transform_button.clicked.connect(guarded(self.save_transform))
         self.save_warped_button.clicked.connect(guarded(self.save_warped))
         self.save_record_button.clicked.connect(guarded(self.save_record))
@@ -267,3 +278,27 @@ class ExportWidget(Container):
                                       face_color=layer.face_color)
         show_info(f"Added '{new.name}' in the fixed image's space.")
         return new
+
+    # ------------------------------------------------------------------ sessions
+    def save_session(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Save the whole session as a folder (see :mod:`napari_reg.session_folder`)."""
+        out = save_viewer_session(self._viewer, folder, overwrite=overwrite)
+        show_info(f"Session saved to {out} (replay: napari-reg register --replay {out})")
+        return out
+
+    def open_session(self, folder: str | Path) -> None:
+        """Restore a saved session into this viewer."""
+        restore_viewer_session(self._viewer, folder)
+        show_info(f"Session {Path(folder).name} restored")
+
+    def _save_session_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.native, "Save the session in a new "
+                                                  "(or empty) folder")
+        if folder:
+            self.save_session(folder)
+
+    def _open_session_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.native, "Open a saved session folder")
+        if folder:
+            self.open_session(folder)
+

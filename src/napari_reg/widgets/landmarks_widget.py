@@ -189,6 +189,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
         if moving_img is not None:
             moving_img.events.affine.connect(self._follow_moving)
             self._connected.append((moving_img, self._follow_moving))
+        self._session.landmark_layers = self._layers()  # for saved sessions
         self.fit = None
         self.refresh()
 

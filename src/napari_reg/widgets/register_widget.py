@@ -8,6 +8,7 @@ command-line run with the same settings (the run record stores them).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,9 @@ class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
     PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
+    # the fields a saved session keeps (the preset first: it sets the others)
+    FIELDS = ("preset", "metric", "init", "levels", "iterations", "samples", "seed", "live",
+              "grid_spacing", "bending", "update_sigma", "field_sigma")
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
@@ -130,6 +134,9 @@ class RegisterWidget(Container):
         self.after.changed.connect(self._show_after)
         self._session.roles_changed.connect(self._on_roles)
         self._session.init_requested.connect(self._on_init_requested)
+        self._session.settings_restored.connect(self.restore_fields)
+        for name in self.FIELDS:
+            getattr(self, name).changed.connect(self._publish)
         events = viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self._on_layer_removed)
@@ -150,6 +157,7 @@ class RegisterWidget(Container):
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
+        self._publish()
         self.native.destroyed.connect(self._shutdown)
         self._close_watcher = PanelCloseWatcher(self.native, self._on_panel_closed)
         # Dock the cost curve as soon as the panel is up, not at the first Run: adding a
@@ -177,6 +185,7 @@ class RegisterWidget(Container):
         self._session.running = False
         self._session.roles_changed.disconnect(self._on_roles)
         self._session.init_requested.disconnect(self._on_init_requested)
+        self._session.settings_restored.disconnect(self.restore_fields)
         events = self._viewer.layers.events
         events.inserted.disconnect(self.reset_choices)
         events.removed.disconnect(self._on_layer_removed)
@@ -236,6 +245,23 @@ class RegisterWidget(Container):
                 raise ValueError(f"{label}: {n} values for {kwargs['levels']} levels; give one "
                                  "value per level (coarse to fine) or a single value")
         return kwargs
+
+    def fields(self) -> dict[str, Any]:
+        """The panel's fields by name (what a saved session keeps)."""
+        return {name: getattr(self, name).value for name in self.FIELDS}
+
+    def restore_fields(self, fields: dict[str, Any]) -> None:
+        """Set the fields of a saved session (unknown names are ignored)."""
+        for name in self.FIELDS:
+            if name in fields:
+                getattr(self, name).value = fields[name]
+
+    def _publish(self, *_args: Any) -> None:
+        """Keep the session's copy of the fields (and parameters, when they parse)."""
+        parameters = self._session.register_settings.get("parameters", {})
+        with contextlib.suppress(ValueError):  # still typing: the last valid ones stay
+            parameters = self.settings()
+        self._session.register_settings = {"fields": self.fields(), "parameters": parameters}
 
     # ------------------------------------------------------------------ run
     @property
