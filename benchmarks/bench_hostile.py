@@ -157,6 +157,11 @@ def transform_cases(tally: Tally, work: Path, seed: int) -> None:
                  ["apply", str(f.path), "--reference", str(fixed), "--input", str(moving),
                   "-o", str(out / "applied.nii.gz")], [fixed, moving, f.path],
                  out / "applied.nii.gz")
+    for k, f in enumerate(corpus.record_corpus(work / "records", fixed, moving)):
+        out = work / "out" / f"rec{k}"
+        run_case(tally, f"register --replay {f.what}",
+                 ["register", "--replay", str(f.path), "-o", str(out), "-q"],
+                 [fixed, moving, f.path], out)
     loop = work / "loop.nii.gz"
     with contextlib.suppress(FileNotFoundError):
         loop.unlink()
