@@ -89,7 +89,8 @@ def test_window_fits_the_screen_and_the_canvas_gets_the_width(make_napari_viewer
         title = dock.sections.itemText(index)
         assert metrics.horizontalAdvance(title) < dock.sections.width() - 20, title
     assert set(dock.panels) == {"LoadWidget", "RegisterWidget", "ManualWidget",
-                                "LandmarksWidget", "QCWidget", "ExportWidget", "AtlasWidget"}
+                                "LandmarksWidget", "QCWidget", "ExportWidget", "AtlasWidget",
+                                "MotionWidget"}
     from napari_reg.widgets._session import get_session
 
     assert get_session(viewer).cost_panel is dock.cost_panel

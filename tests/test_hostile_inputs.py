@@ -210,3 +210,13 @@ def test_a_real_process_prints_exactly_one_line(good, volumes, work):
         assert proc.returncode == 1
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("napari-reg register: error: moving image: ")
+
+
+def test_hand_edited_run_records_are_one_line_errors(good, work, capsys):
+    fixed, moving = good
+    for f in hostile_corpus.record_corpus(work / "records", fixed, moving):
+        code, err = _run(["register", "--replay", str(f.path), "-o", str(work / "rec"),
+                          "-q"], capsys)
+        assert code == 1, f.what
+        assert "internal error" not in err, err
+        assert not (work / "rec").exists()

@@ -88,6 +88,10 @@ def test_unknown_files_name_the_choices(tmp_path):
         read_transform(tmp_path / "b.txt")
     with pytest.raises(TransformFileError, match="unknown transform format"):
         read_transform(tmp_path / "b.txt", format="elastix")
+    (tmp_path / "TransformParameters.0.txt").write_text(
+        '(Transform "AffineTransform")\n(NumberOfParameters 12)\n')
+    with pytest.raises(TransformFileError, match="elastix.*ConvertToItkTransform"):
+        read_transform(tmp_path / "TransformParameters.0.txt")
 
 
 # ------------------------------------------------------------------ FreeSurfer LTA

@@ -25,10 +25,12 @@ __all__ = ["DEFAULT_BUDGET_GB", "VolumeRefused", "check_claimed_size", "check_ge
            "memory_budget_bytes"]
 
 DEFAULT_BUDGET_GB = 2.0
-# Plausible geometry, in mm: from 1 nm voxels (electron microscopy) to 100 m ones, and
-# no coordinate or field of view beyond 1000 km. Anything outside is a corrupt header.
-MIN_VOXEL_MM, MAX_VOXEL_MM = 1e-6, 1e5
-MAX_COORDINATE_MM = 1e9
+# Plausible geometry, in mm: voxels from 1 um to 1 m, coordinates and fields of view
+# within 100 m. Beyond that a header is corrupt; and napari, which slices the world in
+# steps of the smallest voxel, needs (world range / smallest voxel) below 2**31 for ALL
+# layers together: 2e5 mm / 1e-3 mm = 2e8 keeps any mix of plausible files viewable.
+MIN_VOXEL_MM, MAX_VOXEL_MM = 1e-3, 1e3
+MAX_COORDINATE_MM = 1e5
 # Beyond this the affine's axes are nearly parallel: a sheared, degenerate grid.
 MAX_CONDITION = 1e6
 _CHUNK = 1 << 20

@@ -46,6 +46,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("Quality control", "qc_widget", "QCWidget"),
     ("Export", "export_widget", "ExportWidget"),
     ("Atlas segmentation", "atlas_widget", "AtlasWidget"),
+    ("Motion correction (4D series)", "motion_widget", "MotionWidget"),
 )
 # Width of the dock in pixels: the panels' widest minimum (Register, ~330 px) plus a
 # scroll bar, and no more, so the canvas keeps the rest of the window.
