@@ -143,6 +143,25 @@ TOOLTIPS: dict[str, dict[str, str]] = {
         "stop_button": "Stop the atlas registrations.",
         "progress": "Atlases done out of all.",
     },
+    "MotionWidget": {
+        "series": "The 4D image layer (a time series of volumes) to correct frame by frame.",
+        "reference": "What every frame is aligned to: the first frame, the mean of all "
+                     "frames, or the frame number below.",
+        "reference_frame": "Index of the reference frame (0 = first), when the reference is "
+                           "'frame number below'.",
+        "transform": "Motion model fitted to each frame (rigid: 3 shifts in mm, 3 rotations "
+                     "in degrees).",
+        "metric": "Similarity measure between a frame and the reference.",
+        "threshold": "Framewise displacement above which a frame is flagged, in mm.",
+        "run_button": "Correct the series on a worker thread; the traces grow as frames "
+                      "finish.",
+        "stop_button": "Stop the correction; frames done so far are kept.",
+        "export_dir": "Folder for the corrected series, the per-frame transforms and "
+                      "motion.tsv. Type a path or press 'Choose directory'.",
+        "export_button": "Write the corrected series, the transforms and motion.tsv "
+                         "(shifts in mm, rotations in degrees, FD in mm).",
+        "progress": "Frames done out of all.",
+    },
     "CostPlotPanel": {
         "clear_button": "Remove the curves of earlier runs.",
         "plot": "Metric value (lower is better) against iteration; dashed lines mark "
