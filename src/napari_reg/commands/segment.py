@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atlas.fusion import FUSION_METHODS, SIMILARITIES
+from ..core.atlas.labels import PROPAGATION_METHODS
 from ..core.engine.presets import METRICS
-from ..core.fusion import FUSION_METHODS, SIMILARITIES
-from ..core.labels import PROPAGATION_METHODS
 
 RECORD = "segment.json"
 
@@ -52,8 +52,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.fusion import dice_table, segment_with_atlases
-    from ..core.labels import Atlas
+    from ..core.atlas.fusion import dice_table, segment_with_atlases
+    from ..core.atlas.labels import Atlas
     from ..core.optimize import Cancelled
     from ..io.displacement_fields import save_displacement_field
     from ..io.output_set import OutputSet

@@ -68,7 +68,7 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
                          log=print) -> Path:
     """Build (or reuse) OUTPUT/template.nii.gz from image files; return its path."""
     from ..batch import executor_mapper
-    from ..core.template import build_template
+    from ..core.atlas.template import build_template
     from ..io.displacement_fields import save_displacement_field
     from ..io.output_set import OutputSet
     from ..io.transform_files import write_itk_transform

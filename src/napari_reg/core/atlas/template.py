@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from .image import Volume
-from .initialize import init_center_of_mass
+from ..image import Volume
+from ..initialize import init_center_of_mass
+from ..optimize import CancelToken
+from ..resample import resample
+from ..transforms.base import CompositeTransform, MatrixTransform, Transform
+from ..transforms.field import DisplacementField
 from .labels import modality_check
-from .optimize import CancelToken
-from .resample import resample
-from .transforms.base import CompositeTransform, MatrixTransform, Transform
-from .transforms.field import DisplacementField
 
 __all__ = ["TemplateError", "TemplateIteration", "TemplateProgress", "TemplateResult",
            "mean_affine", "build_template", "register_to_template"]
@@ -135,7 +135,7 @@ def register_to_template(template: Volume, image: Volume, options: Mapping[str, 
     A module-level function so that process pools and Dask workers can run it.
     """
     if register_fn is None:
-        from .engine.register import register as register_fn
+        from ..engine.register import register as register_fn
     result = register_fn(template, image, callback=callback, cancel=cancel, **dict(options))
     linear = getattr(result, "linear_matrix", None)
     if linear is None:
