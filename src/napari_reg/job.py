@@ -62,9 +62,10 @@ class Job:
     fixed_mask: str | None = None
     landmarks: tuple[str, str] | None = None
     initial: str | None = None
+    moving_mask: str | None = None
 
     def inputs(self) -> list[str]:
-        paths = [self.fixed, self.moving, self.fixed_mask, self.initial]
+        paths = [self.fixed, self.moving, self.fixed_mask, self.moving_mask, self.initial]
         paths += list(self.landmarks or ())
         return [p for p in paths if p]
 
@@ -73,6 +74,7 @@ class Job:
             "fixed": self.fixed,
             "moving": self.moving,
             "fixed_mask": self.fixed_mask,
+            "moving_mask": self.moving_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
             "parameters": self.parameters,
@@ -89,6 +91,7 @@ class Job:
                 moving=data["moving"],
                 parameters=dict(data.get("parameters") or {}),
                 fixed_mask=data.get("fixed_mask"),
+                moving_mask=data.get("moving_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
             )
@@ -106,6 +109,7 @@ class Job:
         base = Path(path).resolve().parent
         job.fixed, job.moving = (_rebase(p, base) for p in (job.fixed, job.moving))
         job.fixed_mask = _rebase(job.fixed_mask, base) if job.fixed_mask else None
+        job.moving_mask = _rebase(job.moving_mask, base) if job.moving_mask else None
         job.initial = _rebase(job.initial, base) if job.initial else None
         if job.landmarks:
             job.landmarks = (_rebase(job.landmarks[0], base), _rebase(job.landmarks[1], base))
@@ -196,6 +200,8 @@ def _register_kwargs(job: Job, fixed: Volume,
     notes: list[str] = []
     if job.fixed_mask:
         kwargs["fixed_mask"] = load_volume(job.fixed_mask)
+    if job.moving_mask:
+        kwargs["moving_mask"] = load_volume(job.moving_mask)
     if job.landmarks:
         fixed_lm, moving_lm = (read_landmarks(p) for p in job.landmarks)
         pairs = fixed_lm.pair_with(moving_lm)

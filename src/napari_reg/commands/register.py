@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--landmarks", nargs=2, metavar=("FIXED_CSV", "MOVING_CSV"),
                    help="paired landmarks (CSV id,x,y,z world RAS mm, or Slicer .fcsv/.mrk.json)")
     p.add_argument("--fixed-mask", help="mask image: sample the fixed image only where non-zero")
+    p.add_argument("--moving-mask",
+                   help="mask image of the moving image: sample points whose mapped position "
+                   "falls outside it (missing tissue, a lesion) are left out of the metric")
     p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat, FSL .mat)")
     adv = p.add_argument_group("advanced")
     adv.add_argument("--stages", nargs="+", choices=list(TRANSFORMS),
@@ -88,7 +91,7 @@ def build_job(args: argparse.Namespace):
     if options:
         params["deformable_options"] = options
     return Job(fixed=args.fixed, moving=args.moving, parameters=params,
-               fixed_mask=args.fixed_mask,
+               fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                landmarks=tuple(args.landmarks) if args.landmarks else None,
                initial=args.initial)
 
