@@ -1,4 +1,4 @@
-"""Affine benchmark: napari_reg against elastix, ANTsPy, DIPY and SimpleITK in one run.
+"""Affine benchmark: napari_reg against elastix, ANTsPy, DIPY, SimpleITK and greedy in one run.
 
 Usage (from the repository root, in the peers' venv, see benchmarks/README.md)::
 
@@ -55,17 +55,18 @@ import peers  # noqa: E402
 # Modules a tool needs, imported in the child before the timer starts; the attribute
 # accesses force ITK's lazy loader to load elastix's wrapping now rather than mid-run.
 WARM = {
-    "napari_reg": "from napari_reg.core.register import register; import napari_reg as m",
+    "napari_reg": "from napari_reg import register; import napari_reg as m",
     "elastix": "import itk; itk.ParameterObject; itk.elastix_registration_method; import itk as m",
     "ants": "import ants as m",
     "dipy": "import dipy.align.imaffine, dipy.align.transforms; import dipy as m",
     "simpleitk": "import SimpleITK as m",
+    "greedy": "import SimpleITK, picsl_greedy; import picsl_greedy as m",
 }
-ALL_TOOLS = ["napari_reg", "elastix", "ants", "dipy", "simpleitk"]
+ALL_TOOLS = ["napari_reg", "elastix", "ants", "dipy", "simpleitk", "greedy"]
 # DIPY's tutorial pipeline takes ~150-300 s per 1 mm pair on 2 cores: opt-in
 # (--tools all) so that the default run stays near 10 minutes.
-DEFAULT_TOOLS = ["napari_reg", "elastix", "ants", "simpleitk"]
-QUICK_TOOLS = ["napari_reg", "elastix", "simpleitk"]
+DEFAULT_TOOLS = ["napari_reg", "elastix", "ants", "simpleitk", "greedy"]
+QUICK_TOOLS = ["napari_reg", "elastix", "simpleitk", "greedy"]
 CHILD_TIMEOUT_S = 1200.0
 
 
@@ -95,6 +96,8 @@ def _reset_peak() -> bool:
 def _child(tool: str, pair_file: str, queue: mp.Queue) -> None:
     """Run ``tool`` on one saved pair and put a result dict on ``queue``."""
     peers.set_threads()
+    # the peers' C++ logs (greedy's optimiser traces) would drown the parent's table
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     out: dict = {"tool": tool}
     try:
         t0 = time.perf_counter()

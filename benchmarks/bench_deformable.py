@@ -1,4 +1,4 @@
-"""Deformable benchmark (issue #4): napari_reg's SyN and B-spline vs elastix, ANTs, DIPY.
+"""Deformable benchmark (issue #4): napari_reg's SyN and B-spline vs elastix, ANTs, DIPY, greedy.
 
 Usage (from the repository root, in the peers' venv, see benchmarks/README.md)::
 
@@ -49,7 +49,7 @@ from deform_report import render_markdown  # noqa: E402
 
 ALL_TOOLS = list(deform_peers.DEFORM_TOOLS)
 DEFAULT_TOOLS = ["napari_reg_syn", "napari_reg_bspline", "napari_reg_bspline_ncc",
-                 "elastix", "ants", "dipy"]
+                 "elastix", "ants", "dipy", "greedy"]
 OURS_SCALING = ["napari_reg_syn", "napari_reg_bspline"]
 CHILD_TIMEOUT_S = 1800.0
 
@@ -62,6 +62,8 @@ def _child(tool: str, case_file: str, field_file: str, queue: mp.Queue) -> None:
     # transformix writes deformationField.nii into the working directory: keep it in
     # the run's temporary directory, not in the checkout
     os.chdir(os.path.dirname(os.path.abspath(case_file)))
+    # the peers' C++ logs (greedy's optimiser traces) would drown the parent's table
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     out: dict = {"tool": tool}
     try:
         t0 = time.perf_counter()

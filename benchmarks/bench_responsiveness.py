@@ -46,7 +46,10 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     """One run through the Register panel inside a real Qt event loop; measurements."""
     from qtpy.QtCore import QEventLoop, QTimer
 
-    import napari_reg.widgets._worker as worker
+    try:
+        from napari_reg.runs.background import BackgroundRun as run_class
+    except ImportError:  # an older checkout (before-and-after runs)
+        from napari_reg.widgets._worker import RegistrationJob as run_class
     import napari_reg.widgets.overlay as overlay
     try:
         from napari_reg.core.preview import preview_of
@@ -62,7 +65,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     frame_number: dict[int, int] = {}
     refreshes: list[tuple[float, int]] = []  # (time, number of the event shown; -1 final)
     original = (overlay.LiveOverlay._show, overlay._timed_warp,
-                worker.RegistrationJob._callback)
+                run_class._callback)
 
     def numbered_callback(self, event):
         original[2](self, event)  # raises Cancelled on Stop, as before
@@ -81,7 +84,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
 
     overlay.LiveOverlay._show = counting_show
     overlay._timed_warp = tagged_warp
-    worker.RegistrationJob._callback = numbered_callback
+    run_class._callback = numbered_callback
     ticks: list[float] = []
     probe = QTimer()
     probe.setInterval(PROBE_MS)
@@ -102,7 +105,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         probe.stop()
         watcher.stop()
         overlay.LiveOverlay._show, overlay._timed_warp = original[:2]
-        worker.RegistrationJob._callback = original[2]
+        run_class._callback = original[2]
     outcome = register_panel._session.outcome
     core_s = outcome.result.timings["total_s"]
     # "During the run" = while the core optimises; the end (full-resolution warp swapped
@@ -160,7 +163,7 @@ def main() -> None:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     import napari
 
-    from napari_reg.core.register import PRESETS, register
+    from napari_reg import PRESETS, register
     from napari_reg.layers import volume_to_layer_data
     from napari_reg.widgets.load_widget import LoadWidget
     from napari_reg.widgets.register_widget import RegisterWidget

@@ -13,7 +13,7 @@ How each peer's map is read back:
 * napari_reg: ``result.deformable.displacement_field(fixed).components``.
 * elastix: ``itk.transformix_deformation_field`` (fixed grid, LPS vectors -> RAS by
   flipping x and y).
-* ANTs and DIPY: the tool's own image warper applied to three "coordinate images" of
+* ANTs, DIPY and greedy: the tool's own image warper applied to three "coordinate images" of
   the moving grid (voxel value = its world RAS x, y or z) with linear interpolation.
   Warping is ``warped(x) = image(T(x))`` and linear interpolation of a linear function is
   exact, so the warped coordinate images ARE ``T(x)`` in RAS mm: no transform-order or
@@ -42,8 +42,8 @@ Export = Callable[[], np.ndarray]
 
 
 def _ours(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, **kwargs) -> Export:
+    from napari_reg import register
     from napari_reg.core.image import Volume
-    from napari_reg.core.register import register
 
     fixed_v = Volume(fixed, affine, name="fixed")
     result = register(fixed_v, Volume(moving, affine, name="moving"), **kwargs)
@@ -162,6 +162,40 @@ def run_ants(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Expor
     return export
 
 
+def run_greedy(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
+    """greedy (picsl-greedy) as its documentation recommends: affine ``-a -dof 12
+    -ia-image-centers -m NMI``, then ``-it`` that affine, ``-m NCC 2x2x2 -n 100x50x10
+    -s 2.0vox 0.5vox``. The map is read back with greedy's own reslicer (``-rf -rm -r
+    warp affine``) on coordinate images, like ANTs'."""
+    import io
+
+    import SimpleITK as sitk
+    from picsl_greedy import Greedy3D
+
+    from peers import sitk_image
+
+    g = Greedy3D()
+    log = io.StringIO()
+    fixed_img, moving_img = sitk_image(fixed, affine), sitk_image(moving, affine)
+    g.execute(f"-threads {N_THREADS} -i fix mov -a -dof 12 -ia-image-centers -m NMI -o aff",
+              fix=fixed_img, mov=moving_img, aff=None, out=log, err=log)
+    # "aff" below is greedy's cached output of the call above
+    g.execute(f"-threads {N_THREADS} -i fix mov -it aff -m NCC 2x2x2 -n 100x50x10 "
+              "-s 2.0vox 0.5vox -wp 0 -o warp", fix=fixed_img, mov=moving_img, warp=None,
+              out=log, err=log)
+
+    def export() -> np.ndarray:
+        coords = _coordinate_images(moving, affine)
+        images = {f"c{i}": sitk_image(c, affine) for i, c in enumerate(coords)}
+        g.execute(f"-threads {N_THREADS} -rf fix -rm c0 o0 -rm c1 o1 -rm c2 o2 -r warp aff",
+                  fix=fixed_img, o0=None, o1=None, o2=None, out=log, err=log, **images)
+        mapped = np.stack([sitk.GetArrayFromImage(g[f"o{i}"]).transpose(2, 1, 0)
+                           for i in range(3)])
+        return _map_from_warped(mapped, fixed, affine)
+
+    return export
+
+
 def run_dipy(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> Export:
     """DIPY ``SymmetricDiffeomorphicRegistration(CCMetric(3))`` with default iterations
     (100/100/25), prealigned by the centres of mass (the truth has no affine part)."""
@@ -194,6 +228,7 @@ DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] 
     "elastix": run_elastix,
     "ants": run_ants,
     "dipy": run_dipy,
+    "greedy": run_greedy,
 }
 
 # Environment set in the child before the tool is imported. itk-elastix 0.25.4's wheel
@@ -202,7 +237,7 @@ DEFORM_TOOLS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Export]] 
 ENV = {"elastix": {"ITK_GLOBAL_DEFAULT_THREADER": "Pool"}}
 
 # Imports done in the child before the timer starts (as bench_affine.WARM).
-_OURS = "from napari_reg.core.register import register; import napari_reg as m"
+_OURS = "from napari_reg import register; import napari_reg as m"
 WARM = {
     "napari_reg_syn": _OURS,
     "napari_reg_bspline": _OURS,
@@ -214,4 +249,5 @@ WARM = {
                "itk.transformix_deformation_field; import itk as m",
     "ants": "import ants as m",
     "dipy": "import dipy.align.imwarp, dipy.align.metrics, dipy.align.imaffine; import dipy as m",
+    "greedy": "import SimpleITK, picsl_greedy; import picsl_greedy as m",
 }

@@ -36,6 +36,7 @@ __all__ = [
     "run_ants",
     "run_dipy",
     "run_simpleitk",
+    "run_greedy",
     "set_threads",
 ]
 
@@ -111,8 +112,8 @@ def run_napari_reg(
     fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, moving_affine: np.ndarray
 ) -> np.ndarray:
     """napari_reg's public driver with the documented defaults for an affine MI run."""
+    from napari_reg import register
     from napari_reg.core.image import Volume
-    from napari_reg.core.register import register
 
     result = register(
         Volume(fixed, fixed_affine, name="fixed"),
@@ -286,10 +287,42 @@ def run_simpleitk(
     return fit_affine(pts_ras, mapped_lps * LPS.diagonal()[:3])
 
 
+# ---------------------------------------------------------------- greedy
+def sitk_image(data: np.ndarray, affine: np.ndarray):
+    """numpy (i, j, k) + RAS affine -> SimpleITK float image with LPS geometry."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
+    origin, spacing, direction = itk_geometry(affine)
+    img.SetOrigin(origin.tolist())
+    img.SetSpacing(spacing.tolist())
+    img.SetDirection(direction.ravel().tolist())
+    return img
+
+
+def run_greedy(
+    fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray, moving_affine: np.ndarray
+) -> np.ndarray:
+    """greedy (picsl-greedy, ITK-SNAP's engine) as its documentation recommends for an
+    affine: ``-a -dof 12 -ia-image-centers -m NMI`` (default iterations). Its ``-o``
+    matrix is RAS and maps fixed -> moving, our convention: returned as is."""
+    import io
+
+    from picsl_greedy import Greedy3D
+
+    g = Greedy3D()
+    log = io.StringIO()
+    g.execute(f"-threads {N_THREADS} -i fix mov -a -dof 12 -ia-image-centers -m NMI -o aff",
+              fix=sitk_image(fixed, fixed_affine), mov=sitk_image(moving, moving_affine),
+              aff=None, out=log, err=log)
+    return np.asarray(g["aff"], dtype=np.float64)
+
+
 TOOLS: dict[str, Runner] = {
     "napari_reg": run_napari_reg,
     "elastix": run_elastix,
     "ants": run_ants,
     "dipy": run_dipy,
     "simpleitk": run_simpleitk,
+    "greedy": run_greedy,
 }

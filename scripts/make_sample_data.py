@@ -16,6 +16,10 @@ Outputs (world coordinates are RAS+ millimetres, MNI space for the fixed image):
   MOVING world points (``moving(T_true(x))`` shows the anatomy of ``fixed(x)``).
 * ``fixed_landmarks.csv`` / ``moving_landmarks.csv``: ``id,x,y,z`` world RAS mm; moving =
   ``T_true(fixed)`` exactly.
+* ``mni_tissue_labels_fixed.nii.gz``: 3-class tissue labels of the fixed image on its
+  grid (1 = CSF, 2 = grey matter, 3 = white matter, 0 = outside the brain): the most
+  probable class of the template's tissue maps, smoothed like the T1; uint8. With the T1
+  it is an atlas for the Atlas panel (segment the moving image).
 
 Usage: ``python scripts/make_sample_data.py [--out DIR]``. Deterministic (fixed seed).
 """
@@ -52,6 +56,21 @@ LANDMARKS = {
     8: ("right cerebellum", (25.0, -65.0, -35.0)),
     9: ("left middle temporal lobe", (-52.0, -22.0, -10.0)),
 }
+
+
+LABELS_FILE = "mni_tissue_labels_fixed.nii.gz"
+
+
+def tissue_labels(csf: np.ndarray, gm: np.ndarray, wm: np.ndarray, src_affine: np.ndarray,
+                  shape: tuple, affine: np.ndarray) -> np.ndarray:
+    """1 CSF / 2 GM / 3 WM (0 outside the brain) on the grid ``(shape, affine)``: the most
+    probable class of the tissue maps, each smoothed like the T1 and sampled there."""
+    points = grid_points(shape, affine)
+    probs = np.stack([sample(ndimage.gaussian_filter(p, FIXED_SPACING / 2.355), src_affine,
+                             points).reshape(shape) for p in (csf, gm, wm)])
+    labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+    labels[probs.sum(axis=0) < 0.5] = 0  # less than half of the voxel is brain
+    return labels
 
 
 def nilearn_files() -> dict[str, Path]:
@@ -165,6 +184,10 @@ def main(out: Path) -> None:
          "napari-reg sample FIXED: MNI152 2009a T1, 2 mm")
     save(moving_u8, m_affine, out / "mni_t2like_moving.nii.gz",
          "napari-reg sample MOVING: T2-like, moved by T_true")
+
+    labels = tissue_labels(csf, gm, wm, src_affine, f_shape, f_affine)
+    save(labels, f_affine, out / LABELS_FILE,
+         "napari-reg sample: tissue labels of FIXED, 1 CSF 2 GM 3 WM")
 
     header = ("T_true: FIXED world -> MOVING world, RAS+ mm, homogeneous 4x4 (row-major).\n"
               "moving(T_true @ x) shows the anatomy of fixed(x).")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_reg.core.dense_metrics import (
+from napari_reg.core.metrics.dense import (
     LocalNCC,
     force_field,
     image_gradient_world,

@@ -1,4 +1,4 @@
-"""Deformable registration loops (core/deformable.py, core/syn.py) on analytic phantoms:
+"""Deformable registration stages (core/stages/bspline.py, core/stages/syn.py) on analytic phantoms:
 recovery of a known smooth deformation after a known linear part, gradients against
 finite differences, diffeomorphism and inverse consistency of the SVF model, progress
 events, cancellation, and clear errors for bad input."""
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_reg.core.deformable import DeformableError
-from napari_reg.core.ffd import bspline_objective, register_bspline
+from napari_reg.core.engine.errors import DeformableError
+from napari_reg.core.engine.objective import sampled_objective
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.metrics import make_metric
 from napari_reg.core.optimize import Cancelled, CancelToken
-from napari_reg.core.syn import register_syn
+from napari_reg.core.stages.bspline import register_bspline
+from napari_reg.core.stages.syn import register_syn
 from napari_reg.core.transforms.bspline import BSplineTransform
 
 SHAPE, SPACING = (32, 32, 32), 2.0
@@ -152,7 +153,8 @@ def test_bspline_objective_gradient_against_finite_differences(metric):
     fvals = phantom(points)
     m = make_metric(metric)
     m.setup(FIXED.data, MOVING.data)
-    objective = bspline_objective(ffd, m, MOVING, LINEAR, points, fvals, bending_weight=0.5)
+    objective = sampled_objective(ffd, m, MOVING, points, fvals, then=LINEAR,
+                                  penalty=ffd.bending_energy_and_gradient, penalty_weight=0.5)
     p0 = ffd.parameters
     _, grad = objective(p0)
     for k in np.argsort(-np.abs(grad))[:6]:
@@ -220,7 +222,7 @@ class _Linear:
 
 def test_register_gives_the_deformable_metric_its_own_options():
     """The linear stage's MI bins must not reach a different deformable metric (SSD)."""
-    from napari_reg.core.register import register
+    from napari_reg import register
 
     result = register(FIXED, MOVING, transform="bspline", metric="mi", levels=2,
                       iterations=5, deformable_metric="ssd",
@@ -236,7 +238,7 @@ def test_register_gives_the_deformable_metric_its_own_options():
 def test_bspline_samples_the_foreground_by_default():
     """With no mask, samples come from the fixed foreground grown by a margin (air carries
     no information); ``sampling="all"`` uses the whole box; a bad value is an error."""
-    from napari_reg.core.ffd import FOREGROUND_MARGIN_VOXELS
+    from napari_reg.core.stages.bspline import FOREGROUND_MARGIN_VOXELS
 
     radius = FIXED.world_grid() - FIXED.center_world()
     inside = np.linalg.norm(radius, axis=-1) < 20.0  # a ball in a 64 mm box: ~13 % of it
@@ -276,7 +278,7 @@ def test_blas_runs_single_threaded_during_deformable_runs(which):
 def test_syn_coarse_half_maps_match_the_exact_exponentials():
     """The iterations' exp(+-v/2) computed on every 2nd voxel and interpolated back agree
     with the exact ones for a smooth velocity (smooth on the update's 3-voxel scale)."""
-    from napari_reg.core.syn import _half_maps
+    from napari_reg.core.stages.syn import _half_maps
 
     rng = np.random.default_rng(3)
     v = np.stack([ndimage.gaussian_filter(rng.normal(size=(40, 44, 36)), 5.0)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_reg.core.fusion import (
+from napari_reg.core.atlas.fusion import (
     AtlasProgress,
     dice_table,
     fuse_labels,
@@ -16,8 +16,8 @@ from napari_reg.core.fusion import (
     segment_with_atlases,
     weighted_vote,
 )
+from napari_reg.core.atlas.labels import Atlas, LabelError, LabelTableError, ModalityWarning
 from napari_reg.core.image import Volume, apply_affine
-from napari_reg.core.labels import Atlas, LabelError, LabelTableError, ModalityWarning
 from phantoms import grid_affine, homogeneous, phantom, phantom_volume, rotation
 
 

@@ -219,3 +219,24 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(LandmarkFileError, match="coordinate system"):
         write_landmarks(_lm(), tmp_path / "a.fcsv", coordinate_system="IJK")
     assert not (tmp_path / "a.fcsv").exists()
+
+
+def test_fcsv_read_as_slicer_reads_it(tmp_path):
+    header = ("# Markups fiducial file version = 5.6\n"
+              "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n")
+    # Windows line ends and a stray carriage return inside a description: Slicer splits
+    # rows at '\n' only and keeps the '\r' in its field.
+    path = tmp_path / "cr.fcsv"
+    path.write_bytes((header.replace("\n", "\r\n") +
+                      "n0,1,2,3,0,0,0,1,1,1,0,F-1,tip of\rthe nose,vtkNode1\r\n"
+                      "n1,4,5,6,0,0,0,1,1,1,0,F-2,\"quoted, with comma\",\r\n").encode())
+    lm = read_landmarks(path)
+    assert lm.ids == ["F-1", "F-2"]
+    # versioned, no CoordinateSystem line: LPS, Slicer's default since 4.11
+    assert lm.metadata["coordinate_system"] == "LPS"
+    np.testing.assert_array_equal(lm.points, [[-1, -2, 3], [-4, -5, 6]])
+    # unversioned (Slicer 3: label,x,y,z,sel,vis): RAS as written
+    (tmp_path / "s3.fcsv").write_text("A,1,2,3,1,1\nB,4,5,6,1,1\n")
+    lm = read_landmarks(tmp_path / "s3.fcsv")
+    assert lm.ids == ["A", "B"] and lm.metadata["coordinate_system"] == "RAS"
+    np.testing.assert_array_equal(lm.points, [[1, 2, 3], [4, 5, 6]])

@@ -8,7 +8,7 @@ import pytest
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.preview import HalfMapSquare, PreviewedTransform, affine_points, preview_of
 from napari_reg.core.resample import resample
-from napari_reg.core.syn import register_syn
+from napari_reg.core.stages.syn import register_syn
 from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
 from napari_reg.core.transforms.field import _to_voxel_vectors
 from napari_reg.core.transforms.velocity import StationaryVelocityField, exp_voxel

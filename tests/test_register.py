@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from napari_reg import RegistrationError, register
 from napari_reg.core.image import Volume
 from napari_reg.core.optimize import Cancelled, CancelToken
-from napari_reg.core.register import RegistrationError, register
 from phantoms import (
     grid_affine,
     homogeneous,

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from napari_reg.core.events import RegistrationResult
-from napari_reg.core.image import Volume, apply_affine
-from napari_reg.core.template import (
+from napari_reg.core.atlas.template import (
     TemplateError,
     TemplateProgress,
     build_template,
     mean_affine,
 )
+from napari_reg.core.engine.result import RegistrationResult
+from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField
 from phantoms import phantom, phantom_volume
@@ -143,7 +143,7 @@ def test_template_command_line(tmp_path) -> None:
 
 
 def test_intensity_metric_across_contrasts_is_flagged() -> None:
-    from napari_reg.core.labels import ModalityWarning
+    from napari_reg.core.atlas.labels import ModalityWarning
 
     images = [phantom_volume((32, 28), (2.0, 2.0), name="t1"),
               phantom_volume((32, 28), (2.0, 2.0), contrast="t2", name="t2")]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-import napari_reg.core.register as register_module
+import napari_reg.core.engine.register as register_module
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.io.volumes import save_volume
 from napari_reg.layers import volume_to_layer_data
@@ -166,3 +166,33 @@ def test_intensity_metric_across_contrasts_asks_first(scene, qtbot, notes) -> No
     assert widget.run() is not None
     _settle(qtbot, widget)
     assert FUSED_LAYER_NAME in [lyr.name for lyr in viewer.layers]
+
+
+def test_the_sample_data_has_an_atlas_path(make_napari_viewer, qtbot, notes) -> None:
+    """The demo pair ships the fixed T1's tissue labels: the Atlas panel segments the
+    moving (T2-like) image with them, close to the labels moved by the known T_true."""
+    from napari_reg._sample_data import load_mni_pair, load_tissue_labels, make_mni_pair
+    from napari_reg.core.resample import resample
+
+    viewer = make_napari_viewer()
+    added = [getattr(viewer, f"add_{kind}")(data, **kwargs)
+             for data, kwargs, kind in make_mni_pair()]
+    fixed_layer, moving_layer, labels_layer = added[0], added[1], added[4]
+    widget = AtlasWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.subject.value = moving_layer
+    widget.rows[0].image.value, widget.rows[0].labels.value = fixed_layer, labels_layer
+    widget.transform.value, widget.metric.value = "affine", "mi"
+    widget.fusion.value = "majority"
+    widget.run()
+    _settle(qtbot, widget)
+    assert not notes["error"], notes["error"]
+    fused = viewer.layers[FUSED_LAYER_NAME].data
+    pair = load_mni_pair()
+    # the truth on the moving grid: fixed labels at T_true^-1(y) for every moving voxel y
+    truth = resample(load_tissue_labels(), pair.moving, np.linalg.inv(pair.true_fixed_to_moving),
+                     interpolation="nearest").data
+    assert fused.shape == truth.shape
+    dice = {k: 2 * np.sum((fused == k) & (truth == k)) / (np.sum(fused == k) + np.sum(truth == k))
+            for k in (1, 2, 3)}
+    assert dice[3] > 0.75 and dice[2] > 0.6, dice

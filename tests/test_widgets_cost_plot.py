@@ -43,7 +43,7 @@ def test_curves_boundaries_and_clear(qtbot):
 def test_events_become_points_and_boundaries(qtbot):
     """Only iterations are points; level starts are boundaries; the early "initialised"
     event (initial alignment, no cost yet) and level ends add nothing."""
-    from napari_reg.core.events import ProgressEvent
+    from napari_reg.core.engine.events import ProgressEvent
     from napari_reg.core.transforms.base import MatrixTransform
 
     def event(kind, total, cost=float("nan"), level=0):
@@ -64,3 +64,64 @@ def test_events_become_points_and_boundaries(qtbot):
     np.testing.assert_array_equal(x, [1, 2, 3])
     np.testing.assert_array_equal(y, [-1.0, -2.0, -2.5])
     assert plot.current.boundaries == [(0.0, "affine L1/2"), (2.0, "affine L2/2")]
+
+
+def _ev(kind, stage, name, level, n_levels, iteration=0, max_iterations=10, total=0,
+        cost=float("nan"), elapsed=1.0):
+    from napari_reg.core.engine.events import ProgressEvent
+    from napari_reg.core.transforms.base import MatrixTransform
+
+    return ProgressEvent(kind=kind, stage=stage, stage_name=name, level=level,
+                         n_levels=n_levels, iteration=iteration, max_iterations=max_iterations,
+                         cost=cost, transform=MatrixTransform(np.eye(4)), elapsed=elapsed,
+                         total_iterations=total)
+
+
+def test_each_stage_has_its_metric_and_each_level_its_own_scale(qtbot):
+    """An affine (MI) stage then SyN (local NCC) whose cost steps up at every level: the
+    raw values are kept, each level is scaled on its own, labels name the metrics."""
+    from napari_reg.widgets._register_settings import stage_metrics
+
+    metrics = stage_metrics({"transform": "syn", "metric": "mi"})
+    assert metrics == {"affine": "mi", "syn": "lncc"}
+    assert stage_metrics({"transform": "bspline", "metric": "nmi"}) == {"affine": "nmi",
+                                                                        "bspline": "nmi"}
+    panel = CostPlotPanel()
+    qtbot.addWidget(panel)
+    panel.resize(700, 220)
+    panel.show()
+    plot = panel.plot
+    plot.start_run("run 1: Affine + diffeomorphic", metrics)
+    events = [_ev("level_start", 0, "affine", 0, 1, total=0)]
+    events += [_ev("iteration", 0, "affine", 0, 1, i, total=i + 1, cost=-0.5 - 0.05 * i)
+               for i in range(5)]
+    for level in range(2):  # SyN: each level starts higher than the last one ended
+        start = 5 + 4 * level
+        events.append(_ev("level_start", 1, "syn", level, 2, total=start))
+        events += [_ev("iteration", 1, "syn", level, 2, i, total=start + i + 1,
+                       cost=-0.2 - 0.3 * level - 0.02 * i) for i in range(4)]
+    plot.add_events(events)
+    segments = plot.current.segments()
+    assert [metric for _, metric in segments] == ["mi", "lncc", "lncc"]
+    assert [len(idx) for idx, _ in segments] == [5, 4, 4]
+    _, y = plot.curve_data()
+    assert y[0] == -0.5 and y[-1] == -0.2 - 0.3 - 0.06  # raw values kept
+    image = panel.grab().toImage()
+    image.save("/tmp/napari_reg_cost_plot_stages.png")
+
+
+def test_run_fraction_and_the_final_event():
+    from napari_reg.widgets._run_progress import DEFORMABLE_WEIGHT, run_fraction
+
+    stages = ["affine", "syn"]
+    total = 1.0 + DEFORMABLE_WEIGHT
+    assert run_fraction(_ev("initialised", 0, "affine", 0, 4), stages) == 0.0
+    mid_affine = run_fraction(_ev("iteration", 0, "affine", 1, 4, 4, 10), stages)
+    assert mid_affine == (1.5 / 4) / total
+    syn_start = run_fraction(_ev("level_start", 1, "syn", 0, 3), stages)
+    assert syn_start == 1.0 / total
+    syn_late = run_fraction(_ev("iteration", 1, "syn", 2, 3, 9, 10), stages)
+    assert syn_start < syn_late == 1.0
+    # the final event reports the linear stage's level count with the last stage's name:
+    # it counts as the end of the optimisation, never as "level 4/4" of a 3-level stage
+    assert run_fraction(_ev("done", 1, "syn", 3, 4), stages) == 1.0

@@ -74,6 +74,8 @@ def test_open_files_through_the_reader(make_napari_viewer, qtbot, tmp_path, reg_
 def test_open_errors_are_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     messages = []
     monkeypatch.setattr("napari_reg.widgets.load_widget.show_error", messages.append)
+    # the reader's own notification is the one message for a file it refuses
+    monkeypatch.setattr("napari_reg._reader._notify_error", messages.append)
     viewer = make_napari_viewer()
     widget = LoadWidget(viewer)
     qtbot.mouseClick(widget.open_fixed.native, Qt.LeftButton)  # no file chosen
@@ -83,4 +85,5 @@ def test_open_errors_are_notifications(make_napari_viewer, qtbot, tmp_path, monk
     qtbot.mouseClick(widget.open_moving.native, Qt.LeftButton)
     assert len(messages) == 2
     assert "Choose a fixed image file" in messages[0]
+    assert "broken.nii.gz" in messages[1] and "not a readable volume" in messages[1]
     assert len(viewer.layers) == 0

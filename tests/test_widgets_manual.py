@@ -157,3 +157,93 @@ def test_two_dimensional_images(make_napari_viewer) -> None:
     np.testing.assert_allclose(widget.matrix(), np.linalg.inv(motion), atol=1e-12)
     np.testing.assert_allclose(widget.alignment.overlay.layer.data, _expected_overlay(widget),
                                atol=1e-5)
+
+
+def _mouse(canvas, kind, pos, buttons, modifiers):
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    button = Qt.LeftButton if kind != QEvent.MouseMove else Qt.NoButton
+    event = QMouseEvent(kind, QPointF(*pos), QPointF(canvas.mapToGlobal(
+        canvas.rect().topLeft())) + QPointF(*pos), button, buttons, modifiers)
+    QApplication.sendEvent(canvas, event)
+
+
+def _drag(qtbot, canvas, start, end, modifiers=None, steps=6):
+    from qtpy.QtCore import QEvent, Qt
+
+    modifiers = modifiers if modifiers is not None else Qt.NoModifier
+    _mouse(canvas, QEvent.MouseButtonPress, start, Qt.LeftButton, modifiers)
+    for k in range(1, steps + 1):
+        pos = [s + (e - s) * k / steps for s, e in zip(start, end, strict=True)]
+        _mouse(canvas, QEvent.MouseMove, pos, Qt.LeftButton, modifiers)
+        qtbot.wait(40)
+    _mouse(canvas, QEvent.MouseButtonRelease, end, Qt.NoButton, modifiers)
+    qtbot.wait(20)
+
+
+def test_drag_shift_drag_and_keys_in_the_canvas(panel, qtbot) -> None:
+    """A real drag, Shift-drag and arrow / PageUp keys on the viewer's canvas move the
+    image (live overlay, sliders, undo) by exactly the world motion the mouse made."""
+    from qtpy.QtCore import Qt
+
+    from napari_reg.widgets._canvas_alignment import plane_rotation, translation
+
+    viewer, widget = panel
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.window._qt_window.show()
+    viewer.dims.order = (2, 1, 0)  # axial slices: x horizontal (axis 0), y vertical (1)
+    viewer.camera.zoom = 3.0  # 3 screen pixels per mm
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.wait(50)
+    before = widget.matrix()
+    widget.in_canvas.value = True
+    shown = list(viewer.dims.displayed)
+    centre_px = (canvas.width() / 2, canvas.height() / 2)
+
+    # drag 30 px right and 15 px down: 10 mm and 5 mm along the shown axes, none across
+    _drag(qtbot, canvas, centre_px, (centre_px[0] + 30, centre_px[1] + 15))
+    moved = np.linalg.inv(widget.matrix()) @ before  # T = T0 M^-1 -> M = T^-1 T0
+    delta = moved[:3, 3]
+    np.testing.assert_allclose(moved[:3, :3], np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(delta[shown[1]], 10.0, atol=0.7)
+    np.testing.assert_allclose(delta[shown[0]], 5.0, atol=0.7)
+    assert abs(delta[viewer.dims.not_displayed[0]]) < 1e-9
+    assert widget.translate[shown[1]].value == pytest.approx(delta[shown[1]])
+    widget.alignment.wait()
+    np.testing.assert_allclose(widget.alignment.overlay.layer.data, _expected_overlay(widget),
+                               atol=1e-4)
+    viewer.screenshot(path="/tmp/napari_reg_manual_drag.png", canvas_only=False)
+
+    assert widget.in_canvas.value and viewer.layers.selection.active is widget.canvas.layer
+    # Shift-drag 40 px sideways: 20 degrees in the viewed plane about the pressed point
+    after_drag = widget.matrix()
+    press_world = np.array(viewer.cursor.position, dtype=float)
+    _drag(qtbot, canvas, centre_px, (centre_px[0] + 40, centre_px[1]), Qt.ShiftModifier)
+    press_world = np.array(widget.canvas.last_press, dtype=float)
+    expected = after_drag @ np.linalg.inv(plane_rotation(3, (shown[1], shown[0]), 20.0,
+                                                         press_world))
+    np.testing.assert_allclose(widget.matrix(), expected, atol=1e-6)
+
+    # arrow keys nudge by the key step; PageUp moves out of the viewed plane
+    widget.key_step.value = 2.0
+    start = widget.matrix()
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_Right)
+    qtbot.keyClick(canvas, Qt.Key_PageUp)
+    nudge = np.zeros(3)
+    nudge[shown[1]] = 2.0
+    nudge[viewer.dims.not_displayed[0]] = 2.0
+    np.testing.assert_allclose(widget.matrix(), start @ np.linalg.inv(translation(nudge)),
+                               atol=1e-5)
+    # each gesture and key press is one undo step
+    for _ in range(2):
+        widget.undo()
+    np.testing.assert_allclose(widget.matrix(), start, atol=1e-5)
+    widget.undo()
+    np.testing.assert_allclose(widget.matrix(), after_drag, atol=1e-5)
+    widget.undo()
+    np.testing.assert_allclose(widget.matrix(), before, atol=1e-5)
+    widget.in_canvas.value = False  # the camera pans again
+    assert get_session(viewer).moving_layer.mouse_pan

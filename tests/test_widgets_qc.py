@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from napari_reg._sample_data import load_mni_pair
-from napari_reg.core.events import RegistrationResult
+from napari_reg.core.engine.result import RegistrationResult
 from napari_reg.core.image import Volume
 from napari_reg.core.transforms.base import MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField
 from napari_reg.layers import volume_to_layer_data
-from napari_reg.widgets._lm_alignment import get_alignment
+from napari_reg.widgets._alignment import get_alignment
 from napari_reg.widgets._session import RunOutcome, get_session
 from napari_reg.widgets.overlay import warp_volume
 from napari_reg.widgets.qc_widget import QC_PREFIX, QCWidget

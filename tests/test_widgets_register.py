@@ -16,11 +16,10 @@ import pytest
 from qtpy.QtCore import Qt
 
 import napari_reg
-import napari_reg.widgets._worker as worker_module
-import napari_reg.widgets.register_widget as register_widget
+import napari_reg.runs.tasks as worker_module
+from napari_reg.core.engine.register import register
 from napari_reg.core.image import Volume
 from napari_reg.core.preview import preview_of
-from napari_reg.core.register import register
 from napari_reg.core.resample import resample
 from napari_reg.io.displacement_fields import load_displacement_field
 from napari_reg.io.transform_files import read_itk_transform
@@ -285,7 +284,7 @@ def test_error_paths_become_notifications(make_napari_viewer, qtbot, pair_files,
     session.set_roles(viewer.layers[0], session.moving_layer)
     reg.iterations.value = "400, 200"
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
-    qtbot.waitUntil(lambda: reg._job is None or reg._job.n_events > 2, timeout=20_000)
+    qtbot.waitUntil(lambda: reg.runs.run is None or reg.runs.run.n_events > 2, timeout=20_000)
     viewer.layers.remove(session.moving_layer)
     qtbot.waitUntil(lambda: not reg.running, timeout=2000)
     assert any("was removed" in m for m in notes["error"])
@@ -458,17 +457,12 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     reg.levels.value, reg.iterations.value, reg.samples.value = 2, "20, 10", "2000, 4000"
     viewer.dims.order = (2, 1, 0)
     events = []
-    original = register_widget.RegisterWidget._on_progress
-
-    def recording(self, batch):
-        events.extend(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(register_widget.RegisterWidget, "_on_progress", recording)
-    frames = {}
+    reg.runs.progress.connect(events.extend)  # every batch the panel receives
+    frames, statuses = {}, set()
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     while reg.running:
         qtbot.wait(15)
+        statuses.add(reg.status.value)
         layer = next((lyr for lyr in viewer.layers if lyr.name == LIVE_LAYER_NAME), None)
         if layer is not None and reg.running and reg.status.value.startswith("syn"):
             frames.setdefault(float(np.asarray(layer.data, dtype=np.float64).sum()), 1)
@@ -481,6 +475,16 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     # SyN events carry the exact map and a preview; the curve holds only real iterations
     syn_events = [e for e in events if e.stage_name == "syn" and e.kind != "done"]
     assert syn_events and all(preview_of(e.transform) is not e.transform for e in syn_events)
+    # the status counts SyN's own levels, names its metric; the whole-run bar ends full
+    syn_levels = {e.n_levels for e in syn_events}
+    assert len(syn_levels) == 1
+    for text in (t for t in statuses if t.startswith("syn, level")):
+        done, of = text.split("level ")[1].split(",")[0].split(":")[0].split("/")
+        assert int(of) in syn_levels and int(done) <= int(of), text
+    assert any("lncc" in t for t in statuses), statuses
+    assert reg.overall.value == reg.overall.max
+    assert get_session(viewer).cost_panel.plot.current.metrics == {"affine": "mi",
+                                                                   "syn": "lncc"}
     outcome = get_session(viewer).outcome
     _, ys = get_session(viewer).cost_panel.plot.curve_data()
     np.testing.assert_allclose(ys, outcome.result.cost_history())
@@ -494,8 +498,8 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
 def test_advanced_regularisation_follows_the_preset(make_napari_viewer, reg_plugin):
     """Only the deformable model of the chosen preset shows (and passes) its
     regularisation; the values start at the core's defaults."""
-    from napari_reg.core.ffd import register_bspline
-    from napari_reg.core.syn import register_syn
+    from napari_reg.core.stages.bspline import BSplineStage
+    from napari_reg.core.stages.syn import SyNStage
 
     def shown(widget) -> bool:  # not hidden by the panel (the window itself is not shown)
         return not widget.native.isHidden()
@@ -509,11 +513,11 @@ def test_advanced_regularisation_follows_the_preset(make_napari_viewer, reg_plug
     reg.preset.value = "Affine + B-spline"
     assert all(shown(w) for w in bspline_controls) and not any(shown(w) for w in syn_controls)
     assert reg.settings()["deformable_options"] == {
-        "grid_spacing_mm": register_bspline.__wrapped__.__kwdefaults__["grid_spacing_mm"],
-        "bending_weight": register_bspline.__wrapped__.__kwdefaults__["bending_weight"]}
+        "grid_spacing_mm": BSplineStage.__init__.__kwdefaults__["grid_spacing_mm"],
+        "bending_weight": BSplineStage.__init__.__kwdefaults__["bending_weight"]}
     reg.preset.value = "Affine + diffeomorphic"
     reg.field_sigma.value = 1.0
     assert all(shown(w) for w in syn_controls) and not any(shown(w) for w in bspline_controls)
     assert reg.settings()["deformable_options"] == {
-        "update_sigma_voxels": register_syn.__wrapped__.__kwdefaults__["update_sigma_voxels"],
+        "update_sigma_voxels": SyNStage.__init__.__kwdefaults__["update_sigma_voxels"],
         "field_sigma_voxels": 1.0}

@@ -18,13 +18,15 @@ from napari_reg.io.landmarks import read_landmarks
 from napari_reg.io.volumes import load_volume
 from napari_reg.layers import LayerDataTuple, volume_to_layer_data
 
-__all__ = ["SamplePair", "load_mni_pair", "make_mni_pair", "sample_data_dir"]
+__all__ = ["SamplePair", "load_mni_pair", "load_tissue_labels", "make_mni_pair",
+           "sample_data_dir"]
 
 FIXED_FILE = "mni_t1_fixed.nii.gz"
 MOVING_FILE = "mni_t2like_moving.nii.gz"
 FIXED_LANDMARKS = "fixed_landmarks.csv"
 MOVING_LANDMARKS = "moving_landmarks.csv"
 GROUND_TRUTH = "ground_truth_fixed_to_moving.txt"
+TISSUE_LABELS = "mni_tissue_labels_fixed.nii.gz"  # 1 CSF, 2 GM, 3 WM on the fixed grid
 
 # Display: fixed in grey, moving in a contrasting colour, added on top, so overlap reads
 # as grey + magenta and misregistration shows as coloured fringes.
@@ -69,6 +71,15 @@ def load_mni_pair(directory: str | Path | None = None) -> SamplePair:
     return SamplePair(fixed, moving, fixed_points, moving_points, ids, truth)
 
 
+def load_tissue_labels(directory: str | Path | None = None) -> Volume:
+    """The fixed image's tissue labels (1 CSF, 2 grey matter, 3 white matter, 0 outside),
+    on the fixed grid: with the fixed T1 an atlas for segmenting the moving image."""
+    base = sample_data_dir() if directory is None else Path(directory)
+    labels = load_volume(base / TISSUE_LABELS)
+    labels = labels.with_data(np.asarray(labels.data).astype(np.int32), name="fixed tissue labels")
+    return labels
+
+
 def _points_layer(points: np.ndarray, ids: np.ndarray, name: str, color: str) -> LayerDataTuple:
     # A Points layer has no affine: its coordinates are world RAS mm directly.
     meta = {
@@ -83,9 +94,11 @@ def _points_layer(points: np.ndarray, ids: np.ndarray, name: str, color: str) ->
     return points, meta, "points"
 
 
-def make_mni_pair(with_landmarks: bool = True) -> list[LayerDataTuple]:
+def make_mni_pair(with_landmarks: bool = True, with_labels: bool = True
+                  ) -> list[LayerDataTuple]:
     """npe2 sample-data command: fixed (grey) and moving (magenta) layers in world space,
-    plus the two landmark sets as Points layers when ``with_landmarks``."""
+    plus the two landmark sets as Points layers when ``with_landmarks`` and the fixed
+    image's tissue labels (hidden; the Atlas panel's demo atlas) when ``with_labels``."""
     pair = load_mni_pair()
     # Headroom above the T1's white matter so that grey + magenta does not saturate
     # to white where the two overlap.
@@ -100,4 +113,7 @@ def make_mni_pair(with_landmarks: bool = True) -> list[LayerDataTuple]:
                                     "fixed landmarks", "yellow"))
         layers.append(_points_layer(pair.moving_points, pair.landmark_ids,
                                     "moving landmarks", "cyan"))
+    if with_labels:
+        layers.append(volume_to_layer_data(load_tissue_labels(), "labels", opacity=0.4,
+                                           visible=False))
     return layers

@@ -19,38 +19,40 @@ record). ``run_job`` writes through a staging folder and ``run.json`` is moved i
 Where pairs run: local worker processes (``concurrent.futures.ProcessPoolExecutor``,
 default), this process (``workers=0``, for debugging), or an existing Dask distributed
 cluster (``scheduler="tcp://host:8786"`` or a ``distributed`` cluster object; needs the
-optional ``distributed`` package, and every worker must see the same file paths).
+optional ``distributed`` package, and every worker must see the same file paths); the
+runners themselves live in :mod:`napari_reg.runners`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
 import os
-import queue
+import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .io.atomic import atomic_path
+from .io.output_set import check_output_plan, clean_stale
 from .io.volumes import volume_name
 from .job import OUTPUT_NAMES, Job, run_job
+from .runners import RunnerError, as_completed, connect, executor_mapper, runner
 
 __all__ = ["BatchError", "BatchPair", "PairOutcome", "BatchReport", "read_list", "plan_pairs",
            "run_pair", "run_batch", "connect", "executor_mapper"]
 
 RECORD = OUTPUT_NAMES["record"]
+_OWNED_STAGING = re.compile(r"^\.napari-reg-\d+-[0-9a-f]{8}-")
 STATUSES = ("done", "already done", "failed", "not run")
 
 
-class BatchError(ValueError):
-    """A batch that cannot start (missing fixed image, unreachable scheduler, ...)."""
+# A batch that cannot start (missing fixed image, unreachable scheduler, ...): the
+# runners' error, so that one ``except`` covers both.
+BatchError = RunnerError
 
 
 @dataclass
@@ -123,9 +125,11 @@ def read_list(path: str | os.PathLike) -> list[str]:
 
 def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
                output_root: str | os.PathLike, parameters: dict[str, Any] | None = None,
-               fixed_mask: str | None = None) -> list[BatchPair]:
+               fixed_mask: str | None = None,
+               reserved: Sequence[str] = ()) -> list[BatchPair]:
     """One pair per moving image, each with its own folder named after the image.
 
+    ``reserved``: folder names already taken in ``output_root`` (e.g. ``template``).
     A missing fixed image stops the batch here; a missing moving image becomes a failed
     pair at run time (the others still run).
     """
@@ -136,7 +140,7 @@ def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
     if not movings:
         raise BatchError("no moving image given")
     root = Path(output_root)
-    pairs, used = [], set()
+    pairs, used = [], set(reserved)
     for moving in movings:
         name = volume_name(moving) or "image"
         unique, k = name, 2
@@ -147,6 +151,9 @@ def plan_pairs(fixed: str | os.PathLike, movings: Sequence[str | os.PathLike],
                   parameters=dict(parameters or {}),
                   fixed_mask=str(Path(fixed_mask).resolve()) if fixed_mask else None)
         pairs.append(BatchPair(unique, job, root / unique))
+    # No pair's output may replace any image of the batch (not only its own pair's).
+    check_output_plan([p.output_dir / name for p in pairs for name in _expected_outputs(p.job)],
+                      [fixed, fixed_mask, *movings], overwrite=True)
     return pairs
 
 
@@ -177,7 +184,7 @@ def _finished(pair: BatchPair) -> PairOutcome | None:
 
 def _expected_outputs(job: Job) -> list[str]:
     """The files a finished pair has (deformable runs add the field and its Jacobian)."""
-    from .core.register import DEFORMABLE_MODELS
+    from .core.engine.presets import DEFORMABLE_MODELS
     from .job import DEFORMABLE_OUTPUT_NAMES
 
     names = list(OUTPUT_NAMES.values())
@@ -197,7 +204,9 @@ def run_pair(job: Job, output_dir: str | os.PathLike, name: str = "") -> PairOut
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         for leftover in output_dir.glob(".napari-reg-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if not _OWNED_STAGING.match(leftover.name):  # an older release's staging
+                shutil.rmtree(leftover, ignore_errors=True)
+        clean_stale(output_dir)  # this release's: only those whose process is gone
         paths = run_job(job, output_dir, overwrite=True)
         record = json.loads(paths["record"].read_text())
         cost = record.get("result", {}).get("final_cost")
@@ -212,97 +221,7 @@ def _run_pair_args(args: tuple[Job, str, str]) -> PairOutcome:
     return run_pair(*args)
 
 
-# ------------------------------------------------------------------------ runners
-def connect(scheduler: Any, timeout_s: float = 10.0):
-    """A ``distributed.Client`` for an address or a cluster object, with clear errors."""
-    try:
-        from distributed import Client
-    except ImportError as exc:
-        raise BatchError("running on a Dask cluster needs the 'distributed' package: "
-                         "pip install distributed (the optional 'batch' extra)") from exc
-    try:
-        return Client(scheduler, timeout=f"{timeout_s}s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise BatchError(
-            f"cannot reach the Dask scheduler at {scheduler}: {exc}. Start one with "
-            "`dask scheduler` (and workers with `dask worker ADDRESS`), check the address, "
-            "or leave out --scheduler to run on local processes") from exc
-
-
-def _run_now(fn: Callable, arg: Any) -> Future:
-    """``submit`` for ``workers=0``: run at once in this process."""
-    future: Future = Future()
-    try:
-        future.set_result(fn(arg))
-    except Exception as exc:  # noqa: BLE001 - delivered through the future like a pool does
-        future.set_exception(exc)
-    return future
-
-
-@contextlib.contextmanager
-def _runner(workers: int | None, scheduler: Any,
-            connect_timeout_s: float = 10.0) -> Iterator[tuple[str, Any]]:
-    """Yield ``(description, submit(fn, arg) -> future)``; shut everything down after."""
-    if scheduler is not None:
-        client = connect(scheduler, connect_timeout_s)
-        try:
-            yield f"dask {client.scheduler.address}", \
-                lambda fn, arg: client.submit(fn, arg, pure=False)
-        finally:
-            client.close()
-        return
-    if workers == 0:
-        yield "in-process", _run_now
-        return
-    n = workers or os.cpu_count() or 1
-    # spawn: a fresh interpreter per worker, safe when the caller has threads (GUI, Dask).
-    # Workers inherit the environment when they start (at the first submit), so the
-    # BLAS/OpenMP thread caps must be in place for the whole pool's life.
-    with _thread_caps(max(1, (os.cpu_count() or 1) // n)):
-        pool = ProcessPoolExecutor(max_workers=n,
-                                   mp_context=multiprocessing.get_context("spawn"))
-        try:
-            yield f"{n} local process{'es' if n > 1 else ''}", pool.submit
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _thread_caps(n_threads: int) -> Iterator[None]:
-    """Cap each worker's BLAS/OpenMP threads so N workers do not oversubscribe the CPUs
-    (as Dask's nannies do); a user's own settings win."""
-    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-    for key in _THREAD_VARIABLES:
-        os.environ.setdefault(key, str(n_threads))
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _as_completed(futures: dict[Any, int]) -> Iterator[Any]:
-    """Futures as they finish; works for concurrent.futures and Dask futures alike (both
-    call ``add_done_callback`` hooks when done, from whatever thread)."""
-    finished: queue.Queue = queue.Queue()
-    for future in futures:
-        future.add_done_callback(finished.put)
-    for _ in range(len(futures)):
-        # A timeout keeps the main thread responsive to Ctrl-C while it waits.
-        while True:
-            try:
-                yield finished.get(timeout=0.2)
-                break
-            except queue.Empty:
-                continue
-
-
+# ------------------------------------------------------------------------ running
 def run_batch(pairs: Sequence[BatchPair], workers: int | None = None, scheduler: Any = None,
               callback: Callable[[PairOutcome], None] | None = None,
               summary_dir: str | os.PathLike | None = None,
@@ -345,14 +264,14 @@ def run_batch(pairs: Sequence[BatchPair], workers: int | None = None, scheduler:
         except KeyboardInterrupt:
             interrupted = True
     elif todo:
-        with _runner(workers, scheduler, connect_timeout_s) as (description, submit):
+        with runner(workers, scheduler, connect_timeout_s) as (description, submit):
             futures: dict[Any, int] = {}
             try:
                 for index in todo:
                     pair = pairs[index]
                     futures[submit(_run_pair_args, (pair.job, str(pair.output_dir),
                                                     pair.name))] = index
-                for future in _as_completed(futures):
+                for future in as_completed(futures):
                     index = futures[future]
                     record(index, _collect(future, pairs[index]))
             except KeyboardInterrupt:
@@ -398,19 +317,3 @@ def write_summary(report: BatchReport, directory: str | os.PathLike) -> Path:
                   f"{o.message}" for o in report.outcomes]
         tmp.write_text("\n".join(lines) + "\n")
     return directory / "batch_summary.tsv"
-
-
-@contextlib.contextmanager
-def executor_mapper(workers: int | None = None,
-                    scheduler: Any = None) -> Iterator[Callable[[Callable, Iterable], list]]:
-    """A ``map(fn, items) -> results`` over local processes or a Dask cluster (in order).
-
-    For :func:`napari_reg.core.template.build_template`'s ``mapper``: the registrations of
-    one template iteration run in parallel.
-    """
-    with _runner(workers, scheduler) as (_, submit):
-        def mapper(fn: Callable, items: Iterable) -> list:
-            futures = [submit(fn, item) for item in items]
-            return [f.result() for f in futures]
-
-        yield mapper

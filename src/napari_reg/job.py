@@ -5,9 +5,10 @@ the GUI saves as ``run.json`` can be replayed headless::
 
     napari-reg register --replay out/run.json -o out2
 
-Outputs go to a hidden temporary folder inside the output directory and are moved into
-place only when everything succeeded: a failed or cancelled run leaves no partial
-outputs, and an output path that is one of the inputs is refused.
+Outputs are written as one :class:`napari_reg.io.output_set.OutputSet`: staged, then moved
+into place whole (a new folder in one rename; into an existing folder under a journal,
+``run.json`` last); a failed, cancelled or killed run leaves no partial outputs, and an
+output path that is one of the inputs is refused before any work.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,23 +24,41 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .core.events import ProgressEvent, RegistrationResult
+from .core.engine.events import ProgressEvent
+from .core.engine.presets import DEFORMABLE_MODELS
+from .core.engine.register import register
+from .core.engine.result import RegistrationResult
 from .core.image import Volume
 from .core.optimize import CancelToken
-from .core.register import DEFORMABLE_MODELS, register
-from .core.resample import resample
-from .io.atomic import atomic_path
+from .core.transforms.field import DisplacementField
+from .core.warp_result import warp_result
 from .io.displacement_fields import save_displacement_field
+from .io.flat import PlanarPair, plane_of
+from .io.input_checks import check_landmarks, check_linear_transform, check_warped
 from .io.landmarks import read_landmarks
+from .io.output_set import OutputSet
+from .io.result_layout import (
+    AFFINE_MAT,
+    FILE_DIRECTIONS,
+    INVERSE_WARP,
+    JACOBIAN,
+    WARP,
+    WHOLE_MAP,
+    deformation_fields,
+)
 from .io.transform_files import read_transform, write_itk_transform
-from .io.volumes import load_volume, save_volume
+from .io.volumes import VolumeReadError, load_volume, save_volume
 
 __all__ = ["Job", "JobError", "run_job", "OUTPUT_NAMES", "RUN_RECORD_VERSION"]
 
 RUN_RECORD_VERSION = 1
 OUTPUT_NAMES = {"transform": "transform.tfm", "warped": "warped.nii.gz", "record": "run.json"}
 # Written in addition for deformable runs.
-DEFORMABLE_OUTPUT_NAMES = {"field": "field.nii.gz", "jacobian": "jacobian.nii.gz"}
+# the ANTs layout: affine (transform.tfm) + deformation-only warp and its inverse, and the
+# whole map under a name that says so (io/result_layout.py says what each file maps)
+DEFORMABLE_OUTPUT_NAMES = {"affine_mat": AFFINE_MAT, "warp": WARP,
+                           "inverse_warp": INVERSE_WARP, "whole_map": WHOLE_MAP,
+                           "jacobian": JACOBIAN}
 
 
 class JobError(ValueError):
@@ -53,7 +70,7 @@ class Job:
     """Everything needed to run (and re-run) one registration.
 
     Paths are stored as given; ``parameters`` are keyword arguments of
-    :func:`napari_reg.core.register.register` (JSON-serialisable).
+    :func:`napari_reg.register` (JSON-serialisable).
     """
 
     fixed: str
@@ -62,6 +79,8 @@ class Job:
     fixed_mask: str | None = None
     landmarks: tuple[str, str] | None = None
     initial: str | None = None
+    # the format of ``initial`` when the file does not say it (plain 4x4: "fsl" or "ras")
+    initial_format: str | None = None
     moving_mask: str | None = None
 
     def inputs(self) -> list[str]:
@@ -77,6 +96,7 @@ class Job:
             "moving_mask": self.moving_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
+            "initial_format": self.initial_format,
             "parameters": self.parameters,
         }
 
@@ -94,6 +114,7 @@ class Job:
                 moving_mask=data.get("moving_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
+                initial_format=data.get("initial_format"),
             )
         except (KeyError, TypeError) as exc:
             raise JobError(f"run record is missing the field {exc}") from exc
@@ -133,47 +154,83 @@ def run_job(
     Writes ``transform.tfm`` (ITK, maps fixed physical points to moving physical
     points; for deformable runs the linear stage), ``warped.nii.gz`` (moving resampled
     on the fixed grid) and ``run.json`` (the job, the parameters actually used, versions,
-    cost history, timings). Deformable runs add ``field.nii.gz`` (the whole fixed->moving
-    map as an ITK/ANTs displacement field on the fixed grid) and ``jacobian.nii.gz`` (its
-    Jacobian determinant; values <= 0 are folds).
+    cost history, timings). Deformable runs ``T(x) = A(W(x))`` add, in ANTs' layout:
+    ``warp.nii.gz`` (the deformation ``W`` only, fixed grid; ``antsApplyTransforms -t
+    warp.nii.gz -t transform.tfm`` reproduces ``warped.nii.gz``), ``inverse_warp.nii.gz``
+    (``W^-1``, for ``-t [transform.tfm,1] -t inverse_warp.nii.gz``),
+    ``whole_map_field.nii.gz`` (all of ``T`` as one field: use it alone) and
+    ``jacobian.nii.gz`` (Jacobian determinant of ``T``; values <= 0 are folds).
     """
     output_dir = Path(output_dir)
     names = dict(OUTPUT_NAMES)
     if _is_deformable(job.parameters):
         names.update(DEFORMABLE_OUTPUT_NAMES)
     targets = {key: output_dir / name for key, name in names.items()}
-    _check_outputs(job, targets, overwrite)
-    fixed, moving = load_volume(job.fixed), load_volume(job.moving)
-    kwargs, notes = _register_kwargs(job, fixed, moving)
+    for path in job.inputs():
+        if not Path(path).exists():
+            broken = " (a broken or looping symbolic link)" if Path(path).is_symlink() else ""
+            raise JobError(f"input file not found: {path}{broken}")
+    # Checked now, before any work: no output over an input, no existing output replaced.
+    outputs = OutputSet(output_dir, inputs=job.inputs(), overwrite=overwrite,
+                        marker=OUTPUT_NAMES["record"], planned=names.values())
+    # 2D files and one-slice volumes register as 2D images (written back as they came).
+    pair = PlanarPair(load_role(job.fixed, "fixed image"), load_role(job.moving, "moving image"))
+    fixed, moving = pair.fixed, pair.moving
+    kwargs, notes = _register_kwargs(job, pair)
     result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
-    field = result.deformable.displacement_field(fixed) if result.deformable else None
-    warped = resample(moving, fixed, field or result.transform, interpolation="linear")
-    warped = warped.with_data(warped.data.astype(np.float32), name="warped")
+    warped, field = warp_result(moving, fixed, result, cancel=cancel)
+    suspects = [f"the initial transform {job.initial}"] if job.initial else []
+    suspects += [f"the landmarks {' and '.join(job.landmarks)}"] if job.landmarks else []
+    check_warped(warped, moving, job.moving, job.fixed, suspects)
     record = run_record(job, result)
     record["notes"] = notes
+    record["files"] = {name: FILE_DIRECTIONS[name] for name in names.values()
+                       if name in FILE_DIRECTIONS}
+    if pair.active:
+        record["result"]["dimension"] = 2
+        record["result"]["matrix_ras_fixed_to_moving"] = \
+            pair.matrix_for_file(result.matrix).tolist()
     if field is not None:
         jacobian = field.jacobian_determinant()
         record["result"]["jacobian"] = {
             "min": float(jacobian.min()), "max": float(jacobian.max()),
             "folded_fraction": float(np.mean(jacobian <= 0))}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".napari-reg-", dir=output_dir))
-    try:
-        write_itk_transform(result.matrix, staging / OUTPUT_NAMES["transform"],
-                            comment="napari-reg: maps fixed physical points to moving points")
-        save_volume(warped, staging / OUTPUT_NAMES["warped"])
+    # Staged, then moved into place as one set; run.json last (it marks a complete set).
+    with outputs:
+        write_itk_transform(pair.matrix_for_file(result.matrix),
+                            outputs.path(names["transform"]))
+        save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
-            save_displacement_field(staging / names["field"], field)
-            save_volume(fixed.with_data(jacobian.astype(np.float32), name="jacobian"),
-                        staging / names["jacobian"])
-        with atomic_path(staging / OUTPUT_NAMES["record"]) as tmp:
-            tmp.write_text(json.dumps(record, indent=2))
-        # run.json goes last: its presence means every other output is complete.
-        for key in sorted(targets, key=lambda k: k == "record"):
-            os.replace(staging / targets[key].name, targets[key])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            write_itk_transform(pair.matrix_for_file(result.matrix),
+                                outputs.path(names["affine_mat"]))
+            warp, inverse_warp = deformation_fields(result.deformable, fixed)
+            for key, dfield in (("warp", warp), ("inverse_warp", inverse_warp)):
+                save_displacement_field(outputs.path(names[key]), _warp_for_file(pair, dfield))
+            save_displacement_field(outputs.path(names["whole_map"]), pair.field_for_file(field))
+            save_volume(pair.volume_for_file(
+                fixed.with_data(jacobian.astype(np.float32), name="jacobian")),
+                outputs.path(names["jacobian"]))
+        outputs.path(names["record"]).write_text(json.dumps(record, indent=2))
     return targets
+
+
+def load_role(path: str | os.PathLike, role: str) -> Volume:
+    """:func:`load_volume` whose errors also say which input the file was (its role)."""
+    try:
+        return load_volume(path)
+    except VolumeReadError as exc:
+        raise VolumeReadError(f"{role}: {exc}") from None
+
+
+def _warp_for_file(pair: PlanarPair, warp: DisplacementField) -> DisplacementField:
+    """A deformation-only warp as written: like the whole map, but for one-slice 3D files
+    without the slice-to-slice offset along the normal, which transform.tfm carries."""
+    out = pair.field_for_file(warp)
+    if out.ndim == warp.ndim:
+        return out
+    comps = np.array(out.components)
+    comps[plane_of(pair.fixed3)[2]] = 0.0
+    return DisplacementField.from_components(comps, out.affine)
 
 
 def _is_deformable(parameters: dict[str, Any]) -> bool:
@@ -181,36 +238,31 @@ def _is_deformable(parameters: dict[str, Any]) -> bool:
     return stages[-1] in DEFORMABLE_MODELS
 
 
-def _check_outputs(job: Job, targets: dict[str, Path], overwrite: bool) -> None:
-    for path in job.inputs():
-        if not Path(path).exists():
-            raise JobError(f"input file not found: {path}")
-    inputs = {Path(p).resolve() for p in job.inputs()}
-    for target in targets.values():
-        if target.resolve() in inputs:
-            raise JobError(f"refusing to overwrite the input file {target}")
-        if target.exists() and not overwrite:
-            raise JobError(f"{target} exists; choose another output folder or pass --overwrite")
-
-
-def _register_kwargs(job: Job, fixed: Volume,
-                     moving: Volume) -> tuple[dict[str, Any], list[str]]:
+def _register_kwargs(job: Job, pair: PlanarPair) -> tuple[dict[str, Any], list[str]]:
     """register() keyword arguments from the job, and notes for the user."""
     kwargs = dict(job.parameters)
     notes: list[str] = []
+    fixed, moving = pair.fixed3, pair.moving3
     if job.fixed_mask:
-        kwargs["fixed_mask"] = load_volume(job.fixed_mask)
+        kwargs["fixed_mask"] = pair.mask(load_role(job.fixed_mask, "fixed mask"))
     if job.moving_mask:
-        kwargs["moving_mask"] = load_volume(job.moving_mask)
+        kwargs["moving_mask"] = pair.mask(load_role(job.moving_mask, "moving mask"),
+                                          "moving mask")
     if job.landmarks:
         fixed_lm, moving_lm = (read_landmarks(p) for p in job.landmarks)
+        for lm, path, role in ((fixed_lm, job.landmarks[0], "fixed landmarks"),
+                               (moving_lm, job.landmarks[1], "moving landmarks")):
+            check_landmarks(lm.points, [fixed, moving], path, role)
         pairs = fixed_lm.pair_with(moving_lm)
         if pairs.unpaired:
             notes.append(f"landmarks without a partner were ignored: {', '.join(pairs.unpaired)}")
-        kwargs["landmarks"] = (pairs.fixed, pairs.moving)
+        kwargs["landmarks"] = (pair.points(pairs.fixed), pair.points(pairs.moving))
         kwargs.setdefault("init", "landmarks")
     if job.initial:
-        kwargs["initial"] = read_transform(job.initial, fixed=fixed, moving=moving)
+        kwargs["initial"] = pair.initial(check_linear_transform(
+            read_transform(job.initial, fixed=fixed, moving=moving,
+                           format=job.initial_format or "auto"), job.initial,
+            "initial transform"), job.initial)
     elif kwargs.get("initial") is not None:
         kwargs["initial"] = np.asarray(kwargs["initial"], dtype=np.float64)
     return kwargs, notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..core.events import ProgressEvent
+from ..core.engine.events import ProgressEvent
 
 
 class TerminalProgress:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from ..core.engine.presets import INIT_METHODS, METRICS, TRANSFORMS
 from ..core.optimize import Cancelled
-from ..core.register import INIT_METHODS, METRICS, TRANSFORMS
 from ._progress import TerminalProgress
 
 
@@ -24,7 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--transform", choices=list(TRANSFORMS), default="affine",
                    help="bspline and syn (diffeomorphic) run an affine stage first unless "
-                   "--no-linear; they also write field.nii.gz and jacobian.nii.gz")
+                   "--no-linear; they also write warp.nii.gz + inverse_warp.nii.gz (ANTs layout: "
+                   "-t warp.nii.gz -t transform.tfm), whole_map_field.nii.gz (the whole "
+                   "map, use it alone) and jacobian.nii.gz")
     p.add_argument("--no-linear", action="store_true",
                    help="with bspline/syn: no affine stage before the deformable one")
     p.add_argument("--metric", choices=list(METRICS), default="mi",
@@ -37,7 +40,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--moving-mask",
                    help="mask image of the moving image: sample points whose mapped position "
                    "falls outside it (missing tissue, a lesion) are left out of the metric")
-    p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat, FSL .mat)")
+    p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat/.h5, LTA, "
+                   "AFNI .1D, X5; a plain 4x4 matrix needs --initial-format)")
+    p.add_argument("--initial-format", choices=["fsl", "ras", "itk", "itk-mat", "itk-h5",
+                                                "lta", "afni", "x5"],
+                   help="format of --initial when the file does not say it: fsl (FLIRT "
+                   "-in MOVING -ref FIXED) or ras (greedy / c3d / ITK-SNAP)")
     adv = p.add_argument_group("advanced")
     adv.add_argument("--stages", nargs="+", choices=list(TRANSFORMS),
                      help="run several models in order, e.g. --stages rigid affine")
@@ -57,7 +65,8 @@ def add_parser(subparsers) -> None:
     adv.add_argument("--radius", type=int,
                      help="syn local NCC window radius in voxels (default 2)")
     p.add_argument("--replay", metavar="RUN_JSON",
-                   help="re-run the job recorded in a run.json (other options ignored)")
+                   help="re-run the job recorded in a run.json, or in a folder holding one "
+                        "such as a saved GUI session (other options ignored)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
@@ -66,8 +75,9 @@ def add_parser(subparsers) -> None:
 def build_job(args: argparse.Namespace):
     from ..job import Job
 
-    if args.replay:
-        return Job.load(args.replay)
+    if args.replay:  # a run.json, or a folder holding one (e.g. a saved GUI session)
+        replay = Path(args.replay)
+        return Job.load(replay / "run.json" if replay.is_dir() else replay)
     if not args.fixed or not args.moving:
         raise SystemExit("napari-reg register: FIXED and MOVING are required (or --replay)")
     params: dict = {"transform": args.transform, "metric": args.metric, "levels": args.levels,
@@ -93,7 +103,7 @@ def build_job(args: argparse.Namespace):
     return Job(fixed=args.fixed, moving=args.moving, parameters=params,
                fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                landmarks=tuple(args.landmarks) if args.landmarks else None,
-               initial=args.initial)
+               initial=args.initial, initial_format=args.initial_format)
 
 
 def run(args: argparse.Namespace) -> int:

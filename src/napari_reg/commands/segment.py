@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.fusion import FUSION_METHODS, SIMILARITIES
-from ..core.labels import PROPAGATION_METHODS
-from ..core.register import METRICS
+from ..core.atlas.fusion import FUSION_METHODS, SIMILARITIES
+from ..core.atlas.labels import PROPAGATION_METHODS
+from ..core.engine.presets import METRICS
+
+RECORD = "segment.json"
 
 
 def add_parser(subparsers) -> None:
@@ -50,24 +52,25 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.fusion import dice_table, segment_with_atlases
-    from ..core.labels import Atlas
+    from ..core.atlas.fusion import dice_table, segment_with_atlases
+    from ..core.atlas.labels import Atlas
     from ..core.optimize import Cancelled
-    from ..io.atomic import atomic_path
     from ..io.displacement_fields import save_displacement_field
+    from ..io.output_set import OutputSet
     from ..io.transform_files import write_itk_transform
     from ..io.volumes import load_volume, save_volume, volume_name
 
     out = Path(args.output)
-    record_path = out / "segment.json"
     try:
-        if record_path.exists() and not args.overwrite:
-            raise ValueError(f"{record_path} exists; choose another folder or pass --overwrite")
         inputs = [args.subject, *[p for pair in args.atlas for p in pair]]
         inputs += [args.truth] if args.truth else []
         missing = [p for p in inputs if not Path(p).is_file()]
         if missing:
             raise ValueError(f"file(s) not found: {', '.join(missing)}")
+        planned = ["labels.nii.gz", "confidence.nii.gz", RECORD]
+        planned += ["dice.tsv"] if args.truth else []
+        outputs = OutputSet(out, inputs=inputs, overwrite=args.overwrite, marker=RECORD,
+                            planned=planned)
         subject = load_volume(args.subject)
         atlases = [Atlas(load_volume(image), load_volume(labels), volume_name(image))
                    for image, labels in args.atlas]
@@ -90,25 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for note in result.notes:
         print(f"warning: {note}", file=sys.stderr)
-    save_volume(result.labels, out / "labels.nii.gz")
-    save_volume(result.confidence, out / "confidence.nii.gz", dtype=np.float32)
-    transforms = []
-    for k, t in enumerate(result.transforms):
-        if t.is_linear:
-            write_itk_transform(t.matrix, out / f"atlas_{k + 1}.tfm",
-                                comment="napari-reg segment: maps subject points to atlas points")
-            transforms.append(np.asarray(t.matrix).tolist())
-        else:  # deformable: one self-contained dense field (ITK/ANTs readable)
-            save_displacement_field(out / f"atlas_{k + 1}_field.nii.gz", t, reference=subject)
-            transforms.append(None)
-    if result.dice is not None:
-        columns = list(result.dice)
-        lines = ["label\t" + "\t".join(columns)]
-        lines += [f"{lab}\t" + "\t".join(f"{result.dice[c].get(lab, float('nan')):.4f}"
-                                          for c in columns) for lab in result.dice["fused"]]
-        with atomic_path(out / "dice.tsv") as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
-        print(dice_table(result.dice))
+    transforms = [np.asarray(t.matrix).tolist() if t.is_linear else None
+                  for t in result.transforms]
     record = {"subject": str(Path(args.subject).resolve()),
               "atlases": [[str(Path(p).resolve()) for p in pair] for pair in args.atlas],
               "truth": args.truth, "direction": "transforms map subject world (RAS mm) points "
@@ -119,7 +105,24 @@ def run(args: argparse.Namespace) -> int:
               "matrices_ras_subject_to_atlas": transforms,
               "dice": {k: {str(lab): v for lab, v in d.items()} for k, d in
                        (result.dice or {}).items()}}
-    with atomic_path(record_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    # One output set: staged, moved into place whole, segment.json last.
+    with outputs:
+        save_volume(result.labels, outputs.path("labels.nii.gz"))
+        save_volume(result.confidence, outputs.path("confidence.nii.gz"), dtype=np.float32)
+        for k, t in enumerate(result.transforms):
+            if t.is_linear:
+                write_itk_transform(t.matrix, outputs.path(f"atlas_{k + 1}.tfm"))
+            else:  # deformable: one self-contained dense field (ITK/ANTs readable)
+                save_displacement_field(outputs.path(f"atlas_{k + 1}_field.nii.gz"), t,
+                                        reference=subject)
+        if result.dice is not None:
+            columns = list(result.dice)
+            lines = ["label\t" + "\t".join(columns)]
+            lines += [f"{lab}\t" + "\t".join(f"{result.dice[c].get(lab, float('nan')):.4f}"
+                                              for c in columns) for lab in result.dice["fused"]]
+            outputs.path("dice.tsv").write_text("\n".join(lines) + "\n")
+        outputs.path(RECORD).write_text(json.dumps(record, indent=2))
+    if result.dice is not None:
+        print(dice_table(result.dice))
     print(out / "labels.nii.gz")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.register import LINEAR_MODELS, METRICS
+from ..core.engine.presets import LINEAR_MODELS, METRICS
 
 TEMPLATE_RECORD = "template.json"
 
@@ -68,9 +68,9 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
                          log=print) -> Path:
     """Build (or reuse) OUTPUT/template.nii.gz from image files; return its path."""
     from ..batch import executor_mapper
-    from ..core.template import build_template
-    from ..io.atomic import atomic_path
+    from ..core.atlas.template import build_template
     from ..io.displacement_fields import save_displacement_field
+    from ..io.output_set import OutputSet
     from ..io.transform_files import write_itk_transform
     from ..io.volumes import load_volume, save_volume, volume_name
 
@@ -82,6 +82,10 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
         if done.get("images") == resolved:
             log(f"template already built: {template_path} (delete {record_path} to rebuild)")
             return template_path
+    names = unique_names([volume_name(p) for p in images])
+    planned = [TEMPLATE_RECORD, template_path.name]
+    outputs = OutputSet(output, inputs=[*images, options.get("reference")], overwrite=True,
+                        marker=TEMPLATE_RECORD, planned=planned)
     volumes = [load_volume(p) for p in images]
     reference = load_volume(options["reference"]) if options.get("reference") else None
     kwargs = {k: v for k, v in options.items() if k != "reference"}
@@ -98,31 +102,44 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
         with executor_mapper(workers, scheduler) as mapper:
             result = build_template(volumes, reference, callback=progress, mapper=mapper,
                                     **kwargs)
-    transforms_dir = output / "transforms"
     entries = []
-    for path, transform in zip(images, result.transforms, strict=True):
-        name = volume_name(path)
-        if transform.is_linear:
-            target = transforms_dir / f"{name}.tfm"
-            transforms_dir.mkdir(parents=True, exist_ok=True)
-            write_itk_transform(transform.matrix, target,
-                                comment="napari-reg template: maps template points to image points")
-            entries.append({"image": str(Path(path).resolve()), "transform": str(target),
-                            "matrix_ras_template_to_image": np.asarray(transform.matrix).tolist()})
-        else:
-            target = transforms_dir / f"{name}_field.nii.gz"
-            save_displacement_field(target, transform, reference=result.template)
-            entries.append({"image": str(Path(path).resolve()), "transform": str(target)})
-    save_volume(result.template, template_path, dtype=np.float32)
     for note in result.notes:
         log(f"warning: {note}")
-    record = {"images": resolved, "notes": result.notes,
-              "direction": "transforms map template world (RAS mm) points to image world points",
-              "parameters": result.parameters,
-              "history": [h.to_dict() for h in result.history], "transforms": entries}
-    with atomic_path(record_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str))
+    # One output set: staged, moved into place whole, template.json last.
+    with outputs:
+        for path, name, transform in zip(images, names, result.transforms, strict=True):
+            if transform.is_linear:
+                rel = f"transforms/{name}.tfm"
+                write_itk_transform(transform.matrix, outputs.path(rel))
+                entries.append({"image": str(Path(path).resolve()),
+                                "transform": str(outputs.final(rel)),
+                                "matrix_ras_template_to_image":
+                                    np.asarray(transform.matrix).tolist()})
+            else:
+                rel = f"transforms/{name}_field.nii.gz"
+                save_displacement_field(outputs.path(rel), transform, reference=result.template)
+                entries.append({"image": str(Path(path).resolve()),
+                                "transform": str(outputs.final(rel))})
+        save_volume(result.template, outputs.path(template_path.name), dtype=np.float32)
+        record = {"images": resolved, "notes": result.notes,
+                  "direction": "transforms map template world (RAS mm) points to image world "
+                  "points", "parameters": result.parameters,
+                  "history": [h.to_dict() for h in result.history], "transforms": entries}
+        outputs.path(TEMPLATE_RECORD).write_text(json.dumps(record, indent=2, default=str))
     return template_path
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with repeats made distinct (``t1, t1_2, ...``): no two outputs share a name."""
+    used: set[str] = set()
+    out = []
+    for name in names:
+        unique, k = name or "image", 2
+        while unique in used:
+            unique, k = f"{name}_{k}", k + 1
+        used.add(unique)
+        out.append(unique)
+    return out
 
 
 def template_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ..core.image import Volume
 from ..core.transforms.base import Transform
 from ..core.transforms.field import DisplacementField
 from .atomic import atomic_path
+from .volume_checks import VolumeRefused, check_claimed_size, check_geometry
 
 __all__ = ["DisplacementFieldFileError", "save_displacement_field", "load_displacement_field"]
 
@@ -106,7 +107,16 @@ def load_displacement_field(path: str | os.PathLike,
             f"'{path}' has NIfTI intent code {code}; a displacement field has intent 1007 "
             "(vector) or 1006 (displacement vector)")
     d = shape[4]
-    data = np.asarray(img.dataobj, dtype=np.float32)[:, :, :, 0, :]
+    try:  # the header's claims first: a lying header must not allocate gigabytes
+        check_claimed_size(img, path)
+        check_geometry(np.asarray(img.affine, dtype=np.float64), shape[:3], path)
+        data = np.asarray(img.dataobj, dtype=np.float32)[:, :, :, 0, :]
+    except VolumeRefused as exc:
+        raise DisplacementFieldFileError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - zlib/EOF errors of truncated files
+        raise DisplacementFieldFileError(
+            f"'{path}': the field data cannot be read (truncated or corrupt file: {exc})"
+        ) from None
     if not np.all(np.isfinite(data)):
         raise DisplacementFieldFileError(f"'{path}' contains NaN or infinite vectors")
     affine = img.affine

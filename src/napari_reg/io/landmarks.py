@@ -9,6 +9,9 @@ extra or reordered point cannot silently corrupt a fit.
   with ``#`` are comments; ``# units = mm`` is accepted, another unit is an error.
 * Slicer markups store LPS (the default since Slicer 4.11) or RAS, said in the file;
   points are converted to RAS on reading. The control point *label* becomes our id.
+  ``.fcsv`` files are read as Slicer reads them: rows end at ``\n`` only (a ``\r`` stays
+  in its field), a versioned file without a ``CoordinateSystem`` line is LPS, an
+  unversioned one is Slicer 3's ``label,x,y,z,sel,vis`` in RAS.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from napari_reg.io._slicer_csv import slicer_fields
 from napari_reg.io.atomic import atomic_path
 
 __all__ = ["LandmarkError", "LandmarkFileError", "LandmarkPairs", "Landmarks",
@@ -153,7 +157,9 @@ def _build(ids: list[str], rows: list[list[float]], d: int, path: Path,
 
 def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # bytes decoded as they are: no newline translation, so that '\r' reaches the
+        # .fcsv reader as Slicer sees it
+        text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise LandmarkFileError(f"landmark file not found: {path}") from None
     except UnicodeDecodeError:
@@ -224,15 +230,21 @@ def _coordinate_system(value: str, where: str) -> str:
 
 
 def _read_fcsv(path: Path) -> Landmarks:
-    lines = _read_text(path).splitlines()
-    system, columns = "RAS", list(_FCSV_COLUMNS)  # files before Slicer 4.11 were RAS
+    # Slicer reads rows with getline: they end at '\n' only, and a '\r' (Windows line
+    # ends, or a stray one inside a label) stays in its field.
+    lines = _read_text(path).split("\n")
+    # Slicer's default is LPS (since 4.11) when a versioned file has no CoordinateSystem
+    # line; an unversioned file is Slicer 3's "label,x,y,z,sel,vis" in RAS.
+    versioned, system, columns = False, None, None
     data: list[tuple[int, str]] = []
     for n, line in enumerate(lines, 1):
         s = line.strip()
         if s.startswith("#"):
             key, _, value = s[1:].partition("=")
             key = key.strip().lower()
-            if key == "coordinatesystem":
+            if key == "markups fiducial file version":
+                versioned = True
+            elif key == "coordinatesystem":
                 system = _coordinate_system(value, f"{path}, line {n}")
             elif key == "columns":
                 columns = [c.strip() for c in value.split(",")]
@@ -240,14 +252,21 @@ def _read_fcsv(path: Path) -> Landmarks:
                 _check_unit(value, f"{path}, line {n}")
         elif s:
             data.append((n, line))
+    if columns is None:
+        slicer3 = not versioned and system is None
+        columns = ["label", "x", "y", "z", "sel", "vis"] if slicer3 else list(_FCSV_COLUMNS)
+    if system is None:
+        system = "LPS" if versioned else "RAS"
     missing = [c for c in ("x", "y", "z") if c not in columns]
     if missing or ("label" not in columns and "id" not in columns):
         raise LandmarkFileError(f"{path}: markups columns {columns} lack "
                                 f"{missing or ['label']}")
+    needed = max(columns.index(a) for a in _AXES) + 1
     ids, rows = [], []
-    for (n, _), fields in zip(data, csv.reader([ln for _, ln in data]), strict=True):
+    for n, line in data:
+        fields = slicer_fields(line)
         where = f"{path}, line {n}"
-        if len(fields) < len(columns):
+        if len(fields) < needed:
             raise LandmarkFileError(f"{where}: {len(fields)} fields for {len(columns)} "
                                     "columns")
         row = dict(zip(columns, fields, strict=False))

@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_reg.core.image import Volume, VolumeError
 from napari_reg.io.atomic import atomic_path
+from napari_reg.io.volume_checks import VolumeRefused, check_claimed_size, check_geometry
 
 __all__ = [
     "VOLUME_EXTENSIONS",
@@ -71,7 +72,18 @@ def volume_name(path: str | os.PathLike) -> str:
 
 def _load_image(path: Path):
     """nibabel image for ``path`` with every failure turned into a VolumeReadError."""
+    try:
+        return _open_image(path)
+    except OSError as exc:  # symlink loops, permissions, I/O errors: one line, file named
+        raise VolumeReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise VolumeReadError(f"{path}: cannot read (symbolic link loop)") from None
+
+
+def _open_image(path: Path):
     if not path.exists():
+        if path.is_symlink():
+            raise VolumeReadError(f"{path}: a broken or looping symbolic link")
         raise VolumeReadError(f"{path}: no such file")
     if path.is_dir():
         raise VolumeReadError(f"{path}: is a directory, not a volume file")
@@ -83,6 +95,12 @@ def _load_image(path: Path):
         raise VolumeReadError(f"{path}: not a readable volume file ({exc})") from exc
     if not isinstance(img, nib.spatialimages.SpatialImage):
         raise VolumeReadError(f"{path}: {type(img).__name__} is not a volume image")
+    try:  # before any sample is read: a lying header must not allocate gigabytes
+        check_claimed_size(img, path)
+    except VolumeRefused as exc:
+        raise VolumeReadError(str(exc)) from None
+    except (OSError, ValueError, TypeError, OverflowError) as exc:
+        raise VolumeReadError(f"{path}: not a readable volume file ({exc})") from None
     return img
 
 
@@ -138,14 +156,22 @@ def _spatial_axes_first(img, data: np.ndarray) -> np.ndarray:
 
 
 def _checked_affine(img, path: Path) -> np.ndarray:
-    affine = np.asarray(img.affine, dtype=np.float64)
+    try:
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - nibabel computes it from untrusted fields
+        raise VolumeReadError(f"{path}: the voxel-to-world affine cannot be computed "
+                              f"({exc})") from None
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise VolumeReadError(f"{path}: the voxel-to-world affine is missing or not finite")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeReadError(
             f"{path}: the voxel-to-world affine is not invertible (zero voxel size or "
-            f"degenerate sform/qform):\n{np.array2string(affine, precision=4)}"
+            "degenerate sform/qform)"
         )
+    try:
+        check_geometry(affine, tuple(img.shape[:3]) + (1,) * (3 - len(img.shape[:3])), path)
+    except VolumeRefused as exc:
+        raise VolumeReadError(str(exc)) from None
     return affine
 
 
@@ -283,7 +309,16 @@ def save_volume(
         affine, data = affine3, data[:, :, None]
     if header is None:
         header = volume.metadata.get("header") if isinstance(volume.metadata, dict) else None
+    if data.ndim == 3 and data.shape[2] == 1 and _header_ndim(header) == 2:
+        data = data[:, :, 0]  # a result on a 2D file's grid is written as a 2D file
     return _write_nifti(data, affine, path, dtype, header)
+
+
+def _header_ndim(header) -> int:
+    try:
+        return len(header.get_data_shape())
+    except AttributeError:
+        return 0
 
 
 def save_volume_stack(

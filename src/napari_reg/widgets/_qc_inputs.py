@@ -21,8 +21,8 @@ import numpy as np
 
 from ..core.image import Volume
 from ..core.transforms.base import MatrixTransform, Transform
+from ._alignment import get_alignment
 from ._layer_volumes import layer_volume
-from ._lm_alignment import get_alignment
 from ._session import get_session
 from .overlay import coarse_grid, warp_to_grid
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.ffd import register_bspline
-from ..core.register import register
-from ..core.syn import register_syn
+from ..core.engine.register import register
+from ..core.stages.bspline import BSplineStage
+from ..core.stages.syn import SyNStage
 
 __all__ = ["METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME", "REGISTER_DEFAULTS",
-           "BSPLINE_DEFAULTS", "SYN_DEFAULTS", "int_list", "as_text"]
+           "BSPLINE_DEFAULTS", "SYN_DEFAULTS", "int_list", "as_text", "stage_metrics"]
 
 METRIC_CHOICES = [("MI (mutual information)", "mi"), ("NMI (normalised MI)", "nmi"),
                   ("NCC (correlation)", "ncc"), ("SSD (squared differences)", "ssd"),
@@ -29,8 +29,8 @@ def _defaults(func: Any) -> dict[str, Any]:
 
 # The panel starts from the core's own defaults, so a GUI run equals a scripted one.
 REGISTER_DEFAULTS = _defaults(register)
-BSPLINE_DEFAULTS = _defaults(register_bspline)
-SYN_DEFAULTS = _defaults(register_syn)
+BSPLINE_DEFAULTS = _defaults(BSplineStage)
+SYN_DEFAULTS = _defaults(SyNStage)
 
 
 def int_list(text: str, what: str) -> int | list[int]:
@@ -47,3 +47,19 @@ def int_list(text: str, what: str) -> int | list[int]:
 
 def as_text(value: Any) -> str:
     return ", ".join(str(v) for v in np.atleast_1d(value))
+
+
+def stage_metrics(settings: dict[str, Any]) -> dict[str, str]:
+    """The metric each stage of a run minimises, by stage name (``register()``'s rules:
+    linear stages use ``metric``; the deformable stage ``deformable_metric``, or local
+    NCC ("lncc") for SyN and ``metric`` for a B-spline)."""
+    transform = str(settings.get("transform", "affine")).lower()
+    stages = [s.lower() for s in settings.get("stages") or ()] or (
+        ["affine", transform] if transform in ("bspline", "syn") else [transform])
+    metric = str(settings.get("metric", "mi")).lower()
+    out = {name: metric for name in stages}
+    last = stages[-1]
+    if last in ("bspline", "syn"):
+        out[last] = str(settings.get("deformable_metric") or
+                        ("lncc" if last == "syn" else metric)).lower()
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from psygnal import Signal
 
-from ..core.events import RegistrationResult
+from ..core.engine.result import RegistrationResult
 from ..core.image import Volume
 
 __all__ = ["RegistrationSession", "RunOutcome", "get_session", "unwrap_viewer"]
@@ -44,11 +44,17 @@ class RegistrationSession:
     """Roles (fixed, moving, mask layers) and results for one viewer.
 
     Signals: ``roles_changed()`` when a role is reassigned; ``result_changed(outcome)``
-    when a run finished (or the result was cleared, with None).
+    when a run finished (or the result was cleared, with None);
+    ``init_requested(choice)`` when a panel asks the Register panel to start from an
+    initialisation (e.g. ``"manual"``: the current alignment); ``settings_restored(fields)``
+    when a saved session gives the Register panel its fields back. Panels talk through these
+    signals and never look each other up.
     """
 
     roles_changed = Signal()
     result_changed = Signal(object)
+    init_requested = Signal(str)
+    settings_restored = Signal(object)  # a restored session's Register panel fields
 
     def __init__(self) -> None:
         self.fixed_layer: Any = None
@@ -57,7 +63,18 @@ class RegistrationSession:
         self.outcome: RunOutcome | None = None
         self.warped_layer: Any = None
         self.cost_panel: Any = None  # the docked CostPlotPanel, created on first run
-        self.running = False
+        self.running = False  # a registration of this viewer runs (set by its panel)
+        # published by their panels for sessions: the Register panel's fields and
+        # parameters ({"fields": ..., "parameters": ...}), the Landmarks panel's layers
+        self.register_settings: dict[str, Any] = {}
+        self.landmark_layers: tuple[Any, Any] | None = None
+
+    def request_init(self, choice: str) -> bool:
+        """Ask the Register panel(s) to use the initialisation ``choice`` (one of
+        ``INIT_CHOICES``' values). True if a panel is listening."""
+        listening = len(self.init_requested) > 0
+        self.init_requested.emit(choice)
+        return listening
 
     def set_roles(self, fixed: Any, moving: Any, mask: Any = None) -> None:
         changed = (fixed, moving, mask) != (self.fixed_layer, self.moving_layer,

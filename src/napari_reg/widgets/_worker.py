@@ -1,154 +1,65 @@
-"""Run ``register()`` on a background thread and hand its progress to the GUI thread.
+"""The Qt side of a background run: poll a :class:`~napari_reg.runs.RunController` from
+the GUI thread, and let other threads ask for a call on the GUI thread.
 
-The bridge is deliberately small:
-
-* :class:`RegistrationJob` (no Qt) runs a callable on a daemon thread. The core's
-  progress callback only appends the event to a ``collections.deque`` (thread-safe
-  append/popleft) and checks the cancel token, so the worker never touches a widget or
-  a layer.
-* :class:`JobPoller` (a QObject living on the GUI thread) drains that deque with a
-  ``QTimer`` at ~25 Hz: that is the throttle. Every tick emits at most one ``progress``
-  signal with *all* events since the last tick (the cost curve needs every point, the
-  overlay only the newest), and one ``finished`` signal when the thread has ended.
-
-Stop: ``cancel()`` sets the :class:`~napari_reg.core.optimize.CancelToken`; the callback
-also raises :class:`~napari_reg.core.optimize.Cancelled` at the next event, so the run
-ends within one iteration even if a core loop forgot to check the token.
+* :class:`RunTicker` (a QObject living on the GUI thread) polls the controller with a
+  ``QTimer`` at ~25 Hz while a run is on: that is the throttle. Every poll hands *all*
+  events since the last one to the controller's ``progress`` signal at once, and the
+  ticker's own ``tick`` signal serves consumers with pending work of their own (the
+  live overlay).
+* :class:`GuiCall` runs a function on the GUI thread when any thread requests it (the
+  overlay's warp thread: "a frame is ready").
 """
 
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from ..core.events import ProgressEvent, RegistrationResult
-from ..core.image import Volume
-from ..core.optimize import Cancelled, CancelToken
-from ..core.register import register
-from .overlay import warp_volume
+from ..runs import RunController
 
-__all__ = ["RegistrationJob", "JobPoller", "GuiCall", "POLL_INTERVAL_MS", "register_and_warp"]
+__all__ = ["RunTicker", "GuiCall", "POLL_INTERVAL_MS"]
 
 POLL_INTERVAL_MS = 40  # 25 GUI updates per second at most
 
 
-class RegistrationJob:
-    """One registration run on a background thread.
+class RunTicker(QObject):
+    """Polls ``controller`` from the GUI thread while it runs.
 
-    ``target`` is called as ``target(callback=..., cancel=...)`` (bind the images and
-    settings with ``functools.partial``) and returns the result. State after the thread
-    ends: exactly one of ``result`` (success), ``error`` (an exception) or
-    ``cancelled`` (True) is set.
+    Signal ``tick()`` after every poll (including the one that ends the run).
     """
 
-    def __init__(self, target: Callable[..., Any]):
-        self._target = target
-        self.token = CancelToken()
-        self._events: deque[ProgressEvent] = deque()
-        self._thread = threading.Thread(target=self._run, name="napari-reg-register",
-                                        daemon=True)
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.error_traceback = ""
-        self.cancelled = False
-        self.started_at = 0.0
-        self.ended_at = 0.0
-        self.n_events = 0
-
-    # ------------------------------------------------------------------ worker side
-    def _callback(self, event: ProgressEvent) -> None:
-        if self.token.cancelled:
-            raise Cancelled("registration stopped by the user")
-        self._events.append(event)
-        self.n_events += 1
-
-    def _run(self) -> None:
-        try:
-            self.result = self._target(callback=self._callback, cancel=self.token)
-        except Cancelled:
-            self.cancelled = True
-        except BaseException as exc:  # noqa: BLE001 - reported to the user by the GUI
-            if self.token.cancelled:
-                self.cancelled = True
-            else:
-                self.error = exc
-                self.error_traceback = traceback.format_exc()
-        finally:
-            self.ended_at = time.perf_counter()
-
-    # ------------------------------------------------------------------ GUI side
-    def start(self) -> None:
-        self.started_at = time.perf_counter()
-        self._thread.start()
-
-    def cancel(self) -> None:
-        """Ask the run to stop; it ends at the core's next iteration."""
-        self.token.cancel()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True when it has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def drain(self) -> list[ProgressEvent]:
-        """All events reported since the last call, oldest first."""
-        out = []
-        while True:
-            try:
-                out.append(self._events.popleft())
-            except IndexError:
-                return out
-
-
-class JobPoller(QObject):
-    """Polls a :class:`RegistrationJob` from the GUI thread at a fixed rate.
-
-    Signals: ``progress(list[ProgressEvent])`` (non-empty batches, oldest first),
-    ``tick()`` (every poll, for consumers with their own pending work such as the live
-    overlay) and ``finished(RegistrationJob)`` (once, after the last progress batch).
-    """
-
-    progress = Signal(object)
     tick = Signal()
-    finished = Signal(object)
 
-    def __init__(self, job: RegistrationJob, interval_ms: int = POLL_INTERVAL_MS,
+    def __init__(self, controller: RunController, interval_ms: int = POLL_INTERVAL_MS,
                  parent: QObject | None = None):
         super().__init__(parent)
-        self.job = job
+        self.controller = controller
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
-        self._done = False
+        controller.started.connect(self._on_started)
+        controller.finished.connect(self._on_finished)
 
-    def start(self) -> None:
-        self.job.start()
+    def _on_started(self, _run: Any) -> None:
         self._timer.start()
 
-    def stop(self) -> None:
-        """Stop polling (the job itself is cancelled separately)."""
+    def _on_finished(self, _end: Any) -> None:
         self._timer.stop()
 
-    def _tick(self) -> None:
-        ended = not self.job.running  # read before draining so no late event is lost
-        events = self.job.drain()
-        if events:
-            self.progress.emit(events)
-        self.tick.emit()
-        if ended and not self._done:
-            self._done = True
+    def stop(self) -> None:
+        """Stop polling (the owner is going away)."""
+        try:
             self._timer.stop()
-            self.finished.emit(self.job)
+        except RuntimeError:  # Qt already deleted the timer (application teardown)
+            pass
+        self.controller.started.disconnect(self._on_started)
+        self.controller.finished.disconnect(self._on_finished)
+
+    def _tick(self) -> None:
+        self.controller.poll()
+        self.tick.emit()
 
 
 class GuiCall(QObject):
@@ -156,7 +67,7 @@ class GuiCall(QObject):
     thread (a queued Qt signal to a QObject created on the GUI thread).
 
     The live overlay's warp thread uses it to have a finished frame shown at once rather
-    than at the poller's next tick.
+    than at the ticker's next poll.
     """
 
     _requested = Signal()
@@ -176,21 +87,3 @@ class GuiCall(QObject):
     @Slot()
     def _call(self) -> None:
         self._function()
-
-
-def register_and_warp(fixed: Volume, moving: Volume, settings: dict[str, Any], *,
-                       callback: Any, cancel: Any) -> tuple[RegistrationResult, Volume]:
-    """Worker-thread body: ``register()`` then the full-resolution warp on the fixed grid.
-
-    The warp of a 1 mm brain takes a few hundred ms; doing it here keeps the GUI
-    thread free. Returns ``(result, warped)``; ``result.transform`` maps fixed world RAS
-    mm -> moving world RAS mm.
-    """
-    result = register(fixed, moving, callback=callback, cancel=cancel, **settings)
-    cancel.raise_if_cancelled()
-    # A deformable result is sampled once as a dense field on the fixed grid (seconds),
-    # which resamples in one pass, instead of evaluating the model at every voxel.
-    transform = (result.deformable.displacement_field(fixed) if result.deformable is not None
-                 else result.transform)
-    cancel.raise_if_cancelled()
-    return result, warp_volume(moving, fixed, transform, cancel=cancel)

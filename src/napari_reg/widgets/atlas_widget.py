@@ -3,7 +3,7 @@
 The user picks the subject (an Image layer), one or more atlases (an Image layer and its
 Labels layer each, or a pair of files opened through the plugin's reader) and, optionally,
 a ground-truth Labels layer for a Dice report. Run calls
-:func:`napari_reg.core.fusion.segment_with_atlases` on a worker thread (the shared
+:func:`napari_reg.core.atlas.fusion.segment_with_atlases` on a worker thread (the shared
 ``_worker`` bridge: progress polled from the GUI thread, Stop honoured within an
 iteration) and shows the fused labels as a Labels layer placed exactly on the subject.
 
@@ -31,19 +31,21 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..core import register as register_module
-from ..core.fusion import (
+from ..core.atlas.fusion import (
     FUSION_METHODS,
     SIMILARITIES,
     AtlasProgress,
     dice_table,
     segment_with_atlases,
 )
-from ..core.labels import PROPAGATION_METHODS, Atlas, modality_check
+from ..core.atlas.labels import PROPAGATION_METHODS, Atlas, modality_check
+from ..core.engine import presets
 from ..layers import volume_to_layer_data
+from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ._layer_volumes import layer_volume
+from ._panel_close import PanelCloseWatcher
 from ._session import unwrap_viewer
-from ._worker import JobPoller, RegistrationJob
+from ._worker import RunTicker
 
 __all__ = ["AtlasWidget", "FUSED_LAYER_NAME", "transform_choices"]
 
@@ -56,9 +58,9 @@ _METRICS = [("MI (mutual information)", "mi"), ("NCC (correlation)", "ncc"),
 def transform_choices() -> list[str]:
     """Models ``register()`` offers now: the linear ones, plus deformable stages once the
     driver exports them (``DEFORMABLE_MODELS`` / ``STAGES`` / ``TRANSFORMS``)."""
-    names = list(register_module.LINEAR_MODELS)
+    names = list(presets.LINEAR_MODELS)
     for attr in ("DEFORMABLE_MODELS", "STAGES", "TRANSFORMS"):
-        names += [n for n in getattr(register_module, attr, ()) if n not in names]
+        names += [n for n in getattr(presets, attr, ()) if n not in names]
     return names
 
 
@@ -113,14 +115,17 @@ class AtlasWidget(Container):
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
         self.fusion.changed.connect(self._on_fusion)
-        self._job: RegistrationJob | None = None
-        self._poller: JobPoller | None = None
+        self.runs = RunController("napari-reg-atlas")
+        self.runs.progress.connect(self._on_progress)
+        self.runs.finished.connect(self._on_finished)
+        self._ticker = RunTicker(self.runs)
         self._confirmed: tuple | None = None  # settings the user chose to run despite a warning
         self.result = None
         events = viewer.layers.events
         for ev in (events.inserted, events.removed):
             ev.connect(self._refresh)
         self.native.destroyed.connect(self._shutdown)
+        self._close_watcher = PanelCloseWatcher(self.native, self.runs.abandon)
         self.add_atlas_row()
         self._guess_subject()
 
@@ -143,10 +148,8 @@ class AtlasWidget(Container):
         self.similarity.enabled = self.radius.enabled = value == "weighted"
 
     def _shutdown(self, *_args: Any) -> None:
-        if self._job is not None:
-            self._job.cancel()
-        if self._poller is not None:
-            self._poller.stop()
+        self.runs.abandon()
+        self._ticker.stop()
         events = self._viewer.layers.events
         for ev in (events.inserted, events.removed):
             ev.disconnect(self._refresh)
@@ -213,9 +216,9 @@ class AtlasWidget(Container):
     # ------------------------------------------------------------------ run
     @property
     def running(self) -> bool:
-        return self._job is not None
+        return self.runs.running
 
-    def run(self) -> RegistrationJob | None:
+    def run(self) -> BackgroundRun | None:
         """Start the segmentation on a worker thread (with messages for bad input)."""
         if self.running:
             show_info("A segmentation is already running: wait for it or press Stop.")
@@ -237,15 +240,10 @@ class AtlasWidget(Container):
             metric=self.metric.value, propagation=self.propagation.value,
             fusion=self.fusion.value, similarity=self.similarity.value,
             radius_mm=float(self.radius.value), truth=truth)
-        self._job = RegistrationJob(target)
-        self._poller = JobPoller(self._job)
-        self._poller.progress.connect(self._on_progress)
-        self._poller.finished.connect(self._on_finished)
         self.run_button.enabled, self.stop_button.enabled = False, True
         self.progress.value = 0
         self.status.value = f"Registering atlas 1/{len(atlases)}..."
-        self._poller.start()
-        return self._job
+        return self.runs.start(target)
 
     def _metric_confirmed(self, subject, atlases) -> bool:
         """Ask (once per setting) before running an intensity metric across contrasts."""
@@ -260,8 +258,8 @@ class AtlasWidget(Container):
         return False
 
     def stop(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        if self.runs.running:
+            self.runs.stop()
             self.status.value = "Stopping..."
 
     def _on_progress(self, events: list) -> None:
@@ -284,18 +282,17 @@ class AtlasWidget(Container):
             self.status.value = "Fusing labels..."
         self.progress.value = int(min(100, done))
 
-    def _on_finished(self, job: RegistrationJob) -> None:
-        self._job = self._poller = None
+    def _on_finished(self, end: RunEnd) -> None:
         self.run_button.enabled, self.stop_button.enabled = True, False
-        if job.cancelled:
+        if end.status is RunStatus.STOPPED:
             self.status.value = "Stopped."
             show_info("Segmentation stopped; nothing was added.")
             return
-        if job.error is not None:
+        if end.status is RunStatus.FAILED:
             self.status.value = "Failed."
-            show_error(f"Segmentation failed: {job.error}")
+            show_error(f"Segmentation failed: {end.error}")
             return
-        self.result = result = job.result
+        self.result = result = end.result
         data, meta, _ = volume_to_layer_data(result.labels, "labels", name=FUSED_LAYER_NAME)
         existing = [lyr for lyr in self._viewer.layers
                     if isinstance(lyr, Labels) and lyr.name == FUSED_LAYER_NAME]

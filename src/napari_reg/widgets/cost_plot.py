@@ -7,8 +7,14 @@ requests, so appending points at any rate costs one repaint per frame, never one
 point; the register widget already batches events at ~25 Hz.
 
 The x axis is the iteration count over the whole run (all stages and levels); dashed
-vertical lines mark pyramid-level / stage boundaries. Curves of earlier runs stay
-(faded) until :meth:`CostPlot.clear` is called.
+vertical lines mark pyramid-level / stage boundaries, labelled with the stage, level and
+the stage's own metric. Each level is drawn scaled to its own range (top: its worst
+value, bottom: its best): stages minimise different metrics (MI for an affine stage,
+local NCC for SyN) and levels see differently smoothed images, so their raw values are
+not on one scale, and drawing them on one axis made a SyN run look as if it got worse at
+every level. The raw values are kept (:meth:`CostPlot.curve_data`) and the latest one is
+printed with its metric's name. Curves of earlier runs stay (faded) until
+:meth:`CostPlot.clear` is called.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ..core.engine.events import EventKind
 
 __all__ = ["CostCurve", "CostPlot", "CostPlotPanel"]
 
@@ -35,6 +43,29 @@ class CostCurve:
     x: list[float] = field(default_factory=list)
     y: list[float] = field(default_factory=list)
     boundaries: list[tuple[float, str]] = field(default_factory=list)  # (x, level label)
+    metrics: dict[str, str] = field(default_factory=dict)  # stage name -> metric name
+    boundary_stages: list[str] = field(default_factory=list)  # stage of each boundary
+
+    def segments(self) -> list[tuple[np.ndarray, str]]:
+        """Indices of the points of each level (in order) and that level's metric name."""
+        x = np.asarray(self.x, dtype=float)
+        if not self.boundaries:
+            return [(np.arange(len(x)), next(iter(self.metrics.values()), "cost"))]
+        edges = [b for b, _ in self.boundaries] + [np.inf]
+        out = []
+        first = np.flatnonzero(x <= edges[0])
+        if first.size:
+            out.append((first, self.metric_of(0)))
+        for k in range(len(self.boundaries)):
+            idx = np.flatnonzero((x > edges[k]) & (x <= edges[k + 1]))
+            if idx.size:
+                out.append((idx, self.metric_of(k)))
+        return out
+
+    def metric_of(self, boundary: int) -> str:
+        stage = (self.boundary_stages[boundary] if boundary < len(self.boundary_stages)
+                 else "")
+        return self.metrics.get(stage, "cost")
 
 
 class _PlotArea(QWidget):
@@ -62,9 +93,12 @@ class CostPlot(QWidget):
         layout.addWidget(self._area)
 
     # ------------------------------------------------------------------ data API
-    def start_run(self, label: str) -> CostCurve:
-        """Begin a new curve; earlier ones stay visible (faded) until :meth:`clear`."""
-        curve = CostCurve(label)
+    def start_run(self, label: str, metrics: dict[str, str] | None = None) -> CostCurve:
+        """Begin a new curve; earlier ones stay visible (faded) until :meth:`clear`.
+
+        ``metrics`` names the metric each stage minimises (``{"affine": "mi", "syn":
+        "lncc"}``), shown with the level labels and the latest value."""
+        curve = CostCurve(label, metrics=dict(metrics or {}))
         self.curves.append(curve)
         self._area.update()
         return curve
@@ -81,11 +115,12 @@ class CostPlot(QWidget):
         self.current.y.extend(float(v) for v in ys)
         self._area.update()
 
-    def mark_boundary(self, x: float, label: str) -> None:
+    def mark_boundary(self, x: float, label: str, stage: str | None = None) -> None:
         """Mark the start of a pyramid level or stage at iteration ``x``."""
         if self.current is None:
             self.start_run("run")
         self.current.boundaries.append((float(x), label))
+        self.current.boundary_stages.append(stage if stage is not None else label.split()[0])
         self._area.update()
 
     def add_events(self, events: list[Any]) -> None:
@@ -95,12 +130,13 @@ class CostPlot(QWidget):
         xs: list[float] = []
         ys: list[float] = []
         for ev in events:
-            if ev.kind == "level_start":
+            if ev.kind == EventKind.LEVEL_START:
                 self.add_points(xs, ys)
                 xs, ys = [], []
                 self.mark_boundary(ev.total_iterations,
-                                   f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}")
-            elif ev.kind == "iteration":
+                                   f"{ev.stage_name} L{ev.level + 1}/{ev.n_levels}",
+                                   ev.stage_name)
+            elif ev.kind == EventKind.ITERATION:
                 xs.append(ev.total_iterations)
                 ys.append(ev.cost)
         self.add_points(xs, ys)
@@ -149,17 +185,18 @@ class CostPlot(QWidget):
             p.drawText(plot, Qt.AlignCenter, "cost vs iteration (run a registration)")
             p.end()
             return
-        x0, x1, y0, y1 = bounds
+        x0, x1, _, _ = bounds
+        y0, y1 = -0.05, 1.05  # every level scaled to [0 = its best, 1 = its worst]
 
         def to_px(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             px = plot.left() + (x - x0) / (x1 - x0) * plot.width()
             py = plot.bottom() - (y - y0) / (y1 - y0) * plot.height()
             return px, py
 
-        # axis labels: the range only, enough to read the cost scale
-        p.drawText(QRectF(0, top - 4, left - 4, 16), Qt.AlignRight, f"{y1:.4g}")
-        p.drawText(QRectF(0, plot.bottom() - 12, left - 4, 16), Qt.AlignRight, f"{y0:.4g}")
-        p.drawText(QRectF(left, plot.bottom() + 2, 80, 16), Qt.AlignLeft, f"{x0:.0f}")
+        p.drawText(QRectF(0, top - 4, left - 4, 16), Qt.AlignRight, "worse")
+        p.drawText(QRectF(0, plot.bottom() - 12, left - 4, 16), Qt.AlignRight, "better")
+        p.drawText(QRectF(left, plot.bottom() + 2, 300, 16), Qt.AlignLeft,
+                   f"{x0:.0f}   (each level scaled to its own range)")
         p.drawText(QRectF(plot.right() - 120, plot.bottom() + 2, 120, 16), Qt.AlignRight,
                    f"{x1:.0f} iterations")
 
@@ -170,28 +207,34 @@ class CostPlot(QWidget):
             if not latest:
                 colour.setAlpha(110)
             if latest:
-                dash = QPen(QColor("#c0c0c0"), 1, Qt.DashLine)
-                p.setPen(dash)
+                p.setPen(QPen(QColor("#c0c0c0"), 1, Qt.DashLine))
                 last_x, row = -1e9, 0
-                for bx, label in c.boundaries:
+                for k, (bx, label) in enumerate(c.boundaries):
+                    text = f"{label} {c.metric_of(k)}"
                     px, _ = to_px(np.array([bx]), np.array([y0]))
                     p.drawLine(QPointF(px[0], plot.top()), QPointF(px[0], plot.bottom()))
                     # labels of close boundaries go one line lower instead of overlapping
-                    row = row + 1 if px[0] - last_x < 8 * len(label) and row < 3 else 0
+                    row = row + 1 if px[0] - last_x < 7 * len(text) and row < 3 else 0
                     last_x = px[0]
-                    p.drawText(QPointF(px[0] + 3, plot.top() + 12 + 13 * row), label)
+                    p.drawText(QPointF(px[0] + 3, plot.top() + 28 + 13 * row), text)
             x = np.asarray(c.x, dtype=float)
             y = np.asarray(c.y, dtype=float)
-            ok = np.isfinite(y)
-            if ok.sum() < 1:
-                continue
-            px, py = to_px(x[ok], y[ok])
             p.setPen(QPen(colour, 2 if latest else 1))
-            poly = QPolygonF([QPointF(a, b) for a, b in zip(px, py, strict=True)])
-            p.drawPolyline(poly)
-            if latest:
-                p.drawText(QRectF(plot.right() - 220, plot.top() + 2, 216, 16), Qt.AlignRight,
-                           f"{c.label}: {y[ok][-1]:.5g}")
+            last_value, last_metric = None, ""
+            for idx, metric in c.segments():
+                xs, ys = x[idx], y[idx]
+                ok = np.isfinite(ys)
+                if not ok.any():
+                    continue
+                xs, ys = xs[ok], ys[ok]
+                lo, hi = float(ys.min()), float(ys.max())
+                scaled = (ys - lo) / (hi - lo) if hi > lo else np.full(len(ys), 0.5)
+                px, py = to_px(xs, scaled)
+                p.drawPolyline(QPolygonF([QPointF(a, b) for a, b in zip(px, py, strict=True)]))
+                last_value, last_metric = float(ys[-1]), metric
+            if latest and last_value is not None:
+                p.drawText(QRectF(plot.right() - 260, plot.top() + 2, 256, 16), Qt.AlignRight,
+                           f"{c.label}: {last_metric} {last_value:.5g}")
         p.end()
 
 

@@ -16,20 +16,23 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QFileDialog
 
 from ..core.image import Volume
 from ..core.resample import resample
 from ..core.transforms.base import Transform
+from ..core.transforms.field import DisplacementField
 from ..io.atomic import atomic_path
 from ..io.displacement_fields import save_displacement_field
-from ..io.transform_files import write_itk_transform
+from ..io.transform_files import write_itk_transform, write_transform
 from ..io.volumes import save_volume
 from ..job import Job, run_record
 from ..layers import volume_to_layer_data
+from ._alignment import get_alignment
 from ._layer_volumes import layer_volume, points_world, source_path
-from ._lm_alignment import get_alignment
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
+from ._session_io import restore_viewer_session, save_viewer_session
 
 __all__ = ["ExportWidget", "ExportError"]
 
@@ -45,6 +48,10 @@ class ExportError(ValueError):
 
 NO_RESULT_TEXT = ("No registration yet (a manual or landmark alignment can be saved: "
                   "Transform from).")
+# What each tool's users load: ITK/ANTs/Slicer (.tfm/.mat/.h5 or a .nii.gz field), FSL
+# FLIRT (flirt -in MOVING -ref FIXED -applyxfm -init), greedy/c3d/ITK-SNAP (RAS text).
+FORMAT_CHOICES = [("ITK / ANTs / Slicer (.tfm .mat .h5; .nii.gz field)", "itk"),
+                  ("FSL FLIRT matrix", "fsl"), ("greedy / c3d / ITK-SNAP matrix", "ras")]
 SOURCE_CHOICES = [("Last registration", "result"),
                   ("Current manual / landmark alignment", "alignment")]
 
@@ -58,10 +65,15 @@ class ExportWidget(Container):
         self._session = get_session(viewer)
         self.summary = Label(value=NO_RESULT_TEXT)
         self.transform_file = FileEdit(label="Transform", mode="w",
-                                       filter="ITK transform (*.tfm *.txt *.mat);;"
-                                              "Displacement field (*.nii.gz *.nii)",
+                                       filter="ITK transform (*.tfm *.txt *.mat *.h5);;"
+                                              "Displacement field (*.nii.gz *.nii);;"
+                                              "FSL / greedy matrix (*.mat *.txt)",
                                        tooltip="Maps fixed points to moving points. .tfm: "
                                                "ITK affine; .nii.gz: displacement field")
+        self.transform_format = ComboBox(
+            label="Format", choices=FORMAT_CHOICES, value="itk",
+            tooltip="Same map in every format (fixed -> moving). FSL FLIRT: for flirt -in "
+                    "MOVING -ref FIXED; greedy / c3d: RAS text, e.g. greedy -it")
         self.transform_source = ComboBox(
             label="Transform from", choices=SOURCE_CHOICES, value="result",
             tooltip="The last registration, or the alignment made by hand or fitted to "
@@ -77,10 +89,20 @@ class ExportWidget(Container):
                                             "labels (nearest neighbour) are resampled onto "
                                             "the fixed grid, points are mapped by T^-1")
         self.apply_button = PushButton(text="Apply transform")
-        self.extend([self.summary, self.transform_file, self.transform_source,
+        self.save_session_button = PushButton(
+            text="Save session...", tooltip="Inputs, alignment, landmarks, settings and the "
+                                             "result in a folder; 'napari-reg register "
+                                             "--replay FOLDER' re-runs it")
+        self.open_session_button = PushButton(text="Open session...")
+        self.extend([self.summary, self.transform_file, self.transform_format,
+                     self.transform_source,
                      self.save_transform_button,
                      self.warped_file, self.save_warped_button, self.record_file,
-                     self.save_record_button, self.apply_layer, self.apply_button])
+                     self.save_record_button, self.apply_layer, self.apply_button,
+                     Container(widgets=[self.save_session_button, self.open_session_button],
+                               layout="horizontal", labels=False)])
+        self.save_session_button.clicked.connect(guarded(self._save_session_dialog))
+        self.open_session_button.clicked.connect(guarded(self._open_session_dialog))
         self.save_transform_button.clicked.connect(guarded(self.save_transform))
         self.save_warped_button.clicked.connect(guarded(self.save_warped))
         self.save_record_button.clicked.connect(guarded(self.save_record))
@@ -137,38 +159,49 @@ class ExportWidget(Container):
 
     # ------------------------------------------------------------------ actions
     def save_transform(self) -> Path:
-        """Write the fixed->moving transform: ITK affine (.tfm/.txt/.mat, LPS inside the
-        file) or, for a .nii/.nii.gz name, a displacement field on the fixed grid (the
-        only single-file form of a deformable result)."""
+        """Write the fixed->moving transform in the chosen format: ITK affine (.tfm/.txt/
+        .mat, LPS inside the file), ITK HDF5 (.h5), a displacement field on the fixed grid
+        (.nii/.nii.gz, the single-file form of a deformable result), a FLIRT matrix or a
+        greedy/c3d RAS matrix."""
         if self.transform_source.value == "alignment":
-            transform, fixed, names = self._current_alignment()
+            transform, fixed, moving = self._current_alignment()
         else:
             outcome = self._outcome()
-            transform, fixed = outcome.result.transform, outcome.fixed
-            names = (outcome.moving_layer_name, outcome.fixed_layer_name)
+            transform, fixed, moving = outcome.result.transform, outcome.fixed, outcome.moving
         target = self._target(self.transform_file, "transform")
-        if _is_nifti(target):
+        fmt = self.transform_format.value
+        if fmt == "itk" and _is_nifti(target):
             save_displacement_field(target, transform, reference=fixed)
             show_info(f"Displacement field (fixed -> moving) saved to {target}")
             return target
+        if fmt == "itk" and target.suffix.lower() == ".h5":
+            if not transform.is_linear:  # the whole map as one DisplacementFieldTransform
+                transform = DisplacementField.from_transform(transform, fixed.shape,
+                                                             fixed.affine)
+            write_transform(transform, target, format="itk-h5")
+            show_info(f"ITK HDF5 transform (fixed -> moving) saved to {target}")
+            return target
         if not transform.is_linear:
-            raise ExportError("This transform is deformable; an ITK affine file would hold "
-                              "only its linear part. Use a .nii.gz name to save it as a "
-                              "displacement field.")
-        write_itk_transform(np.asarray(transform.matrix), target,
-                            comment=f"moving {names[0]} -> fixed {names[1]} (napari-reg GUI)")
+            raise ExportError("This transform is deformable; a matrix file would hold only "
+                              "its linear part. Use a .nii.gz (displacement field) or .h5 "
+                              "name with the ITK format.")
+        if fmt == "itk":
+            write_itk_transform(np.asarray(transform.matrix), target)
+        else:
+            write_transform(np.asarray(transform.matrix), target, format=fmt, fixed=fixed,
+                            moving=moving)
         show_info(f"Transform saved to {target}")
         return target
 
-    def _current_alignment(self) -> tuple[Transform, Volume, tuple[str, str]]:
+    def _current_alignment(self) -> tuple[Transform, Volume, Volume]:
         """The hand/landmark alignment (fixed file world -> moving file world, RAS mm),
-        the fixed image (the field's grid) and the two layer names."""
+        the fixed image (the field's grid) and the moving image (with its file affine)."""
         fixed_layer, moving_layer = self._session.fixed_layer, self._session.moving_layer
         if fixed_layer is None or moving_layer is None:
             raise ExportError("Choose the fixed and the moving image (Load panel) first.")
         transform = get_alignment(self._viewer).transform
         fixed = layer_volume(fixed_layer, use_file_affine=True)
-        return transform, fixed, (moving_layer.name, fixed_layer.name)
+        return transform, fixed, layer_volume(moving_layer, use_file_affine=True)
 
     def save_warped(self) -> Path:
         """Write moving(T(x)) on the fixed grid, with the fixed image's affine, as NIfTI."""
@@ -245,3 +278,27 @@ class ExportWidget(Container):
                                       face_color=layer.face_color)
         show_info(f"Added '{new.name}' in the fixed image's space.")
         return new
+
+    # ------------------------------------------------------------------ sessions
+    def save_session(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Save the whole session as a folder (see :mod:`napari_reg.session_folder`)."""
+        out = save_viewer_session(self._viewer, folder, overwrite=overwrite)
+        show_info(f"Session saved to {out} (replay: napari-reg register --replay {out})")
+        return out
+
+    def open_session(self, folder: str | Path) -> None:
+        """Restore a saved session into this viewer."""
+        restore_viewer_session(self._viewer, folder)
+        show_info(f"Session {Path(folder).name} restored")
+
+    def _save_session_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.native, "Save the session in a new "
+                                                  "(or empty) folder")
+        if folder:
+            self.save_session(folder)
+
+    def _open_session_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.native, "Open a saved session folder")
+        if folder:
+            self.open_session(folder)
+

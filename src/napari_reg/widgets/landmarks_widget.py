@@ -13,13 +13,12 @@ Fits (fixed world RAS mm -> moving world RAS mm): rigid, similarity, affine
 (:func:`napari_reg.core.initialize.fit_landmarks`) or a thin-plate spline
 (:mod:`napari_reg.core.thin_plate`), with per-pair residuals in the table. A fit can be
 previewed and handed to the Register panel as its initialisation (through the shared
-"current alignment", :mod:`._lm_alignment`).
+"current alignment", :mod:`._alignment`).
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -27,12 +26,13 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
 from napari.layers import Points
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog
 
 from ..core.transforms.base import Transform
+from ._alignment import get_alignment, request_manual_init
 from ._layer_volumes import layer_affine
-from ._lm_alignment import get_alignment, request_manual_init
-from ._lm_files import add_landmark_layer, outside, read_for_layer, save_pair
+from ._lm_clicks import record_ray, surface_point
+from ._lm_file_actions import LandmarkFileActions
+from ._lm_files import add_landmark_layer, outside
 from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._notify import guarded
@@ -42,10 +42,9 @@ __all__ = ["LandmarksWidget", "FIT_CHOICES"]
 
 FIT_CHOICES = [("Rigid", "rigid"), ("Similarity", "similarity"), ("Affine", "affine"),
                ("Thin-plate spline (deformable)", "tps")]
-_FILTER = "Landmarks (*.csv *.fcsv *.mrk.json *.json)"
 
 
-class LandmarksWidget(Container):
+class LandmarksWidget(LandmarkFileActions, Container):
     """Click, pair, edit, fit, save and load landmarks on the session's images."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -89,6 +88,7 @@ class LandmarksWidget(Container):
         self._busy = False  # our own edits: no undo snapshot, no id assignment
         self._follow: dict[int, Any] = {}  # id(points layer) -> image layer it sits on
         self._connected: list[Any] = []
+        self._rays: dict[int, Any] = {}  # id(points layer) -> the ray of its last 3D press
 
         self.new_layers.clicked.connect(guarded(self.create_layers))
         self.click_fixed.clicked.connect(lambda: self.start_clicking("fixed"))
@@ -152,6 +152,9 @@ class LandmarksWidget(Container):
     def _disconnect(self) -> None:
         for layer, cb in self._connected:
             try:
+                if cb in layer.mouse_drag_callbacks:
+                    layer.mouse_drag_callbacks.remove(cb)
+                    continue
                 emitter = (layer.events.affine if cb == self._follow_moving
                            else layer.events.data)
                 emitter.disconnect(cb)
@@ -176,12 +179,17 @@ class LandmarksWidget(Container):
             cb = functools.partial(self._on_data, side)
             layer.events.data.connect(cb)
             self._connected.append((layer, cb))
+            # a 3D click's ray, recorded before napari's add mode places the point
+            recorder = record_ray(self._rays, id(layer))
+            layer.mouse_drag_callbacks.insert(0, recorder)
+            self._connected.append((layer, recorder))
             # Ctrl+Z while the Points layer is active undoes the last landmark edit
             layer.bind_key("Control-Z", self._undo_key, overwrite=True)
         moving_img = self._session.moving_layer
         if moving_img is not None:
             moving_img.events.affine.connect(self._follow_moving)
             self._connected.append((moving_img, self._follow_moving))
+        self._session.landmark_layers = self._layers()  # for saved sessions
         self.fit = None
         self.refresh()
 
@@ -225,14 +233,21 @@ class LandmarksWidget(Container):
         new = sorted({int(i) % n for i in (event.data_indices or ())}) or [n - 1]
         data, ids = np.array(layer.data), ids_of(layer)
         image = self._follow.get(id(layer))
-        bad = ({int(k) for k in outside(data[new], [str(k) for k in new], image)}
+        ray, refused = self._rays.pop(id(layer), None), ""
+        shown = image or self._side_image(side)
+        if ray is not None and shown is not None:  # a 3D click: onto what is shown
+            point, refused = surface_point(shown, ray)
+            if point is not None:  # image voxel -> world -> this layer's coordinates
+                data[new] = layer.world_to_data(shown.data_to_world(point))
+        bad = (set(new) if refused else
+               {int(k) for k in outside(data[new], [str(k) for k in new], image)}
                if image is not None else set())
         if bad:
             keep = [k for k in range(n) if k not in bad]
             self._write(layer, data[keep], [ids[k] for k in keep])
             self.undo_stack.pop()
-            show_warning(f"That click is outside the {side} image '{image.name}'; no "
-                         "landmark was added.")
+            show_warning(refused or f"That click is outside the {side} image "
+                         f"'{image.name}'; no landmark was added.")
             return
         other = self._layers()[1 if side == "fixed" else 0]
         others = ids_of(other)
@@ -242,6 +257,9 @@ class LandmarksWidget(Container):
             ids[k] = chosen if chosen and chosen not in mine else next_id(mine, others)
             mine.append(ids[k])
         self._write(layer, data, ids)
+
+    def _side_image(self, side: str) -> Any:
+        return self._session.fixed_layer if side == "fixed" else self._session.moving_layer
 
     def start_clicking(self, side: str | None) -> None:
         """Put the fixed or moving Points layer in add mode (None: select/move mode);
@@ -380,39 +398,3 @@ class LandmarksWidget(Container):
         extra = (" A registration starts from the spline's affine part (registration "
                  "initialisations are linear)." if not fit.is_linear else "")
         show_info(f"Landmark fit set as the current alignment. {where}{extra}")
-
-    # ------------------------------------------------------------------ files
-    def save(self, path: str | Path, coordinate_system: str = "LPS") -> tuple[Path, Path]:
-        """Write ``<name>_fixed<ext>`` and ``<name>_moving<ext>`` (world RAS mm; Slicer
-        files in ``coordinate_system``). Returns the two paths."""
-        out = save_pair(*self._layers(), path, coordinate_system)
-        show_info(f"Saved {out[0].name} and {out[1].name} (world RAS mm)")
-        return out
-
-    def load(self, path: str | Path, side: str) -> None:
-        """Replace one side's landmarks with a file's (world RAS mm; undoable)."""
-        fixed, moving = self._layers()
-        if fixed is None or moving is None:
-            fixed, moving = self.create_layers()
-        layer = fixed if side == "fixed" else moving
-        data, ids = read_for_layer(path, layer)  # a ValueError names file and problem
-        self.undo_stack.push(self.snapshot())
-        self._write(layer, data, ids)
-        image = self._follow.get(id(layer))
-        out = outside(data, ids, image) if image is not None else []
-        if out:
-            show_warning(f"Landmarks outside the {side} image '{image.name}' (kept, check "
-                         f"the file's space): {', '.join(out)}")
-        self.refresh()
-
-    def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.native, "Save landmarks (two files: "
-                                              "_fixed and _moving)", "landmarks.csv", _FILTER)
-        if path:
-            self.save(path)
-
-    def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.native, f"Load {self.load_side.value} "
-                                              "landmarks", "", _FILTER)
-        if path:
-            self.load(path, self.load_side.value)

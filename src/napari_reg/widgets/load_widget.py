@@ -134,6 +134,8 @@ class LoadWidget(Container):
             show_error(f"Cannot open {path}: {exc}")
             return None
         images = [lyr for lyr in layers if isinstance(lyr, Image)]
+        if not layers:
+            return None  # the reader refused the file and already said why
         if not images:
             show_error(f"{path} did not give an image layer.")
             return None

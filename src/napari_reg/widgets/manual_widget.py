@@ -10,7 +10,7 @@ took over (``T0``, e.g. a landmark fit), so the fixed->moving map is
 
 Changing the centre folds the current motion into ``T0`` and zeroes the sliders, so the
 image never jumps. Every change is one step of undo (a slider drag counts once).
-The alignment is shared (:mod:`._lm_alignment`): it moves the moving layer (the Register
+The alignment is shared (:mod:`._alignment`): it moves the moving layer (the Register
 panel's "Current manual alignment") and drives the resampled overlay on the fixed grid,
 right in every view including out-of-plane rotations.
 """
@@ -22,14 +22,23 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSlider, Label, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+)
 from napari.utils.notifications import show_error, show_info
 
 from ..core.image import apply_affine
-from ._lm_alignment import get_alignment, request_manual_init
+from ._alignment import ALIGNMENT_LAYER_NAME, get_alignment, request_manual_init
+from ._canvas_alignment import CanvasAlignment
 from ._session import get_session, unwrap_viewer
 
-__all__ = ["ManualWidget", "rigid_motion", "CENTRE_CHOICES"]
+__all__ = ["ManualWidget", "rigid_motion", "rotation_angles", "CENTRE_CHOICES"]
 
 CENTRE_CHOICES = [("Moving image centre", "image"), ("Cursor position", "cursor")]
 _GESTURE_SECONDS = 0.6  # slider changes closer together than this are one undo step
@@ -58,6 +67,17 @@ def rigid_motion(translation_mm: np.ndarray, angles_deg: np.ndarray,
     return out
 
 
+def rotation_angles(rot: np.ndarray) -> np.ndarray:
+    """Angles in degrees with ``rigid_motion``'s convention (3D: ``R = Rz Ry Rx``, angles
+    about x, y, z; 2D: one angle)."""
+    if rot.shape == (2, 2):
+        return np.array([np.rad2deg(np.arctan2(rot[1, 0], rot[0, 0]))])
+    y = np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0))
+    x = np.arctan2(rot[2, 1], rot[2, 2])
+    z = np.arctan2(rot[1, 0], rot[0, 0])
+    return np.rad2deg(np.array([x, y, z]))
+
+
 class ManualWidget(Container):
     """Sliders for a rigid hand alignment of the session's moving image."""
 
@@ -79,8 +99,14 @@ class ManualWidget(Container):
         self.undo_button = PushButton(text="Undo")
         self.use_init = PushButton(text="Use as registration initialisation")
         self.status = Label(value="")
-        self.extend([*self.translate, *self.rotate, self.centre, self.centre_label,
-                     self.pick_centre,
+        self.in_canvas = CheckBox(text="Move in the canvas", value=False,
+                                  tooltip="Drag: translate; Shift-drag: rotate about the "
+                                          "point pressed; arrow keys: nudge; PageUp/Down: "
+                                          "out of plane (2D views)")
+        self.key_step = FloatSpinBox(label="Key step (mm)", min=0.1, max=20.0, step=0.5,
+                                     value=1.0)
+        self.extend([self.in_canvas, self.key_step, *self.translate, *self.rotate,
+                     self.centre, self.centre_label, self.pick_centre,
                      Container(widgets=[self.reset_button, self.undo_button],
                                layout="horizontal", labels=False),
                      self.use_init, self.status])
@@ -97,12 +123,18 @@ class ManualWidget(Container):
         self.reset_button.clicked.connect(self.reset)
         self.undo_button.clicked.connect(self.undo)
         self.use_init.clicked.connect(self.use_as_initialisation)
+        self.canvas = CanvasAlignment(viewer, self.apply_motion, lambda: self.key_step.value,
+                                      keep_active=(ALIGNMENT_LAYER_NAME,),
+                                      on_lost=lambda: setattr(self.in_canvas, "value", False))
+        self.in_canvas.changed.connect(self._on_in_canvas)
+        self._gesture_start: tuple[np.ndarray, np.ndarray] | None = None
         self.alignment.changed.connect(self._on_external)
         self._session.roles_changed.connect(self.take_over)
         self.native.destroyed.connect(self._shutdown)
         self.take_over()
 
     def _shutdown(self, *_args: Any) -> None:
+        self.canvas.stop()
         self.alignment.changed.disconnect(self._on_external)
         self._session.roles_changed.disconnect(self.take_over)
 
@@ -244,6 +276,44 @@ class ManualWidget(Container):
         self._pre_change = self._state()
         self._last_push = -np.inf
         return True
+
+    # ------------------------------------------------------------------ canvas
+    def _on_in_canvas(self, on: bool) -> None:
+        if not on:
+            self.canvas.stop()
+            return
+        try:
+            _, moving = self.alignment.layers()
+        except ValueError as exc:
+            show_error(str(exc))
+            self.in_canvas.value = False
+            return
+        self.canvas.start(moving)
+
+    def apply_motion(self, motion: np.ndarray, start: bool) -> None:
+        """Move the shown moving image by the world motion ``motion`` (homogeneous, world
+        RAS mm), composed onto the state at the start of the gesture; ``start`` begins a
+        new gesture (one undo step). The sliders show the result."""
+        d = self.ndim
+        motion = np.asarray(motion, dtype=np.float64)
+        if start or self._gesture_start is None:
+            self._undo.append(self._state())
+            del self._undo[:-200]
+            t, a = self.values()
+            self._gesture_start = (self.base.copy(), rigid_motion(t, a, self.center))
+        base, shown = self._gesture_start
+        moved = motion @ shown  # the moving image as shown: first M, then this gesture
+        t = moved[:d, :d] @ self.center + moved[:d, d] - self.center
+        angles = rotation_angles(moved[:d, :d])
+        in_range = all(w.min <= v <= w.max for w, v in zip(self.translate, t, strict=False))
+        self.base = base
+        if not in_range:  # beyond the sliders: fold the motion into T0, sliders at zero
+            self.base = base @ np.linalg.inv(moved)
+            t, angles = np.zeros(d), np.zeros(len(angles))
+        self._set_values(t, angles)
+        self._apply()
+        self._pre_change = self._state()
+        self._last_push = time.monotonic()
 
     def use_as_initialisation(self) -> None:
         """Select "Current manual alignment" in the Register panel."""

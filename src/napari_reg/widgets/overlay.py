@@ -257,11 +257,24 @@ class LiveOverlay:
         if self._latest is None:
             return
         delay = self._last_start + self.min_interval_s - time.perf_counter()
-        self._pending = future = self._executor.submit(self._warp_newest, delay, self.shape,
-                                                       self.grid_affine)
+        self._pending = future = Future()
+        self._executor.submit(self._resolve, future, delay, self.shape, self.grid_affine)
+
+    def _resolve(self, future: Future, delay: float, shape: tuple[int, ...],
+                 grid_affine: np.ndarray) -> None:
+        """Warp thread: settle ``future``, then call ``on_ready`` from this thread.
+
+        Not ``add_done_callback``: when the warp finishes before the callback is added,
+        that runs the callback on the GUI thread instead.
+        """
+        if not future.set_running_or_notify_cancel():
+            return  # closed while queued
+        try:
+            future.set_result(self._warp_newest(delay, shape, grid_affine))
+        except BaseException as exc:  # re-raised on the GUI thread by poll()
+            future.set_exception(exc)
         if self._on_ready is not None:
-            on_ready = self._on_ready
-            future.add_done_callback(lambda _f: on_ready())
+            self._on_ready()
 
     def _warp_newest(self, delay: float, shape: tuple[int, ...], grid_affine: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, float] | None:

@@ -34,8 +34,8 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..core import qc
 from ..core.transforms.base import MatrixTransform
+from ._alignment import get_alignment
 from ._layer_volumes import layer_volume
-from ._lm_alignment import get_alignment
 from ._lm_model import pair_rows
 from ._notify import guarded
 from ._qc_inputs import QCInputs, gather, upsert_layer

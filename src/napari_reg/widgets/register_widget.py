@@ -1,15 +1,16 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.core.register.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` on a background thread (``_worker``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import time
+from dataclasses import dataclass
 from typing import Any
 
 import napari
@@ -30,9 +31,14 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
-from ..core.register import PRESETS
+from ..core.engine.presets import PRESETS
+from ..core.image import Volume
+from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
+from ..runs.tasks import register_and_warp
+from ._alignment import ALIGNMENT_LAYER_NAME
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
-from ._lm_alignment import ALIGNMENT_LAYER_NAME
+from ._live_run import LiveRunView
+from ._panel_close import PanelCloseWatcher
 from ._register_settings import (
     INIT_CHOICES,
     LIVE_LAYER_NAME,
@@ -40,19 +46,34 @@ from ._register_settings import (
     REGISTER_DEFAULTS,
     as_text,
     int_list,
+    stage_metrics,
 )
 from ._regularisation import RegularisationControls
+from ._run_progress import RunProgressView
 from ._session import RunOutcome, get_session, unwrap_viewer
-from ._worker import GuiCall, JobPoller, RegistrationJob, register_and_warp
+from ._worker import GuiCall, RunTicker
 from .cost_plot import CostPlotPanel
-from .overlay import LiveOverlay
 
 __all__ = ["RegisterWidget", "METRIC_CHOICES", "INIT_CHOICES", "LIVE_LAYER_NAME"]
+
+@dataclass
+class RunContext:
+    """What a run was started with (the layers may change while it runs)."""
+
+    fixed: Volume
+    moving: Volume
+    fixed_layer: Any
+    moving_layer: Any
+    settings: dict[str, Any]
+
 
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
     PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
+    # the fields a saved session keeps (the preset first: it sets the others)
+    FIELDS = ("preset", "metric", "init", "levels", "iterations", "samples", "seed", "live",
+              "grid_spacing", "bending", "update_sigma", "field_sigma")
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
@@ -75,6 +96,9 @@ class RegisterWidget(Container):
         self.progress = ProgressBar(label="Level iterations", min=0, max=1, value=0,
                                     tooltip="Iterations of the current stage and pyramid "
                                             "level (see the line below)")
+        self.overall = ProgressBar(label="Whole run", min=0, max=1000, value=0,
+                                   tooltip="All stages and levels, with an estimate of the "
+                                           "time left")
         self.status = Label(value="")
         # Advanced: pyramid, sampling and regularisation, hidden by default (presets first).
         self.levels = SpinBox(label="Levels", min=1, max=8, value=int(REGISTER_DEFAULTS["levels"]),
@@ -97,8 +121,8 @@ class RegisterWidget(Container):
         self._collapsible = QCollapsible("Advanced")
         self._collapsible.addWidget(self.advanced.native)
         self.native.layout().addWidget(self._collapsible)
-        self.extend([self.live, self.run_button, self.stop_button, self.progress, self.status,
-                     self.after])
+        self.extend([self.live, self.run_button, self.stop_button, self.overall, self.progress,
+                     self.status, self.after])
 
         # Changing text must not re-layout the whole main window ~25 times a second.
         self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
@@ -109,16 +133,23 @@ class RegisterWidget(Container):
         self.stop_button.clicked.connect(self.stop)
         self.after.changed.connect(self._show_after)
         self._session.roles_changed.connect(self._on_roles)
+        self._session.init_requested.connect(self._on_init_requested)
+        self._session.settings_restored.connect(self.restore_fields)
+        for name in self.FIELDS:
+            getattr(self, name).changed.connect(self._publish)
         events = viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self._on_layer_removed)
-        self._job: RegistrationJob | None = None
-        self._poller: JobPoller | None = None
-        self._overlay: LiveOverlay | None = None
-        self._run_inputs: tuple[Any, Any] | None = None
+        # The run itself: a Qt-free controller, polled by a ticker on the GUI thread.
+        self.runs = RunController("napari-reg-register")
+        self.runs.progress.connect(self._on_progress)
+        self.runs.finished.connect(self._on_finished)
+        self._ticker = RunTicker(self.runs)
+        self._ticker.tick.connect(self._on_tick)
+        self.live_view = LiveRunView(viewer, self._session)
+        self.progress_view = RunProgressView(lambda: self._cost_panel().plot, self.progress,
+                                             self.status, self.PANEL_INTERVAL_S, self.overall)
         self._n_runs = 0
-        self._unshown: list = []  # progress events not yet shown in the panel
-        self._panel_updated = 0.0
         # the overlay's warp thread asks for a finished frame to be shown at once
         self._frame_ready = GuiCall(self._on_tick)
         # voxel budget of the live overlay's coarse grid (~30 ms per warp on this machine)
@@ -126,7 +157,9 @@ class RegisterWidget(Container):
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
+        self._publish()
         self.native.destroyed.connect(self._shutdown)
+        self._close_watcher = PanelCloseWatcher(self.native, self._on_panel_closed)
         # Dock the cost curve as soon as the panel is up, not at the first Run: adding a
         # dock re-lays out the whole window (a ~70 ms freeze), which should not happen
         # while a registration runs, and the layout should not jump under the user.
@@ -138,17 +171,21 @@ class RegisterWidget(Container):
         except RuntimeError:  # the panel or the viewer was closed before the timer fired
             pass
 
+    def _on_panel_closed(self) -> None:
+        """Closed as a dock (napari's "x" only unparents us): the run stops at once."""
+        if self.runs.running:
+            self.runs.abandon()
+
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away (viewer closed): stop the run and its timers."""
-        if self._job is not None:
-            self._job.cancel()
-        if self._poller is not None:
-            self._poller.stop()
-        if self._overlay is not None:
-            self._overlay.close()
-        self._overlay, self._unshown = None, []  # a late frame-ready call finds nothing to do
+        self.runs.abandon()
+        self._ticker.stop()
+        self.live_view.close()
+        self.progress_view.unshown = []  # a late frame-ready call finds nothing to do
         self._session.running = False
         self._session.roles_changed.disconnect(self._on_roles)
+        self._session.init_requested.disconnect(self._on_init_requested)
+        self._session.settings_restored.disconnect(self.restore_fields)
         events = self._viewer.layers.events
         events.inserted.disconnect(self.reset_choices)
         events.removed.disconnect(self._on_layer_removed)
@@ -209,12 +246,29 @@ class RegisterWidget(Container):
                                  "value per level (coarse to fine) or a single value")
         return kwargs
 
+    def fields(self) -> dict[str, Any]:
+        """The panel's fields by name (what a saved session keeps)."""
+        return {name: getattr(self, name).value for name in self.FIELDS}
+
+    def restore_fields(self, fields: dict[str, Any]) -> None:
+        """Set the fields of a saved session (unknown names are ignored)."""
+        for name in self.FIELDS:
+            if name in fields:
+                getattr(self, name).value = fields[name]
+
+    def _publish(self, *_args: Any) -> None:
+        """Keep the session's copy of the fields (and parameters, when they parse)."""
+        parameters = self._session.register_settings.get("parameters", {})
+        with contextlib.suppress(ValueError):  # still typing: the last valid ones stay
+            parameters = self.settings()
+        self._session.register_settings = {"fields": self.fields(), "parameters": parameters}
+
     # ------------------------------------------------------------------ run
     @property
     def running(self) -> bool:
-        return self._job is not None
+        return self.runs.running
 
-    def run(self) -> RegistrationJob | None:
+    def run(self) -> BackgroundRun | None:
         """Start a run on a worker thread (refused, with a message, if one is running)."""
         if self.running or self._session.running:
             show_info("A registration is already running: wait for it or press Stop.")
@@ -243,57 +297,31 @@ class RegisterWidget(Container):
             return None
 
         self._n_runs += 1
-        panel = self._cost_panel()
-        panel.plot.start_run(f"run {self._n_runs}: {self.preset.value}, {kwargs['metric']}")
-        self._unshown = []
-        self._set_progress(0, 1)
-        self._overlay = None
+        self.progress_view.start(f"run {self._n_runs}: {self.preset.value}",
+                                 stage_metrics(kwargs))
+        self.live_view.close()
         if self.live.value:
-            self._overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
-                                        max_voxels=self.live_max_voxels,
-                                        layer_kwargs=self._warped_style(moving_layer),
-                                        on_ready=self._frame_ready.request)
-            self._overlay.layer = existing = self._existing_live_layer()
-            if existing is not None:  # a previous run's layer: show this moving image's range
-                existing.contrast_limits = tuple(moving_layer.contrast_limits)
-        self._run_inputs = (fixed_layer, moving_layer)
-        for lyr in self._viewer.layers:  # the live overlay supersedes the alignment preview
-            if lyr.name == ALIGNMENT_LAYER_NAME and self.live.value:
-                lyr.visible = False
+            self.live_view.begin(fixed, moving, moving_layer, self.live_max_voxels,
+                                 self._frame_ready.request)
+            for lyr in self._viewer.layers:  # the live overlay supersedes the alignment preview
+                if lyr.name == ALIGNMENT_LAYER_NAME:
+                    lyr.visible = False
         self._run_settings = kwargs
-        self._run_volumes = (fixed, moving)
-        self._job = RegistrationJob(functools.partial(register_and_warp, fixed, moving,
-                                                      kwargs))
-        self._poller = JobPoller(self._job)
-        self._poller.progress.connect(self._on_progress)
-        self._poller.tick.connect(self._on_tick)
-        self._poller.finished.connect(self._on_finished)
+        context = RunContext(fixed, moving, fixed_layer, moving_layer, dict(kwargs))
         self._session.running = True
         self.run_button.enabled = False
         self.stop_button.enabled = True
-        self.status.value = "Starting..."
-        self._poller.start()
-        return self._job
+        return self.runs.start(functools.partial(register_and_warp, fixed, moving, kwargs),
+                               context=context)
 
     def stop(self) -> None:
         """Ask the running registration to stop (it ends at its next iteration)."""
-        if self._job is not None:
-            self._job.cancel()
+        if self.runs.running:
+            self.runs.stop()
             self.status.value = "Stopping..."
 
     def _landmarks(self) -> tuple[np.ndarray, np.ndarray]:
         return paired_landmarks(self.fixed_points.value, self.moving_points.value)
-
-    def _warped_style(self, moving_layer: Any) -> dict[str, Any]:
-        return {"colormap": "magenta", "blending": "additive",
-                "opacity": float(moving_layer.opacity),
-                "contrast_limits": tuple(moving_layer.contrast_limits)}
-
-    def _existing_live_layer(self) -> Any:
-        for lyr in self._viewer.layers:
-            if lyr.name == LIVE_LAYER_NAME:
-                return lyr
-        return None
 
     def _cost_panel(self) -> CostPlotPanel:
         panel = self._session.cost_panel
@@ -312,129 +340,61 @@ class RegisterWidget(Container):
 
     # ------------------------------------------------------------------ GUI-thread updates
     def _on_progress(self, events: list) -> None:
-        """A poller batch: the overlay gets the newest transform at once (cheap); the
+        """A batch of events: the overlay gets the newest transform at once (cheap); the
         panel (curve, bar, status) shows the batch with the next frame or within 0.1 s."""
-        self._unshown.extend(events)
-        # "done" carries the final map, whose exact full-resolution warp arrives with the
-        # end of the run anyway (and a deformable one has no cheap preview)
-        newest = next((ev for ev in reversed(events) if ev.kind != "done"), None)
-        if self._overlay is not None and newest is not None:
-            self._overlay.request(newest.transform)
+        self.progress_view.add(events)
+        self.live_view.request(events)
 
     def _on_tick(self) -> None:
-        """Poller tick, or the overlay's warp thread saying a frame is ready.
+        """Ticker poll, or the overlay's warp thread saying a frame is ready."""
+        self.progress_view.maybe_show(self.live_view.poll())
 
-        Every repaint of this window costs a full composition of the viewer (software
-        OpenGL under Xvfb: ~15 ms idle, more under load), so panel updates ride along
-        with overlay frames, or come at most ``PANEL_INTERVAL_S`` apart.
-        """
-        shown = self._poll_overlay()
-        if self._unshown and (shown or time.perf_counter() - self._panel_updated
-                              >= self.PANEL_INTERVAL_S):
-            self._update_panel()
-
-    def _update_panel(self) -> None:
-        events, self._unshown = self._unshown, []
-        self._panel_updated = time.perf_counter()
-        self._cost_panel().plot.add_events(events)
-        last = events[-1]
-        # The bar counts the iterations of the current stage's level (its maximum is
-        # known from the event); the status line says which stage and level that is.
-        self._set_progress(int(last.iteration) + 1, int(last.max_iterations))
-        where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
-        self.status.value = (f"{where}, iteration {last.iteration}: cost {last.cost:.5g}"
-                             if np.isfinite(last.cost) else
-                             "Initialised; preparing the image pyramids..."
-                             if last.kind == "initialised" else f"{where}: starting")
-
-    def _set_progress(self, value: int, maximum: int) -> None:
-        # QProgressBar.setValue repaints at once, i.e. one more composition of the whole
-        # window; with updates off it joins the next coalesced repaint instead.
-        bar = self.progress.native
-        bar.setUpdatesEnabled(False)
-        try:
-            self.progress.max = max(maximum, 1)
-            self.progress.value = min(value, self.progress.max)
-        finally:
-            bar.setUpdatesEnabled(True)
-
-    def _poll_overlay(self) -> bool:
-        """Show a finished overlay frame if there is one; True when the layer changed."""
-        if self._overlay is None:
-            return False
-        try:
-            if not self._overlay.poll():
-                return False
-            first = self._session.warped_layer is not self._overlay.layer
-            self._session.warped_layer = self._overlay.layer
-            if first:  # show the live result instead of the original moving image
-                self._show_after(self.after.value)
-            return True
-        except Exception as exc:  # noqa: BLE001 - a failed preview must not stop the run
-            show_error(f"Live overlay failed and is switched off: {exc}")
-            self._overlay.close()
-            self._overlay = None
-            return False
-
-    def _on_finished(self, job: RegistrationJob) -> None:
-        if self._unshown:
-            self._update_panel()
-        overlay, self._overlay = self._overlay, None
-        self._job = self._poller = None
+    def _on_finished(self, end: RunEnd) -> None:
         self._session.running = False
         self.run_button.enabled = True
         self.stop_button.enabled = False
-        try:
-            if job.cancelled:
-                self.status.value = "Stopped."
-                show_info("Registration stopped; the result was not kept.")
-            elif job.error is not None:
-                self.status.value = "Failed."
-                show_error(f"Registration failed: {job.error}")
-            else:
-                self._keep_result(job, overlay)
-        finally:
-            if overlay is not None:
-                overlay.close()
+        if end.status is RunStatus.DONE:
+            self._keep_result(end)
+            return
+        # stopped or failed: the live layer goes back to the last valid result
+        self.live_view.show_last_valid()
+        if end.status is RunStatus.STOPPED:
+            self.progress_view.finish("Stopped.", complete=False)
+            show_info("Registration stopped; the result was not kept.")
+        else:
+            self.progress_view.finish("Failed.", complete=False)
+            show_error(f"Registration failed: {end.error}")
 
-    def _keep_result(self, job: RegistrationJob, overlay: LiveOverlay | None) -> None:
-        result, warped = job.result
-        fixed, moving = self._run_volumes
-        fixed_layer, moving_layer = self._run_inputs
-        if overlay is None:
-            overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
-                                  layer_kwargs=self._warped_style(moving_layer))
-            overlay.layer = self._existing_live_layer()
-        overlay.show_final(warped)
-        self._session.warped_layer = overlay.layer
-        self._show_after(self.after.value)
-        seconds = job.ended_at - job.started_at
-        self.progress.value = self.progress.max
-        self.status.value = f"Done in {seconds:.1f} s, final cost {result.final_cost:.5g}"
-        outcome = RunOutcome(result=result, fixed=fixed, moving=moving, warped=warped,
-                             fixed_layer_name=fixed_layer.name,
-                             moving_layer_name=moving_layer.name,
-                             inputs={"fixed": source_path(fixed_layer),
-                                     "moving": source_path(moving_layer),
+    def _keep_result(self, end: RunEnd) -> None:
+        result, warped = end.result
+        ctx: RunContext = end.context
+        self.live_view.show_result(warped, ctx.moving_layer, ctx.fixed, ctx.moving)
+        self.progress_view.finish(f"Done in {end.seconds:.1f} s, final cost "
+                                  f"{result.final_cost:.5g}", complete=True)
+        outcome = RunOutcome(result=result, fixed=ctx.fixed, moving=ctx.moving, warped=warped,
+                             fixed_layer_name=ctx.fixed_layer.name,
+                             moving_layer_name=ctx.moving_layer.name,
+                             inputs={"fixed": source_path(ctx.fixed_layer),
+                                     "moving": source_path(ctx.moving_layer),
                                      "fixed_mask": source_path(self._session.mask_layer)
                                      if self._session.mask_layer is not None else None},
-                             settings=dict(self._run_settings))
+                             settings=ctx.settings)
         self._session.set_outcome(outcome)
-        show_info(f"Registration finished in {seconds:.1f} s (final cost "
+        show_info(f"Registration finished in {end.seconds:.1f} s (final cost "
                   f"{result.final_cost:.5g}).")
 
     def _show_after(self, after: bool) -> None:
-        warped, moving = self._session.warped_layer, self._session.moving_layer
-        if warped is None or warped not in self._viewer.layers:
-            return
-        warped.visible = bool(after)
-        if moving is not None and moving in self._viewer.layers:
-            moving.visible = not after
+        self.live_view.show_after(after)
+
+    def _on_init_requested(self, choice: str) -> None:
+        """Another panel asks to start from ``choice`` (e.g. the manual alignment)."""
+        self.init.value = choice
 
     def _on_layer_removed(self, event: Any) -> None:
         self.reset_choices()
         removed = getattr(event, "value", None)
-        if self._job is not None and self._run_inputs and removed in self._run_inputs:
-            self._job.cancel()
+        ctx = self.runs.context
+        if ctx is not None and removed in (ctx.fixed_layer, ctx.moving_layer):
+            self.runs.stop()
             show_error(f"Layer '{removed.name}' was removed during the registration; "
                        "the run was stopped.")

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..image import apply_affine
 
-__all__ = ["Transform", "ParametricTransform", "MatrixTransform", "CompositeTransform"]
+__all__ = ["Transform", "ParametricTransform", "PointJacobian", "MatrixTransform",
+           "CompositeTransform"]
 
 
 class Transform(ABC):
@@ -72,6 +73,43 @@ class ParametricTransform(Transform):
 
     def parameter_scales(self) -> np.ndarray:
         return np.ones(self.n_parameters)
+
+    def at_points(self, points: np.ndarray, then: np.ndarray | None = None) -> PointJacobian:
+        """This transform at fixed sample points that stay put while the parameters move
+        (one pyramid level of a sampled objective), optionally followed by a constant
+        linear map ``then`` (homogeneous matrix): see :class:`PointJacobian`. Models
+        override it with a cheaper exact form."""
+        return PointJacobian(self, points, then)
+
+
+class PointJacobian:
+    """``x_i -> then(T_p(x_i))`` at fixed points ``x_i`` (world mm) and its chain rule.
+
+    ``mapped()`` gives the ``(N, d)`` mapped points (world mm) for the current parameters;
+    ``pull_back(forces)`` turns per-point forces ``dC/dy_i`` (``(N, d)``, per mm, at the
+    mapped points) into the parameter gradient ``dC/dp = sum_i forces_i . dy_i/dp``.
+    This generic form evaluates :meth:`ParametricTransform.jacobian` at every call (exact
+    for any model, but ``N x d x P`` values); linear models and the B-spline override it.
+    """
+
+    def __init__(self, transform: ParametricTransform, points: np.ndarray,
+                 then: np.ndarray | None = None):
+        self.transform = transform
+        self.points = np.asarray(points, dtype=np.float64)
+        self.then = None if then is None else np.asarray(then, dtype=np.float64)
+
+    def mapped(self) -> np.ndarray:
+        y = self.transform.transform_points(self.points)
+        if self.then is None:
+            return y
+        d = y.shape[1]
+        return y @ self.then[:d, :d].T + self.then[:d, d]
+
+    def pull_back(self, forces: np.ndarray) -> np.ndarray:
+        if self.then is not None:
+            d = forces.shape[1]
+            forces = forces @ self.then[:d, :d]
+        return np.einsum("nd,ndp->p", forces, self.transform.jacobian(self.points))
 
 
 class MatrixTransform(Transform):

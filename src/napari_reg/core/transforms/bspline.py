@@ -32,7 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from ..image import Volume
-from .base import ParametricTransform
+from .base import ParametricTransform, PointJacobian
 from .field import DisplacementField
 
 __all__ = ["BSplineTransform", "BSplineGridError", "cubic_bspline_basis"]
@@ -231,6 +231,11 @@ class BSplineTransform(ParametricTransform):
         """Chain rule: ``dC/dp`` from per-point forces ``dC/dT(x_i)`` ``(N, d)`` (mm^-1)."""
         return np.asarray(weights.T @ forces).T.ravel()
 
+    def at_points(self, points: np.ndarray, then: np.ndarray | None = None) -> PointJacobian:
+        """The sparse form: the basis weights of the points are computed once, so each
+        evaluation costs two sparse products."""
+        return _BSplinePointJacobian(self, points, then)
+
     def to_field(self, shape: tuple[int, ...], affine: np.ndarray) -> DisplacementField:
         """``u`` sampled on a voxel grid as a :class:`DisplacementField` (world mm).
 
@@ -340,3 +345,24 @@ class BSplineTransform(ParametricTransform):
     def __repr__(self) -> str:
         return (f"BSplineTransform(grid={self.grid_shape}, spacing={self.spacing.tolist()} mm, "
                 f"max |phi|={np.abs(self._coef).max():.3g} mm)")
+
+
+class _BSplinePointJacobian(PointJacobian):
+    """``y_i = M (x_i + u(x_i))`` through the sparse weights ``W`` of the fixed points:
+    ``u = W phi`` and ``dC/dphi = W^T (forces A)`` with ``A`` the linear part of ``M``."""
+
+    def __init__(self, transform: BSplineTransform, points: np.ndarray,
+                 then: np.ndarray | None = None):
+        super().__init__(transform, points, then)
+        self.weights = transform.weight_matrix(self.points)
+        d = self.points.shape[1]
+        then = np.eye(d + 1) if self.then is None else self.then
+        self.linear = then[:d, :d]
+        self.base = self.points @ self.linear.T + then[:d, d]  # M x, once per level
+
+    def mapped(self) -> np.ndarray:
+        u = self.transform.displacement_at(self.points, self.weights)
+        return self.base + u @ self.linear.T
+
+    def pull_back(self, forces: np.ndarray) -> np.ndarray:
+        return self.transform.gradient_from_forces(self.weights, forces @ self.linear)

@@ -31,7 +31,8 @@ from itertools import product
 
 import numpy as np
 
-from .base import MatrixTransform, ParametricTransform
+from .base import MatrixTransform, ParametricTransform, PointJacobian
+from .rotations import _axis_rotations, euler_to_matrix, matrix_to_euler, nearest_rotation
 
 __all__ = ["Translation", "Rigid", "Similarity", "Affine", "LinearTransform",
            "euler_to_matrix", "matrix_to_euler", "nearest_rotation"]
@@ -39,62 +40,31 @@ __all__ = ["Translation", "Rigid", "Similarity", "Affine", "LinearTransform",
 DEFAULT_RADIUS_MM = 100.0
 
 
-# ---------------------------------------------------------------------- rotation helpers
-def _rot2(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s], [s, c]])
+class _LinearPointJacobian(PointJacobian):
+    """The chain rule of a linear model in O(N d^2) whatever the parameter count.
 
-
-def _axis_rotations(angles: np.ndarray) -> list[np.ndarray]:
-    """[Rx, Ry, Rz] and their derivatives [dRx, dRy, dRz] (radians)."""
-    ax, ay, az = angles
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    drx = np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]])
-    dry = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
-    drz = np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]])
-    return [rx, ry, rz, drx, dry, drz]
-
-
-def euler_to_matrix(angles: np.ndarray) -> np.ndarray:
-    """Rotation matrix from angles: 2D ``(a,)`` or 3D ``(ax, ay, az)`` with R = Rz Ry Rx."""
-    angles = np.asarray(angles, dtype=np.float64).ravel()
-    if angles.size == 1:
-        return _rot2(angles[0])
-    rx, ry, rz = _axis_rotations(angles)[:3]
-    return rz @ ry @ rx
-
-
-def matrix_to_euler(rotation: np.ndarray) -> np.ndarray:
-    """Angles (radians) of a proper rotation, inverse of :func:`euler_to_matrix`.
-
-    3D: ``ay`` is in [-pi/2, pi/2]; at gimbal lock (``|ay| = pi/2``) ``az`` is set to 0.
+    ``dT(x)/dp`` is affine in ``x``, so ``sum_i w_i . dT(x_i)/dp`` needs only
+    ``sum_i w_i`` and ``sum_i w_i (x_i - c)^T`` and the Jacobian at the ``d+1`` points
+    ``c, c + e_k``: cheap at any sample count.
     """
-    r = np.asarray(rotation, dtype=np.float64)
-    if r.shape == (2, 2):
-        return np.array([np.arctan2(r[1, 0], r[0, 0])])
-    cy = np.hypot(r[0, 0], r[1, 0])
-    ay = np.arctan2(-r[2, 0], cy)
-    if cy > 1e-9:
-        ax = np.arctan2(r[2, 1], r[2, 2])
-        az = np.arctan2(r[1, 0], r[0, 0])
-    else:  # gimbal lock: only ax +- az is defined; choose az = 0
-        az = 0.0
-        ax = np.arctan2(r[0, 1], r[1, 1]) if r[2, 0] < 0 else np.arctan2(-r[0, 1], r[1, 1])
-    return np.array([ax, ay, az])
 
+    def __init__(self, transform: LinearTransform, points: np.ndarray,
+                 then: np.ndarray | None = None):
+        super().__init__(transform, points, then)
+        d = self.points.shape[1]
+        center = np.asarray(transform.center, dtype=np.float64)
+        self.offsets = self.points - center
+        self.basis = np.vstack([center, center + np.eye(d)])
 
-def nearest_rotation(linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closest proper rotation (Frobenius, det +1) to a d x d matrix, and its singular values.
-
-    Polar decomposition through the SVD ``A = U S V^T``: ``R = U diag(1, .., det(U V^T)) V^T``.
-    """
-    u, s, vt = np.linalg.svd(np.asarray(linear, dtype=np.float64))
-    fix = np.ones(len(s))
-    fix[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return (u * fix) @ vt, s
+    def pull_back(self, forces: np.ndarray) -> np.ndarray:
+        if self.then is not None:
+            d = forces.shape[1]
+            forces = forces @ self.then[:d, :d]
+        sum_w = forces.sum(axis=0)
+        moment = forces.T @ self.offsets  # (d, d): sum_i w_i (x_i - c)^T
+        jac = self.transform.jacobian(self.basis)  # (d+1, d, P)
+        j0 = jac[0]
+        return sum_w @ j0 + np.einsum("ak,kap->p", moment, jac[1:] - j0[None])
 
 
 # ---------------------------------------------------------------------- base class
@@ -196,6 +166,9 @@ class LinearTransform(ParametricTransform):
             jac[:, :, :n_lin] = np.einsum("kij,nj->nik", self._linear_derivatives(), rel)
         jac[:, np.arange(d), n_lin + np.arange(d)] = 1.0
         return jac
+
+    def at_points(self, points: np.ndarray, then: np.ndarray | None = None) -> PointJacobian:
+        return _LinearPointJacobian(self, points, then)
 
     def parameter_scales(self, radius_mm: float | None = None) -> np.ndarray:
         """Per-parameter scales: 1 for translations, ``radius`` (mm) for the others."""

@@ -1,0 +1,98 @@
+"""The files of a registration result folder, what each one maps, and the ANTs chains.
+
+A deformable result ``T(x) = A(W(x))`` (fixed world -> moving world; ``W`` a deformation
+of the fixed space, ``A`` the affine) is written the way ANTs writes its own::
+
+    transform.tfm           A: fixed -> moving, ITK affine (LPS inside the file)
+    transform.mat           A again, ITK/ANTs binary (ANTsPy inverts only .mat files)
+    warp.nii.gz             W only (x -> x + w(x)), on the fixed grid; NOT the whole map
+    inverse_warp.nii.gz     W^-1, on the fixed grid
+    whole_map_field.nii.gz  T = A(W(x)) as one field on the fixed grid: use it ALONE
+
+so that ``antsApplyTransforms -r FIXED -i MOVING -t warp.nii.gz -t transform.tfm``
+reproduces ``warped.nii.gz`` and ``antsApplyTransforms -r MOVING -i FIXED_LABELS -n
+NearestNeighbor -t [transform.tfm,1] -t inverse_warp.nii.gz`` brings fixed-space labels
+to the moving image. ``whole_map_field.nii.gz`` followed by the affine again would apply
+the affine twice. In an ANTs chain ``-t t1 -t t2 ... -t tn`` a fixed point goes through
+``t1`` first: ``x -> tn(...t2(t1(x)))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.image import Volume
+from ..core.transforms.base import CompositeTransform
+from ..core.transforms.field import DisplacementField
+
+__all__ = ["AFFINE", "AFFINE_MAT", "FILE_DIRECTIONS", "INVERSE_WARP", "JACOBIAN", "WARP",
+           "WHOLE_MAP", "ResultFolderError", "deformation_fields", "result_chain"]
+
+AFFINE = "transform.tfm"
+AFFINE_MAT = "transform.mat"
+WARP = "warp.nii.gz"
+INVERSE_WARP = "inverse_warp.nii.gz"
+WHOLE_MAP = "whole_map_field.nii.gz"
+JACOBIAN = "jacobian.nii.gz"
+
+FILE_DIRECTIONS = {
+    AFFINE: "ITK affine (LPS in the file), maps fixed physical points to moving points; "
+            "for a deformable result only its linear part: apply it after warp.nii.gz",
+    AFFINE_MAT: "the same affine as transform.tfm in ITK/ANTs binary form (ANTsPy's "
+                "apply_transforms inverts only .mat files: whichtoinvert=[True, False])",
+    "warped.nii.gz": "the moving image resampled on the fixed grid: moving(T(x))",
+    WARP: "deformation only, on the fixed grid (ITK/ANTs field, LPS vectors): "
+          "antsApplyTransforms -r FIXED -i MOVING -t warp.nii.gz -t transform.tfm",
+    INVERSE_WARP: "inverse of warp.nii.gz, on the fixed grid: antsApplyTransforms "
+                  "-r MOVING -i FIXED_IMAGE -t [transform.tfm,1] -t inverse_warp.nii.gz",
+    WHOLE_MAP: "the whole fixed->moving map (affine included) as one field on the fixed "
+               "grid: use it alone, never followed by transform.tfm",
+    JACOBIAN: "Jacobian determinant of the whole map (values <= 0 are folds)",
+}
+
+
+class ResultFolderError(ValueError):
+    """A result folder without the files a chain needs."""
+
+
+def deformation_fields(deformable: Any, fixed: Volume
+                       ) -> tuple[DisplacementField, DisplacementField]:
+    """The deformation ``W`` alone and its inverse, both sampled on ``fixed``'s grid.
+
+    ``deformable`` is the core's ``DeformableResult`` (``T = A W``): its linear matrix is
+    replaced by the identity, so the fields hold no affine part.
+    """
+    d = len(fixed.shape)
+    only_w = dataclasses.replace(deformable, linear_matrix=np.eye(d + 1))
+    warp = only_w.displacement_field(fixed)
+    parts = only_w.inverse_transform()
+    inverse = parts.transforms[1:] if isinstance(parts, CompositeTransform) else [parts]
+    w_inv = inverse[0] if len(inverse) == 1 else CompositeTransform(inverse)
+    inverse_warp = dataclasses.replace(only_w, deformation=w_inv).displacement_field(fixed)
+    return warp, inverse_warp
+
+
+def result_chain(folder: str | os.PathLike, inverse: bool = False) -> list[tuple[Path, bool]]:
+    """The ANTs-order chain ``[(file, invert), ...]`` of a ``napari-reg register`` folder.
+
+    Forward (fixed -> moving, resample a moving-space image on the fixed grid):
+    ``warp.nii.gz`` then ``transform.tfm``. Inverse (moving -> fixed, resample a
+    fixed-space image on the moving grid): ``[transform.tfm,1]`` then ``inverse_warp``.
+    """
+    folder = Path(folder)
+    affine = folder / AFFINE
+    if not affine.is_file():
+        raise ResultFolderError(f"{folder}: no {AFFINE}; is it a napari-reg register "
+                                "output folder?")
+    warp, inverse_warp = folder / WARP, folder / INVERSE_WARP
+    if not inverse:
+        return [(warp, False), (affine, False)] if warp.is_file() else [(affine, False)]
+    if warp.is_file() and not inverse_warp.is_file():
+        raise ResultFolderError(f"{folder}: a deformable result without {INVERSE_WARP}; "
+                                "re-run napari-reg register to write it")
+    return [(affine, True), (inverse_warp, False)] if warp.is_file() else [(affine, True)]

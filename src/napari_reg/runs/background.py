@@ -1,0 +1,99 @@
+"""One long computation on a background thread, its progress handed over in batches.
+
+No Qt here: the worker thread only appends progress events to a ``collections.deque``
+(thread-safe append/popleft) and checks the cancel token; whoever owns the run drains
+the deque from its own thread (the GUI's timer, a script's loop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..core.optimize import Cancelled, CancelToken
+
+__all__ = ["BackgroundRun"]
+
+
+class BackgroundRun:
+    """Call ``target(callback=..., cancel=...)`` on a daemon thread.
+
+    Bind the images and settings with ``functools.partial``; ``target`` returns the
+    result. State after the thread ends: exactly one of ``result`` (success), ``error``
+    (an exception) or ``cancelled`` (True) is set.
+
+    Stop: :meth:`cancel` sets the :class:`~napari_reg.core.optimize.CancelToken`; the
+    callback also raises :class:`~napari_reg.core.optimize.Cancelled` at the next event,
+    so the run ends within one iteration even if a core loop forgot to check the token.
+    """
+
+    def __init__(self, target: Callable[..., Any], name: str = "napari-reg-run"):
+        self._target = target
+        self.token = CancelToken()
+        self._events: deque[Any] = deque()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.error_traceback = ""
+        self.cancelled = False
+        self.started_at = 0.0
+        self.ended_at = 0.0
+        self.n_events = 0
+
+    # ------------------------------------------------------------------ worker side
+    def _callback(self, event: Any) -> None:
+        if self.token.cancelled:
+            raise Cancelled("run stopped by the user")
+        self._events.append(event)
+        self.n_events += 1
+
+    def _run(self) -> None:
+        try:
+            self.result = self._target(callback=self._callback, cancel=self.token)
+        except Cancelled:
+            self.cancelled = True
+        except BaseException as exc:  # noqa: BLE001 - reported to the user by the owner
+            if self.token.cancelled:
+                self.cancelled = True
+            else:
+                self.error = exc
+                self.error_traceback = traceback.format_exc()
+        finally:
+            self.ended_at = time.perf_counter()
+
+    # ------------------------------------------------------------------ owner side
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Ask the run to stop; it ends at the core's next iteration."""
+        self.token.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time from start to end (so far, while running)."""
+        end = self.ended_at if not self.running and self.ended_at else time.perf_counter()
+        return end - self.started_at
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def drain(self) -> list[Any]:
+        """All events reported since the last call, oldest first."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.popleft())
+            except IndexError:
+                return out

@@ -1,0 +1,143 @@
+"""The Register panel's progress display: cost curve, progress bars and status line.
+
+Two bars: the current stage level's iterations, and the whole run with an estimate of
+the time left. The whole-run fraction weights a deformable stage as ``DEFORMABLE_WEIGHT``
+linear stages (it costs about that much more per run on a brain), levels equally within a
+stage; the time left extrapolates the elapsed time from that fraction.
+
+Events arrive in batches from the run's ticker; they are shown with the next live
+frame or at most ``interval_s`` apart, because every repaint of the window costs a
+full composition of the viewer (software OpenGL under Xvfb: ~15 ms idle, more under
+load).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..core.engine.events import EventKind
+
+__all__ = ["RunProgressView", "run_fraction", "DEFORMABLE_WEIGHT"]
+
+DEFORMABLE_WEIGHT = 4.0
+_DEFORMABLE = ("bspline", "syn")
+
+
+def run_fraction(event: Any, stages: list[str]) -> float:
+    """How much of the run is done at ``event`` (0..1), from its stage, level and
+    iteration; ``stages`` are the run's stage names in order."""
+    if event.kind == EventKind.DONE:
+        return 1.0
+    weights = [DEFORMABLE_WEIGHT if s in _DEFORMABLE else 1.0 for s in stages] or [1.0]
+    k = min(max(int(event.stage), 0), len(weights) - 1)
+    within = 0.0
+    if event.kind != EventKind.INITIALISED:
+        level_part = 0.0 if event.kind == EventKind.LEVEL_START else min(
+            1.0, (event.iteration + 1) / max(event.max_iterations, 1))
+        if event.kind == EventKind.LEVEL_END:
+            level_part = 1.0
+        within = (event.level + level_part) / max(event.n_levels, 1)
+    return float((sum(weights[:k]) + weights[k] * min(within, 1.0)) / sum(weights))
+
+
+class RunProgressView:
+    """Buffers progress events and shows them in ``plot``, ``bar`` and ``status``.
+
+    ``plot`` is a :class:`~.cost_plot.CostPlot` (or a callable returning one, when the
+    cost panel may be re-created), ``bar`` a magicgui ProgressBar, ``status`` a Label.
+    """
+
+    def __init__(self, plot: Any, bar: Any, status: Any, interval_s: float = 0.1,
+                 overall: Any = None):
+        self._plot = plot
+        self.bar = bar
+        self.overall = overall  # whole-run ProgressBar (0..1000), or None
+        self.status = status
+        self.stages: list[str] = []
+        self.metrics: dict[str, str] = {}
+        self.interval_s = interval_s
+        self.unshown: list = []  # progress events not yet shown in the panel
+        self._updated = 0.0
+
+    @property
+    def plot(self) -> Any:
+        return self._plot() if callable(self._plot) else self._plot
+
+    def start(self, label: str, metrics: dict[str, str] | None = None) -> None:
+        """A run starts; ``metrics`` maps its stage names (in order) to their metrics."""
+        self.metrics = dict(metrics or {})
+        self.stages = list(self.metrics)
+        self.plot.start_run(label, metrics)
+        self.unshown = []
+        self.set_bar(0, 1)
+        self._set_overall(0.0, "")
+        self.status.value = "Starting..."
+
+    def add(self, events: list) -> None:
+        self.unshown.extend(events)
+
+    def maybe_show(self, frame_shown: bool) -> None:
+        """Show the buffered events with a new frame, or when ``interval_s`` has passed."""
+        if self.unshown and (frame_shown or time.perf_counter() - self._updated
+                             >= self.interval_s):
+            self.show()
+
+    def show(self) -> None:
+        if not self.unshown:
+            return
+        events, self.unshown = self.unshown, []
+        self._updated = time.perf_counter()
+        self.plot.add_events(events)
+        last = events[-1]
+        # The bar counts the iterations of the current stage's level (its maximum is
+        # known from the event); the status line says which stage and level that is.
+        fraction = run_fraction(last, self.stages)
+        left = (last.elapsed * (1.0 - fraction) / fraction
+                if fraction > 0.02 and last.elapsed > 0.5 else None)
+        self._set_overall(fraction, f"~{left:.0f} s left" if left is not None else "")
+        if last.kind == EventKind.DONE:  # its level numbers are not the last stage's own
+            self.set_bar(1, 1)
+            self.status.value = "Optimised; warping at full resolution..."
+            return
+        self.set_bar(int(last.iteration) + 1, int(last.max_iterations))
+        metric = self.metrics.get(last.stage_name, "cost")
+        where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
+        self.status.value = (f"{where}, iteration {last.iteration}: {metric} {last.cost:.5g}"
+                             if np.isfinite(last.cost) else
+                             "Initialised; preparing the image pyramids..."
+                             if last.kind == EventKind.INITIALISED else f"{where}: starting")
+
+    def finish(self, text: str, complete: bool) -> None:
+        self.show()
+        if complete:
+            self.bar.value = self.bar.max
+            self._set_overall(1.0, "done")
+        else:
+            self._set_overall(None, "")
+        self.status.value = text
+
+    def _set_overall(self, fraction: float | None, text: str) -> None:
+        if self.overall is None:
+            return
+        native = self.overall.native
+        native.setUpdatesEnabled(False)
+        try:
+            if fraction is not None:
+                self.overall.value = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+            native.setFormat(f"%p%  {text}" if text else "%p%")
+        finally:
+            native.setUpdatesEnabled(True)
+
+    def set_bar(self, value: int, maximum: int) -> None:
+        # QProgressBar.setValue repaints at once, i.e. one more composition of the whole
+        # window; with updates off it joins the next coalesced repaint instead.
+        native = self.bar.native
+        native.setUpdatesEnabled(False)
+        try:
+            self.bar.max = max(maximum, 1)
+            self.bar.value = min(value, self.bar.max)
+        finally:
+            native.setUpdatesEnabled(True)
