@@ -103,7 +103,11 @@ class Job:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
         """Rebuild a job from a ``run.json`` record (or a bare job dict)."""
+        if not isinstance(record, dict) or not isinstance(record.get("job", record), dict):
+            raise JobError("a run record must be a JSON object with the job's fields")
         data = record.get("job", record)
+        if not isinstance(data.get("parameters") or {}, dict):
+            raise JobError("the run record's 'parameters' must be a JSON object")
         try:
             landmarks = data.get("landmarks")
             return cls(
@@ -177,7 +181,11 @@ def run_job(
     pair = PlanarPair(load_role(job.fixed, "fixed image"), load_role(job.moving, "moving image"))
     fixed, moving = pair.fixed, pair.moving
     kwargs, notes = _register_kwargs(job, pair)
-    result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
+    _check_parameter_names(kwargs)
+    try:
+        result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
+    except TypeError as exc:  # a value of the wrong type (a hand-edited run.json, say)
+        raise JobError(f"the registration parameters are not usable: {exc}") from None
     warped, field = warp_result(moving, fixed, result, cancel=cancel)
     suspects = [f"the initial transform {job.initial}"] if job.initial else []
     suspects += [f"the landmarks {' and '.join(job.landmarks)}"] if job.landmarks else []
@@ -231,6 +239,16 @@ def _warp_for_file(pair: PlanarPair, warp: DisplacementField) -> DisplacementFie
     comps = np.array(out.components)
     comps[plane_of(pair.fixed3)[2]] = 0.0
     return DisplacementField.from_components(comps, out.affine)
+
+
+def _check_parameter_names(kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    known = set(inspect.signature(register).parameters)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise JobError(f"unknown registration parameter(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(known - {'fixed', 'moving', 'callback', 'cancel'}))}")
 
 
 def _is_deformable(parameters: dict[str, Any]) -> bool:
