@@ -64,16 +64,24 @@ def test_window_fits_the_screen_and_the_canvas_gets_the_width(make_napari_viewer
     assert minimum.width() <= 1280 and minimum.height() <= 800, (minimum.width(),
                                                                    minimum.height())
     assert (window.width(), window.height()) == size  # not pushed bigger by a panel
+    dock.views.fit_views_height()
+    for _ in range(5):
+        QApplication.processEvents()
     share = _canvas_width(viewer) / window.width()
-    if size == (1920, 1080):
-        assert share >= 0.60, share
-    else:
-        assert share >= 0.42, share
-    # the images (main canvas + the two ortho views) take most of the window's area
-    panes = dock.views.views.panes.values()
-    image_area = _canvas_width(viewer) * viewer.window._qt_viewer.canvas.native.height() + sum(
+    panes = list(dock.views.views.panes.values())
+    canvas = viewer.window._qt_viewer.canvas.native
+    image_area = canvas.width() * canvas.height() + sum(
         p.qt_viewer.canvas.native.width() * p.qt_viewer.canvas.native.height() for p in panes)
-    assert image_area / (window.width() * window.height()) >= 0.45
+    image_share = image_area / (window.width() * window.height())
+    if size == (1920, 1080):
+        assert share >= 0.60 and image_share >= 0.5, (share, image_share)
+    else:  # napari's own layer list and controls keep ~320 px of a 1280 px window
+        assert share >= 0.42 and image_share >= 0.35, (share, image_share)
+    for pane in panes:  # each ortho view large enough to read a brain slice
+        assert min(pane.qt_viewer.canvas.native.width(),
+                   pane.qt_viewer.canvas.native.height()) >= 0.3 * window.height()
+    # the panels' dock runs the full height beside the views
+    assert dock.height() >= 0.85 * window.height()
     viewer.screenshot(str(tmp_path / f"window_{size[0]}x{size[1]}.png"), canvas_only=False)
     # readable section titles, every panel built, the cost curve inside the dock
     metrics = dock.sections.fontMetrics()

@@ -115,9 +115,13 @@ def setup_view(viewer, fixed_layer) -> None:
 def _fit_view(viewer) -> None:
     """Fit the views to their canvases as they are now: docking widgets after
     ``reset_view`` narrows the canvas, so this runs again once the window is laid out."""
+    from qtpy.QtWidgets import QApplication
+
     viewer.reset_view()
     dock = main_dock(viewer) if viewer.window is not None else None
     if dock is not None and dock.views.views is not None:
+        dock.views.fit_views_height()
+        QApplication.processEvents()
         for pane in dock.views.views.panes.values():
             pane.model.reset_view()
 

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 
 __all__ = ["DOCK_WIDTH", "RegistrationDock", "SECTIONS"]
 
@@ -114,6 +115,7 @@ class RegistrationDock(QWidget):
             pass
         self.cost_panel = CostPlotPanel()
         self.cost_panel.setMinimumHeight(_COST_HEIGHT)
+        apply_tooltips(self.cost_panel)
         session.cost_panel = self.cost_panel
 
     def _build(self, title: str, module: str, cls: str) -> QWidget:
@@ -128,6 +130,7 @@ class RegistrationDock(QWidget):
             label.setWordWrap(True)
             return label
         self.panels[cls] = panel
+        apply_tooltips(panel)  # the panels do it too; harmless twice
         if cls != "RegisterWidget" or self.cost_panel.parent() is not None:
             return _native(panel)
         page = QWidget()

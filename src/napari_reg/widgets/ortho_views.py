@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -146,6 +146,8 @@ class _Pane(QWidget):
 
         self.model = ViewerModel(title=title)
         self.qt_viewer = _make_qt_viewer(main_viewer, self.model)
+        self.qt_viewer.setMinimumSize(120, 120)  # the window must still fit 1280x800
+        self.setMinimumWidth(120)
         self.title = QLabel(title)
         self.title.setToolTip(f"The {title} view; a click (without dragging) moves the "
                               "crosshair there, the slider below moves its slice.")
@@ -305,6 +307,7 @@ class ViewModeControl(QWidget):
         self.viewer = unwrap_viewer(viewer)
         self.views: OrthoViews | None = None
         self._dock: Any = None
+        self._corners: dict | None = None
         self.mode = QComboBox()
         for mode in MODES:
             self.mode.addItem(_MODE_LABELS[mode], mode)
@@ -334,12 +337,51 @@ class ViewModeControl(QWidget):
         self.views = OrthoViews(self.viewer, mode)
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
+            self._claim_corners(getattr(window, "_qt_window", None))
             self._dock = window.add_dock_widget(self.views, name=DOCK_NAME, area="bottom")
-            qt_window = getattr(window, "_qt_window", None)
-            if qt_window is not None:  # views about as tall as the main canvas
-                share = 0.42 if mode == "ortho" else 0.5
-                qt_window.resizeDocks([self._dock], [int(qt_window.height() * share)],
-                                      Qt.Orientation.Vertical)
+            self.fit_views_height()
+            QTimer.singleShot(0, self._settle)  # again once the window is laid out
+
+    def _settle(self) -> None:
+        """Fit the dock's height, then each view's camera to its final canvas size."""
+        self.fit_views_height()
+        if self.views is not None:
+            for pane in self.views.panes.values():
+                pane.model.reset_view()
+
+    def _claim_corners(self, qt_window: Any) -> None:
+        """Let the side docks run the full window height, so the views sit under the
+        canvas only and the panels keep their height (restored when the views close)."""
+        if qt_window is None or self._corners is not None:
+            return
+        corners = (Qt.Corner.BottomLeftCorner, Qt.Corner.BottomRightCorner)
+        self._corners = {c: qt_window.corner(c) for c in corners}
+        qt_window.setCorner(corners[0], Qt.DockWidgetArea.LeftDockWidgetArea)
+        qt_window.setCorner(corners[1], Qt.DockWidgetArea.RightDockWidgetArea)
+
+    def _restore_corners(self) -> None:
+        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if qt_window is not None and self._corners:
+            try:
+                for corner, area in self._corners.items():
+                    qt_window.setCorner(corner, area)
+            except RuntimeError:  # window already gone
+                pass
+        self._corners = None
+
+    def fit_views_height(self) -> None:
+        """Give the views' dock ~40 % of the window height (half for side by side), so
+        each view is large enough to read; the user can drag the splitter."""
+        window = getattr(self.viewer, "window", None)
+        qt_window = getattr(window, "_qt_window", None)
+        if self._dock is None or qt_window is None or self.views is None:
+            return
+        share = 0.4 if self.views.mode == "ortho" else 0.5
+        try:
+            qt_window.resizeDocks([self._dock], [int(qt_window.height() * share)],
+                                  Qt.Orientation.Vertical)
+        except RuntimeError:  # closed meanwhile
+            pass
 
     def _close_views(self) -> None:
         if self.views is None:
@@ -352,3 +394,4 @@ class ViewModeControl(QWidget):
             except (LookupError, RuntimeError):  # the user closed the dock already
                 pass
         self.views, self._dock = None, None
+        self._restore_corners()
