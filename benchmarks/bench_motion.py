@@ -244,8 +244,9 @@ def summarise(name: str, entry: dict, results: dict, tools: list[str]) -> dict:
             out["mean_fd_mm"] = float(framewise_displacement(m, center).mean())
             if "series" in entry:
                 errors = map_distance(m, entry["series"].motion, points)
-                out["error_mean_mm"] = float(errors[1:].mean())
+                out["error_mean_mm"] = float(errors[1:].mean())  # frame 0 is the reference
                 out["error_max_mm"] = float(errors.max())
+                out["errors_per_frame_mm"] = [round(float(e), 5) for e in errors]
         row["tools"][tool] = out
     if all("matrices" in results[t] for t in tools) and len(tools) == 2:
         a, b = (np.asarray(results[t]["matrices"]) for t in tools)

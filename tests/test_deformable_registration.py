@@ -110,15 +110,26 @@ def test_syn_recovers_diffeomorphic_and_inverse_consistent():
     assert np.abs(back - POINTS).max() < 0.1 * SPACING
 
 
-def test_syn_default_schedule_skips_full_resolution():
-    """ANTs SyNQuick-like default: the finest (unshrunk) level runs no iterations; the
+def test_syn_default_schedule_iterates_at_full_resolution():
+    """greedy-like default, 100x50x10 over 3 levels: the finest (unshrunk) level runs its
+    10 iterations, the velocity lives on the fixed grid, and a real deformation is kept
+    by the do-no-harm judge."""
+    result = register_syn(FIXED, MOVING, LINEAR)
+    assert result.parameters["iterations"] == [100, 50, 10]
+    assert len(result.levels[-1].costs) == 10
+    assert result.deformation.shape == SHAPE
+    assert result.diagnostics["deformation_kept"], result.diagnostics
+    assert mean_error(result.transform) < 0.3 * mean_error(_Linear())
+    assert result.displacement_field().same_grid(FIXED.shape, FIXED.affine)
+
+
+def test_syn_skipped_full_resolution_keeps_the_velocity_coarse():
+    """ANTs SyNQuick-like schedule on request (0 iterations at full resolution): the
     velocity stays on the half-resolution grid and the field is still on the fixed grid."""
-    result = register_syn(FIXED, MOVING, LINEAR, levels=3)
-    assert result.parameters["iterations"] == [70, 50, 0]
+    result = register_syn(FIXED, MOVING, LINEAR, iterations=[70, 50, 0])
     assert result.levels[-1].stop_reason == "skipped" and not result.levels[-1].costs
     assert result.deformation.shape == tuple(n // 2 for n in SHAPE)
     assert mean_error(result.transform) < 0.3 * mean_error(_Linear())
-    assert result.displacement_field().same_grid(FIXED.shape, FIXED.affine)
 
 
 @pytest.mark.parametrize("which", ["bspline", "syn"])

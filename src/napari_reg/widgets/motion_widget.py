@@ -67,12 +67,19 @@ class MotionWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer = unwrap_viewer(viewer)
-        self.series = ComboBox(label="4D series", choices=self._image_choices, nullable=True)
-        self.reference = ComboBox(label="Reference", choices=_REFERENCES)
-        self.reference_frame = SpinBox(label="Reference frame", min=0, max=100000, value=0)
+        self.series = ComboBox(label="4D series", choices=self._image_choices, nullable=True,
+                               tooltip="The time series (a 4D Image layer, time first)")
+        self.reference = ComboBox(label="Reference", choices=_REFERENCES,
+                                  tooltip="What every frame is registered to")
+        self.reference_frame = SpinBox(label="Reference frame", min=0, max=100000, value=0,
+                                       tooltip="0-based frame number, with 'frame number "
+                                       "below' as Reference")
         self.transform = ComboBox(label="Transform", choices=list(MOTION_TRANSFORMS),
-                                  value="rigid")
-        self.metric = ComboBox(label="Metric", choices=_METRICS)
+                                  value="rigid", tooltip="Model of each frame's map: rigid "
+                                  "(head motion), affine, or bspline / syn after a rigid "
+                                  "stage (cardiac, respiratory)")
+        self.metric = ComboBox(label="Metric", choices=_METRICS,
+                               tooltip="Similarity between a frame and the reference")
         self.mask = ComboBox(label="Mask (optional)", choices=self._label_choices,
                              nullable=True, tooltip="Labels on the series grid: sample only "
                              "where non-zero")
@@ -80,17 +87,24 @@ class MotionWidget(Container):
                                    step=0.5, value=0.0, tooltip="Gaussian sigma of the "
                                    "transforms along time (cardiac/respiratory); 0 = off")
         self.threshold = FloatSpinBox(label="FD threshold (mm)", min=0.01, max=100.0,
-                                      step=0.1, value=0.5)
+                                      step=0.1, value=0.5, tooltip="Frames whose "
+                                      "framewise displacement (Power 2012, mm) exceeds "
+                                      "this are flagged")
         self.follow = CheckBox(label="Follow frames", value=True,
                                tooltip="Move the time slider to each frame as it finishes")
-        self.run_button = PushButton(text="Run")
-        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.run_button = PushButton(text="Run", tooltip="Register every frame to the "
+                                     "reference on a worker thread")
+        self.stop_button = PushButton(text="Stop", enabled=False,
+                                      tooltip="Stop within a second; frames done are kept")
         self.progress = ProgressBar(label="Frames", min=0, max=1, value=0)
         self.status = Label(value="")
         self.flagged_label = Label(value="")
-        self.export_dir = FileEdit(label="Export folder", mode="d")
+        self.export_dir = FileEdit(label="Export folder", mode="d",
+                                   tooltip="Folder for corrected.nii.gz, transforms/, "
+                                   "motion.tsv, run.json (no existing file is replaced)")
         self.export_button = PushButton(text="Export (corrected, transforms, motion.tsv)",
-                                        enabled=False)
+                                        enabled=False, tooltip="Write the output set of "
+                                        "napari-reg motion into the export folder")
         self.extend([self.series, self.reference, self.reference_frame, self.transform,
                      self.metric, self.mask, self.smooth, self.threshold, self.follow,
                      self.run_button, self.stop_button, self.progress, self.status,
