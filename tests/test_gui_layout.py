@@ -10,6 +10,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication
 
 from napari_reg.core.image import Volume
@@ -134,6 +135,13 @@ def test_three_views_stay_linked_when_one_is_scrolled(make_napari_viewer, tmp_pa
     assert "warped (live)" not in coronal.model.layers
     dock.views.set_mode("single")
     assert dock.views.views is None and "napari-reg views" not in viewer.window.dock_widgets
+    # closing the views' dock with its own button is the same as choosing "Single view"
+    dock.views.set_mode("ortho")
+    views_dock = dock.views._dock
+    views_dock.destroyOnClose()  # what the dock's close button calls
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # its deleteLater
+    QApplication.processEvents()
+    assert dock.views.views is None and dock.views.mode.currentData() == "single"
 
 
 def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
