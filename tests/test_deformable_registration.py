@@ -81,13 +81,16 @@ def test_bspline_recovers_a_known_smooth_deformation():
                               levels=2, iterations=40, samples=8000)
     err = mean_error(result.transform)
     assert err < 0.2 * start and err < 0.5, (start, err)
-    assert [lv.stage_name for lv in result.levels] == ["bspline", "bspline"]
+    # one record per composed FFD: one or more per pyramid level
+    assert {lv.stage_name for lv in result.levels} == {"bspline"}
+    assert sorted({lv.level for lv in result.levels}) == [0, 1]
     assert all(len(lv.costs) > 0 for lv in result.levels)
     assert result.levels[-1].costs[-1] < result.levels[-1].costs[0]
-    # the saved field is the whole fixed->moving map, linear part included
+    # the saved field is the whole fixed->moving map, linear part included (the composed
+    # FFDs are read at displaced points by linear interpolation: 1 % of a 2 mm voxel)
     field = result.displacement_field()
     np.testing.assert_allclose(field.transform_points(POINTS),
-                               result.transform.transform_points(POINTS), atol=1e-3)
+                               result.transform.transform_points(POINTS), atol=0.02)
     back = result.inverse_transform().transform_points(result.transform.transform_points(POINTS))
     assert np.abs(back - POINTS).max() < 0.1 * SPACING
 

@@ -81,9 +81,10 @@ class Job:
     initial: str | None = None
     # the format of ``initial`` when the file does not say it (plain 4x4: "fsl" or "ras")
     initial_format: str | None = None
+    moving_mask: str | None = None
 
     def inputs(self) -> list[str]:
-        paths = [self.fixed, self.moving, self.fixed_mask, self.initial]
+        paths = [self.fixed, self.moving, self.fixed_mask, self.moving_mask, self.initial]
         paths += list(self.landmarks or ())
         return [p for p in paths if p]
 
@@ -92,6 +93,7 @@ class Job:
             "fixed": self.fixed,
             "moving": self.moving,
             "fixed_mask": self.fixed_mask,
+            "moving_mask": self.moving_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
             "initial_format": self.initial_format,
@@ -113,6 +115,7 @@ class Job:
                 moving=data["moving"],
                 parameters=dict(data.get("parameters") or {}),
                 fixed_mask=data.get("fixed_mask"),
+                moving_mask=data.get("moving_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
                 initial_format=data.get("initial_format"),
@@ -131,6 +134,7 @@ class Job:
         base = Path(path).resolve().parent
         job.fixed, job.moving = (_rebase(p, base) for p in (job.fixed, job.moving))
         job.fixed_mask = _rebase(job.fixed_mask, base) if job.fixed_mask else None
+        job.moving_mask = _rebase(job.moving_mask, base) if job.moving_mask else None
         job.initial = _rebase(job.initial, base) if job.initial else None
         if job.landmarks:
             job.landmarks = (_rebase(job.landmarks[0], base), _rebase(job.landmarks[1], base))
@@ -259,6 +263,9 @@ def _register_kwargs(job: Job, pair: PlanarPair) -> tuple[dict[str, Any], list[s
     fixed, moving = pair.fixed3, pair.moving3
     if job.fixed_mask:
         kwargs["fixed_mask"] = pair.mask(load_role(job.fixed_mask, "fixed mask"))
+    if job.moving_mask:
+        kwargs["moving_mask"] = pair.mask(load_role(job.moving_mask, "moving mask"),
+                                          "moving mask")
     if job.landmarks:
         fixed_lm, moving_lm = (read_landmarks(p) for p in job.landmarks)
         for lm, path, role in ((fixed_lm, job.landmarks[0], "fixed landmarks"),

@@ -223,7 +223,7 @@ class ExportWidget(Container):
         job = Job(fixed=inputs.get("fixed") or f"<layer {outcome.fixed_layer_name}>",
                   moving=inputs.get("moving") or f"<layer {outcome.moving_layer_name}>",
                   parameters=dict(outcome.result.parameters),
-                  fixed_mask=inputs.get("fixed_mask"))
+                  fixed_mask=inputs.get("fixed_mask"), moving_mask=inputs.get("moving_mask"))
         record = run_record(job, outcome.result)
         record["gui"] = {"fixed_layer": outcome.fixed_layer_name,
                          "moving_layer": outcome.moving_layer_name}

@@ -285,8 +285,7 @@ class RegisterWidget(Container):
             kwargs = self.settings()
             fixed = layer_volume(fixed_layer, use_file_affine=True)
             moving = layer_volume(moving_layer, use_file_affine=True)
-            if self._session.mask_layer is not None:
-                kwargs["fixed_mask"] = layer_volume(self._session.mask_layer)
+            kwargs.update(self._session.mask_volumes(layer_volume))
             if kwargs["init"] == "manual":
                 kwargs["initial"] = manual_initial(fixed_layer, moving_layer)
                 kwargs["init"] = "none"
@@ -376,8 +375,7 @@ class RegisterWidget(Container):
                              moving_layer_name=ctx.moving_layer.name,
                              inputs={"fixed": source_path(ctx.fixed_layer),
                                      "moving": source_path(ctx.moving_layer),
-                                     "fixed_mask": source_path(self._session.mask_layer)
-                                     if self._session.mask_layer is not None else None},
+                                     **self._session.mask_sources(source_path)},
                              settings=ctx.settings)
         self._session.set_outcome(outcome)
         show_info(f"Registration finished in {end.seconds:.1f} s (final cost "
