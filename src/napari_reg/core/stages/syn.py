@@ -48,7 +48,7 @@ from ..pyramid import smooth
 from ..resample import resample
 from ..structure import structural_gain
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
-from ..transforms.field import _index_grid, _to_voxel_vectors
+from ..transforms.field import _PARALLEL_POINTS, _index_grid, _pool, _to_voxel_vectors
 from ..transforms.velocity import StationaryVelocityField, exp_voxel
 from .deformable_result import DeformableResult, regrid
 from .standalone import run_alone
@@ -161,8 +161,8 @@ class SyNStage(Stage):
                 # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
                 half, half_inv = _half_maps(v_vox, self.exp_shrink, check)
                 latest_half = (half, grid_affine)
-                j_mid = _warp(warped_lin, idx + half)
-                i_mid = _warp(fimg, idx + half_inv)
+                j_mid, i_mid = _parallel(lambda pair: _warp(*pair), [
+                    (warped_lin, idx + half), (fimg, idx + half_inv)], fimg.size)
                 check()
                 cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mask, check=check)
                 check()
@@ -297,14 +297,16 @@ def _half_maps(v_vox: np.ndarray, shrink: int, check) -> tuple[np.ndarray, np.nd
     spanned = shrink * (n_coarse - 1) + 1
     zoom = tuple(float(f) for f in spanned / n_coarse)
     pad = [(0, 0)] + [(0, int(n - m)) for n, m in zip(shape, spanned, strict=True)]
-    out = []
-    for sign in (1.0, -1.0):
+
+    def one(sign: float) -> np.ndarray:
         u = exp_voxel(sign * coarse, max_step_voxels=0.5, check=check)
         fine = (np.stack([_upsample2(c) for c in u]) if shrink == 2 else
                 np.stack([ndimage.zoom(c, zoom, order=1, mode="nearest", grid_mode=False,
                                        prefilter=False, output=np.float32) for c in u]))
         fine *= np.float32(shrink)
-        out.append(np.pad(fine, pad, mode="edge") if any(p[1] for p in pad) else fine)
+        return np.pad(fine, pad, mode="edge") if any(p[1] for p in pad) else fine
+
+    out = _parallel(one, [1.0, -1.0], v_vox[0].size)
     return out[0], out[1]
 
 
@@ -363,8 +365,17 @@ def _gaussian(components: np.ndarray, sigma_voxels: float, spacing: np.ndarray) 
     if sigma_voxels <= 0:
         return components
     sigma = sigma_voxels * float(spacing.min()) / np.asarray(spacing, np.float64)
-    return np.stack([ndimage.gaussian_filter(c, sigma, mode="nearest", truncate=3.0)
-                     for c in components])
+    return np.stack(_parallel(lambda c: ndimage.gaussian_filter(
+        c, sigma, mode="nearest", truncate=3.0), list(components), components[0].size))
+
+
+def _parallel(fn, items: list, size: int) -> list:
+    """``[fn(x) for x in items]``, on the field module's thread pool for large grids:
+    scipy.ndimage releases the GIL, so the two images' warps, the two half maps and the
+    smoothing of each component run side by side (2 threads: ~1.7x on a 2 mm brain)."""
+    if size < _PARALLEL_POINTS or len(items) < 2:
+        return [fn(x) for x in items]
+    return list(_pool().map(fn, items))
 
 
 def _default_iterations(shrink: list[list[int]]) -> list[int]:
