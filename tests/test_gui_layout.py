@@ -221,6 +221,24 @@ def test_oblique_volume_shows_its_landmark_in_every_view(make_napari_viewer, tmp
         spacing = np.diag(sliced.affine.affine_matrix)[:3]
         assert np.abs(world[displayed] - landmark[displayed]).max() <= 1.5 * spacing.max(), (
             model.dims.order, world, landmark)
+    # on screen: in every view the crosshair crosses on the landmark block (the only
+    # white pixels once the contrast shows the box dark grey)
+    layer.contrast_limits = (0.0, 1000.0)
+    qt_viewers = [viewer.window._qt_viewer] + [p.qt_viewer for p in control.views.panes.values()]
+    for index, qt_viewer in enumerate(qt_viewers):
+        rgb = np.asarray(qt_viewer.screenshot(flash=False))[..., :3].astype(int)
+        from PIL import Image
+
+        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / f"oblique_view{index}.png")
+        white = (rgb.min(axis=2) > 200)
+        yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
+        assert white.sum() > 4 and yellow.sum() > 50, index
+        rows, cols = np.nonzero(white)
+        cross_col = np.argmax(yellow.sum(axis=0))  # the vertical line's column
+        cross_row = np.argmax(yellow.sum(axis=1))  # the horizontal line's row
+        half = max(np.ptp(rows), np.ptp(cols)) / 2 + 3
+        assert abs(cross_col - cols.mean()) <= half and abs(cross_row - rows.mean()) <= half, (
+            index, cross_row, cross_col, rows.mean(), cols.mean())
     viewer.screenshot(str(tmp_path / "oblique.png"), canvas_only=False)
     assert not [w for w in recwarn if "Non-orthogonal slicing" in str(w.message)]
     # registration still sees the file's voxels and affine
