@@ -10,6 +10,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication
 
 from napari_reg.core.image import Volume
@@ -134,6 +135,13 @@ def test_three_views_stay_linked_when_one_is_scrolled(make_napari_viewer, tmp_pa
     assert "warped (live)" not in coronal.model.layers
     dock.views.set_mode("single")
     assert dock.views.views is None and "napari-reg views" not in viewer.window.dock_widgets
+    # closing the views' dock with its own button is the same as choosing "Single view"
+    dock.views.set_mode("ortho")
+    views_dock = dock.views._dock
+    views_dock.destroyOnClose()  # what the dock's close button calls
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # its deleteLater
+    QApplication.processEvents()
+    assert dock.views.views is None and dock.views.mode.currentData() == "single"
 
 
 def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
@@ -152,11 +160,20 @@ def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
     left, right = (panes[s].mapTo(viewer.window._qt_window, panes[s].rect().topLeft())
                    for s in ("fixed", "moving"))
     assert left.x() < right.x() and abs(left.y() - right.y()) < 5  # beside, not above
-    # a landmark added in the moving view reaches the original Points layer
+    # a landmark clicked in the moving view reaches the original Points layer as an
+    # addition, so the landmark panel gives it an id, which the view then shows
+    panel = dock.panels["LandmarksWidget"]
+    panel.fixed_points.value = viewer.layers["fixed landmarks"]
+    panel.moving_points.value = original = viewer.layers["moving landmarks"]
     points = panes["moving"].model.layers["moving landmarks"]
-    n = len(viewer.layers["moving landmarks"].data)
+    n = len(original.data)
+    original.mode = "add"
+    assert points.mode == "add"  # the view follows the panel's "Click on moving"
     points.add(np.asarray(points.data[0]) + 1.0)
-    assert len(viewer.layers["moving landmarks"].data) == n + 1
+    assert len(original.data) == n + 1
+    new_id = original.features["id"].iloc[-1]
+    assert isinstance(new_id, str) and new_id
+    assert points.features["id"].iloc[-1] == new_id
     viewer.screenshot(str(tmp_path / "side_by_side.png"), canvas_only=False)
 
 
@@ -204,6 +221,24 @@ def test_oblique_volume_shows_its_landmark_in_every_view(make_napari_viewer, tmp
         spacing = np.diag(sliced.affine.affine_matrix)[:3]
         assert np.abs(world[displayed] - landmark[displayed]).max() <= 1.5 * spacing.max(), (
             model.dims.order, world, landmark)
+    # on screen: in every view the crosshair crosses on the landmark block (the only
+    # white pixels once the contrast shows the box dark grey)
+    layer.contrast_limits = (0.0, 1000.0)
+    qt_viewers = [viewer.window._qt_viewer] + [p.qt_viewer for p in control.views.panes.values()]
+    for index, qt_viewer in enumerate(qt_viewers):
+        rgb = np.asarray(qt_viewer.screenshot(flash=False))[..., :3].astype(int)
+        from PIL import Image
+
+        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / f"oblique_view{index}.png")
+        white = (rgb.min(axis=2) > 200)
+        yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
+        assert white.sum() > 4 and yellow.sum() > 50, index
+        rows, cols = np.nonzero(white)
+        cross_col = np.argmax(yellow.sum(axis=0))  # the vertical line's column
+        cross_row = np.argmax(yellow.sum(axis=1))  # the horizontal line's row
+        half = max(np.ptp(rows), np.ptp(cols)) / 2 + 3
+        assert abs(cross_col - cols.mean()) <= half and abs(cross_row - rows.mean()) <= half, (
+            index, cross_row, cross_col, rows.mean(), cols.mean())
     viewer.screenshot(str(tmp_path / "oblique.png"), canvas_only=False)
     assert not [w for w in recwarn if "Non-orthogonal slicing" in str(w.message)]
     # registration still sees the file's voxels and affine

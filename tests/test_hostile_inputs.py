@@ -222,3 +222,19 @@ def test_hand_edited_run_records_are_one_line_errors(good, work, capsys):
         assert code == 1, f.what
         assert "internal error" not in err, err
         assert not (work / "rec").exists()
+
+
+def test_multi_member_gzip_loads_and_its_truncation_is_refused(good, work):
+    """bgzip-style files (many gzip members; the trailer only sizes the last one) are
+    checked member by member: a whole one loads, a cut one is refused before reading."""
+    import gzip
+
+    fixed, _ = good
+    raw = gzip.decompress(fixed.read_bytes())
+    members = b"".join(gzip.compress(raw[i:i + 4096]) for i in range(0, len(raw), 4096))
+    whole, cut = work / "bgzip.nii.gz", work / "bgzip_cut.nii.gz"
+    whole.write_bytes(members + b"\0" * 64)  # with the zero padding some tools add
+    cut.write_bytes(members[: len(members) // 2])
+    assert np.array_equal(load_volume(whole).data, load_volume(fixed).data)
+    with pytest.raises(VolumeReadError, match="holds less"):
+        load_volume(cut)

@@ -324,3 +324,38 @@ def test_a_smooth_intensity_drift_is_fitted_and_does_not_bias_the_motion() -> No
     # (the benchmark's MNI series: 0.019 -> 0.009 mm; this phantom's soft, partly negative
     # tissues make the fit noisier, so only "no worse, and sub-0.1 mm" is asked here)
     assert errors[True] < 0.1 and errors[True] <= errors[False], errors
+
+
+def test_deformable_motion_is_corrected_better_than_rigid(tmp_path) -> None:
+    """A 'breathing' series: a smooth local displacement (up to 2.5 mm) that grows and
+    shrinks with time. B-spline frames leave less residual than rigid ones (measured:
+    uncorrected 0.0041, rigid 0.0051, B-spline 0.0023 mean |difference| to frame 0)."""
+    from phantoms import phantom
+
+    reference = phantom_volume(SHAPE, SPACING)
+    world = reference.world_grid()
+    amplitudes = [0.0, 1.0, 2.5, 1.5]
+    frames = []
+    for a in amplitudes:
+        # frame(y) = f(y - u(y)): a local bulge along z, off the centre (no rigid map
+        # reproduces it)
+        bulge = a * np.exp(-np.sum(((world - [10.0, 5.0, 5.0]) / 12.0) ** 2, axis=-1))
+        moved = world - np.stack([0.3 * bulge, 0 * bulge, bulge], axis=-1)
+        frames.append(phantom(moved).astype(np.float32))
+    path = tmp_path / "breathing.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack(frames, -1), reference.affine), str(path))
+    residual = {}
+    for transform in ("rigid", "bspline"):
+        out = tmp_path / transform
+        settings = MotionSettings(transform=transform, levels=2,
+                                  iterations=[50, 30], samples=[3000, 20000],
+                                  deformable_options={"grid_spacing_mm": 15.0})
+        assert run_motion(path, out, settings, workers=0).ok
+        data = nib.load(str(out / "corrected.nii.gz")).get_fdata()
+        inner = (slice(5, -5),) * 3
+        residual[transform] = float(np.mean([np.abs(data[inner + (k,)] - frames[0][inner]).mean()
+                                             for k in (2, 3)]))
+    inner = (slice(5, -5),) * 3
+    before = float(np.mean([np.abs(frames[k][inner] - frames[0][inner]).mean() for k in (2, 3)]))
+    assert residual["bspline"] < 0.6 * residual["rigid"], residual
+    assert residual["bspline"] < 0.7 * before, (before, residual)

@@ -15,6 +15,7 @@ Where each concept lives (world RAS mm everywhere; a transform maps FIXED -> MOV
 * ``preview.py``      cheap live-display approximations of deformable transforms
 * ``warp_result.py``  a registration result's warped image
 * ``thin_plate.py``   thin-plate spline through landmark pairs
+* ``structure_check.py``  does a deformation align edges better than the linear map?
 * ``qc.py``           quality control: checkerboard, difference, edges, Dice, TRE, Jacobian
 * ``atlas/``          label propagation, multi-atlas fusion, groupwise templates
 * ``motion.py``       4D motion correction: every frame registered to a reference

@@ -31,6 +31,7 @@ from .engine.register import register
 from .image import Volume
 from .intensity_drift import apply_gain, fit_gain
 from .optimize import CancelToken
+from .pyramid import default_schedule
 from .resample import resample
 from .transforms.base import MatrixTransform
 from .transforms.field import DisplacementField
@@ -102,10 +103,16 @@ class MotionSettings:
     def register_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~.register.register` for one frame."""
         stages = ["rigid", self.transform] if self.deformable else [self.transform]
+        options = dict(self.deformable_options)
+        if self.transform == "bspline":
+            # The B-spline stage's do-no-harm check keeps a deformation only if edges align
+            # better in most control-point cells: right between subjects, but a heart or a
+            # diaphragm moves locally, so most cells rightly stay as they were.
+            options.setdefault("structure_check", False)
         return {"stages": stages, "transform": self.transform, "metric": self.metric,
                 "init": "none", "levels": self.levels, "iterations": list(self.iterations),
                 "samples": list(self.samples), "seed": self.seed,
-                "deformable_options": dict(self.deformable_options)}
+                "deformable_options": options}
 
 
 @dataclass
@@ -209,9 +216,11 @@ def register_frame(reference: Volume, frame: Volume, settings: MotionSettings, i
         if mask is not None:
             mask = _padded(reference.with_data(mask.astype(np.uint8))).data > 0
     mask_volume = None if mask is None else fixed.with_data(mask.astype(np.uint8))
+    kwargs = settings.register_kwargs()
+    kwargs["levels"] = _useful_levels(fixed, settings.levels)
     try:
         result = register(fixed, moving, fixed_mask=mask_volume, callback=callback,
-                          cancel=cancel, **settings.register_kwargs())
+                          cancel=cancel, **kwargs)
         if settings.intensity_drift and not settings.deformable:
             result = _refine_with_drift(fixed, moving, result, settings, mask, mask_volume,
                                         callback, cancel)
@@ -222,6 +231,13 @@ def register_frame(reference: Volume, frame: Volume, settings: MotionSettings, i
         dense = result.deformable.displacement_field(reference)
     return FrameResult(index, np.asarray(result.matrix, dtype=np.float64),
                        float(result.final_cost), time.perf_counter() - t0, dense)
+
+
+def _useful_levels(volume: Volume, levels: int) -> int:
+    """Pyramid levels that differ: a small volume (thick-slab EPI) reaches its coarsest
+    size early, and repeating a level only costs time (the finest levels are kept)."""
+    factors, _ = default_schedule(volume, n_levels=max(1, levels))
+    return max(1, len({tuple(f) for f in factors}))
 
 
 def _refine_with_drift(fixed: Volume, moving: Volume, result, settings: MotionSettings,

@@ -17,7 +17,8 @@ __all__ = ["LayerMirror"]
 # Layer properties the copies follow (those a layer lacks are skipped).
 _FOLLOWED = ("visible", "opacity", "blending", "colormap", "contrast_limits", "gamma",
              "affine", "scale", "translate", "rotate", "shear", "name", "face_color",
-             "border_color", "size", "show_selected_label", "selected_label")
+             "border_color", "size", "show_selected_label", "selected_label", "features",
+             "mode")
 
 
 class LayerMirror:
@@ -82,7 +83,7 @@ class LayerMirror:
         if refresh is not None:
             self._connect(refresh, lambda _e, c=copy: c.refresh())
         if copy._type_string in self.editable_back:
-            self._connect(copy.events.data, self._follower(copy, layer, "data"))
+            self._connect(copy.events.data, self._replayer(copy, layer))
 
     def _follower(self, origin: Any, other: Any, name: str) -> Callable:
         def push(_event: Any = None) -> None:
@@ -96,6 +97,32 @@ class LayerMirror:
             finally:
                 self._pushing = False
         return push
+
+    def _replayer(self, copy: Any, original: Any) -> Callable:
+        """Points edited in the extra view: replay the edit on the original (``add`` for
+        new points, so whoever watches the original, e.g. the landmark panel giving ids,
+        sees an addition, not a whole new array)."""
+
+        def replay(event: Any) -> None:
+            if self._pushing:
+                return
+            action = str(getattr(event, "action", ""))
+            if action not in ("added", "removed", "changed"):
+                return
+            self._pushing = True
+            try:
+                indices = sorted(int(i) for i in (getattr(event, "data_indices", None) or ()))
+                if action == "added" and len(copy.data) == len(original.data) + len(indices):
+                    original.add(copy.data[indices])
+                else:
+                    original.data = copy.data
+            finally:
+                self._pushing = False
+            # the original's response (e.g. ids as features) comes back to the copy
+            for name in ("data", "features"):
+                self._follower(original, copy, name)()
+
+        return replay
 
     def close(self) -> None:
         """Disconnect from the source layers (the copies stay in the target)."""

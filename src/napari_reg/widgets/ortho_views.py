@@ -338,7 +338,10 @@ class ViewModeControl(QWidget):
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
             self._claim_corners(getattr(window, "_qt_window", None))
-            self._dock = window.add_dock_widget(self.views, name=DOCK_NAME, area="bottom")
+            self._dock = dock = window.add_dock_widget(self.views, name=DOCK_NAME,
+                                                       area="bottom")
+            # the dock's own close button: back to the single view, nothing left running
+            dock.destroyed.connect(lambda *_args: self._dock_gone(dock))
             self.fit_views_height()
             QTimer.singleShot(0, self._settle)  # again once the window is laid out
 
@@ -348,6 +351,11 @@ class ViewModeControl(QWidget):
         if self.views is not None:
             for pane in self.views.panes.values():
                 pane.model.reset_view()
+
+    def _dock_gone(self, dock: Any) -> None:
+        if dock is self._dock:
+            self._dock = None
+            self.set_mode("single")
 
     def _claim_corners(self, qt_window: Any) -> None:
         """Let the side docks run the full window height, so the views sit under the

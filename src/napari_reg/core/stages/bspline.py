@@ -151,11 +151,11 @@ class BSplineStage(Stage):
             points, fixed_values = draw_samples(level_fixed, level_mask, n_samples[level], rng)
             metric.setup(representative_values(level_fixed.data, rng),
                          representative_values(level_moving.data, rng))
+            # each new FFD acts on the points the chain so far has moved them to
+            warped = chain.transform_points(points)
             for _ in range(self.max_passes):
                 model = BoundedBSpline(BSplineTransform.over_volume(fixed, spacing))
                 current[:] = [model]
-                # the new FFD acts on the points the chain so far has moved them to
-                warped = chain.transform_points(points)
                 level_points, level_values = keep_overlapping(
                     warped, fixed_values, MatrixTransform(matrix), level_moving,
                     moving_mask=ctx.moving_mask)
@@ -179,6 +179,7 @@ class BSplineStage(Stage):
                                       self.optimizer, iters[level], TOLERANCE)
                 current.clear()
                 chain = BSplineChain(chain.ffds + [model.ffd], d)
+                warped, fixed_values = model.moved_points(), level_values
                 usages.append(model.usage())
                 if model.usage() < PASS_USAGE:
                     break

@@ -61,7 +61,16 @@ class BoundedBSpline(ParametricTransform):
         return np.ones(self.n_parameters)
 
     def at_points(self, points: np.ndarray, then: np.ndarray | None = None) -> PointJacobian:
-        return _BoundedPointJacobian(self, points, then)
+        """The sparse form (weights computed once); the last one is kept as ``mapping``
+        so that :meth:`moved_points` reuses its weights."""
+        self.mapping = _BoundedPointJacobian(self, points, then)
+        return self.mapping
+
+    def moved_points(self) -> np.ndarray:
+        """``x + u(x)`` (world mm, before ``then``) at the points of the last
+        :meth:`at_points`, with its precomputed weights."""
+        mapping = self.mapping
+        return mapping.points + self.ffd.displacement_at(mapping.points, mapping.inner.weights)
 
     def bending_energy_and_gradient(self) -> tuple[float, np.ndarray]:
         """The FFD's bending energy (mm^-2) and its gradient w.r.t. ``q``."""
