@@ -305,3 +305,17 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(tmp_path):
         folder = out / f"m{k}"
         assert not _visible(folder) or {"transform.tfm", "warped.nii.gz",
                                         "run.json"} <= _visible(folder)
+
+
+def test_sigterm_during_the_commit_keeps_the_whole_set_and_says_so(good, tmp_path):
+    fixed, moving = good
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "napari_reg.cli", "register", str(fixed),
+                           str(moving), "-o", str(out), *FAST],
+                          env=_env(NAPARI_REG_FAULT="rename:1:TERM"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert _visible(out) == {"transform.tfm", "warped.nii.gz", "run.json"}
+    assert "were complete before the signal and are kept" in proc.stderr
+    assert "no outputs written" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not _staging(tmp_path)

@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         outputs = run_job(job, args.output, callback=progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print("\nnapari-reg: interrupted; no outputs written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg: interrupted; {interrupted_outputs_note()}", file=sys.stderr)
         return 130
     except Cancelled:
         print("napari-reg: cancelled; no outputs written", file=sys.stderr)

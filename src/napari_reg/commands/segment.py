@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
             radius_mm=args.radius, truth=truth, register_options={"levels": args.levels},
             callback=progress)
     except (KeyboardInterrupt, Cancelled):
-        print("\nnapari-reg segment: interrupted; no outputs written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg segment: interrupted; {interrupted_outputs_note()}",
+              file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:
         print(f"napari-reg segment: error: {exc}", file=sys.stderr)

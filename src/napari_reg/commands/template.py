@@ -158,7 +158,10 @@ def run(args: argparse.Namespace) -> int:
                                     args.workers, args.scheduler,
                                     log=lambda m: print(m, file=sys.stderr))
     except (KeyboardInterrupt, Cancelled):
-        print("\nnapari-reg template: interrupted; no template written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg template: interrupted; {interrupted_outputs_note()}",
+              file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:
         print(f"napari-reg template: error: {exc}", file=sys.stderr)

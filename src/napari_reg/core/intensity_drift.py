@@ -58,8 +58,19 @@ def fit_gain(reference: Volume, aligned: np.ndarray, mask: np.ndarray | None = N
 
 
 def apply_gain(reference: Volume, coeffs: np.ndarray) -> Volume:
-    """The reference multiplied by the gain field (float32, same grid)."""
-    ijk = np.indices(reference.shape, dtype=np.float64).reshape(3, -1).T
-    gain = (_design(reference, ijk) @ np.asarray(coeffs, dtype=np.float64)).reshape(
-        reference.shape)
-    return reference.with_data((np.asarray(reference.data) * gain).astype(np.float32))
+    """The reference multiplied by the gain field (float32, same grid).
+
+    The gain is affine in world coordinates, hence in voxel indices: it is summed from
+    one ramp per axis (broadcast), never from a world coordinate per voxel.
+    """
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    linear, offset = reference.affine[:3, :3], reference.affine[:3, 3]
+    per_index = linear.T @ coeffs[1:] / GAIN_SCALE_MM  # d gain / d (i, j, k)
+    gain = coeffs[0] + coeffs[1:] @ (offset - reference.center_world()) / GAIN_SCALE_MM
+    field = np.full(reference.shape, gain, dtype=np.float32)
+    for axis, slope in enumerate(per_index):
+        shape = [1, 1, 1]
+        shape[axis] = reference.shape[axis]
+        field = field + (slope * np.arange(reference.shape[axis])).astype(
+            np.float32).reshape(shape)
+    return reference.with_data((np.asarray(reference.data) * field).astype(np.float32))

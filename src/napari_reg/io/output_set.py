@@ -50,7 +50,7 @@ from pathlib import Path
 from napari_reg.io.atomic import STAGING_PREFIX, current_umask, host_tag, staging_prefix
 
 __all__ = ["OutputSet", "OutputSetError", "STAGING_PREFIX", "check_output_plan",
-           "clean_stale", "deferred_signals", "staging_prefix"]
+           "clean_stale", "deferred_signals", "interrupted_outputs_note", "staging_prefix"]
 
 _JOURNAL = ".commit.json"
 _OWNER_RE = re.compile(r"^\.napari-reg-(\d+)-([0-9a-f]{8})-")
@@ -125,18 +125,33 @@ def _roll_forward(staging: Path) -> None:
             os.replace(source, folder / rel)
 
 
+# Output sets committed while an interrupt waited for the commit to finish: the interrupt
+# message must not say "no outputs written" about them (see interrupted_outputs_note).
+_KEPT: list[Path] = []
+
+
+def interrupted_outputs_note() -> str:
+    """The end of an interrupt message: "no outputs written", or which sets are kept."""
+    if not _KEPT:
+        return "no outputs written"
+    kept = ", ".join(str(p) for p in _KEPT)
+    _KEPT.clear()
+    return f"the outputs in {kept} were complete before the signal and are kept"
+
+
 @contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back (main thread only) and deliver them after the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def deferred_signals() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM back (main thread only) and deliver them after the block;
+    the block sees the list of signals waiting."""
     pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda signum, _frame: pending.append(signum))
     try:
-        yield
+        yield pending
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -254,9 +269,11 @@ class OutputSet:
             return False
         try:
             # Signals wait until the set is in place AND its staging is gone.
-            with deferred_signals():
+            with deferred_signals() as pending:
                 if exc_type is None:
                     self._commit(staging)
+                    if pending:
+                        _KEPT.append(self.folder)
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
