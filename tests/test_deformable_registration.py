@@ -292,7 +292,7 @@ def test_blas_runs_single_threaded_during_deformable_runs(which):
 def test_syn_coarse_half_maps_match_the_exact_exponentials():
     """The iterations' exp(+-v/2) computed on every 2nd voxel and interpolated back agree
     with the exact ones for a smooth velocity (smooth on the update's 3-voxel scale)."""
-    from napari_reg.core.stages.syn import _half_maps
+    from napari_reg.core.stages.syn_ops import half_maps as _half_maps
 
     rng = np.random.default_rng(3)
     v = np.stack([ndimage.gaussian_filter(rng.normal(size=(40, 44, 36)), 5.0)

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..engine.context import RunContext, level_schedule, per_level
 from ..engine.errors import RegistrationError
@@ -49,13 +48,19 @@ from ..pyramid import smooth
 from ..resample import resample
 from ..structure_check import StructureCheck, check_structure
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
-from ..transforms.field import _PARALLEL_POINTS, _index_grid, _pool, _to_voxel_vectors
-from ..transforms.velocity import StationaryVelocityField, exp_voxel
+from ..transforms.field import _index_grid, _to_voxel_vectors
+from ..transforms.velocity import StationaryVelocityField
 from .deformable_result import DeformableResult, regrid
 from .standalone import run_alone
+from .syn_ops import half_maps, parallel_map, smooth_components, warp_linear
 
 __all__ = ["SyNStage", "register_syn"]
 
+# Full-resolution iterations pay where they are cheap: up to this many fixed voxels (2D
+# slices, 2 mm brains: 0.06-1.1 M) they align the fine anatomy; on a 1 mm brain (8.7 M)
+# they cost ~8x a half-resolution iteration, so there the velocity stays on the
+# half-resolution grid (ANTs SyNQuick's 0 at full resolution) over 4 levels.
+FULL_RESOLUTION_VOXELS = 2_000_000
 # Block edge of the do-no-harm sign test: the B-spline's default control-point spacing,
 # about the scale of the smallest deformation SyN's smoothing lets through.
 JUDGE_BLOCK_MM = 10.0
@@ -68,7 +73,7 @@ class SyNStage(Stage):
     name = "syn"
 
     def __init__(self, *, metric: str = "lncc", radius: int = 2,
-                 metric_options: dict | None = None, levels: int = 3,
+                 metric_options: dict | None = None, levels: int | None = None,
                  shrink_factors: Sequence[Sequence[int] | int] | None = None,
                  sigmas_mm: Sequence[float] | None = None,
                  iterations: int | Sequence[int] | None = None, step_voxels: float = 0.5,
@@ -98,9 +103,11 @@ class SyNStage(Stage):
         t_begin = time.perf_counter()
         d = fixed.ndim
         matrix = np.asarray(transform.matrix, np.float64)  # type: ignore[attr-defined]
-        schedule = level_schedule(fixed, self.levels, self.shrink_factors, self.sigmas_mm)
+        large = fixed.data.size > FULL_RESOLUTION_VOXELS
+        levels = self.levels if self.levels is not None else (4 if large else 3)
+        schedule = level_schedule(fixed, levels, self.shrink_factors, self.sigmas_mm)
         shrink, sigmas, n_levels = schedule.shrink_factors, schedule.sigmas_mm, schedule.n_levels
-        iters = per_level(_default_iterations(shrink) if self.iterations is None
+        iters = per_level(_default_iterations(shrink, large) if self.iterations is None
                           else self.iterations, n_levels, "iterations")
         fixed_pyr = ctx.pyramid(fixed, shrink, sigmas)
         dense = make_dense_metric(self.metric, radius=self.radius, **self.metric_options)
@@ -161,9 +168,9 @@ class SyNStage(Stage):
                 cancel.raise_if_cancelled()
                 v_vox = _to_voxel_vectors(v, grid_affine)
                 # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
-                half, half_inv = _half_maps(v_vox, self.exp_shrink, check)
+                half, half_inv = half_maps(v_vox, self.exp_shrink, check)
                 latest_half = (half, grid_affine)
-                j_mid, i_mid = _parallel(lambda pair: _warp(*pair), [
+                j_mid, i_mid = parallel_map(lambda pair: warp_linear(*pair), [
                     (warped_lin, idx + half), (fimg, idx + half_inv)], fimg.size)
                 check()
                 cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mask, check=check)
@@ -171,7 +178,7 @@ class SyNStage(Stage):
                 grad = force_field(d_j, j_mid, grid_affine)
                 grad -= force_field(d_i, i_mid, grid_affine)
                 check()
-                update = _gaussian(grad, self.update_sigma_voxels, grid.spacing)
+                update = smooth_components(grad, self.update_sigma_voxels, grid.spacing)
                 norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
                 check()
                 record.costs.append(cost)
@@ -180,7 +187,7 @@ class SyNStage(Stage):
                     emit(EventKind.ITERATION, record, it, cost)
                     break
                 v -= update * np.float32(step_mm / norm)
-                v = _gaussian(v, self.field_sigma_voxels, grid.spacing)
+                v = smooth_components(v, self.field_sigma_voxels, grid.spacing)
                 emit(EventKind.ITERATION, record, it, cost)
                 if _converged(record.costs, self.convergence_window,
                               self.convergence_tolerance):
@@ -237,12 +244,14 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
         ``"nmi"``, ``"ncc"`` (dense versions of :mod:`napari_reg.core.metrics`; ``mi`` for
         pairs whose intensities relate in no local linear way).
     levels, shrink_factors, sigmas_mm
-        Pyramid schedule (defaults from :func:`napari_reg.core.pyramid.default_schedule`);
-        the velocity lives on each level's fixed grid.
+        Pyramid schedule (defaults from :func:`napari_reg.core.pyramid.default_schedule`;
+        ``levels`` 3, or 4 above 2 M voxels); the velocity lives on each level's grid.
     iterations
         Maximum iterations per level (the engine's one per-level rule). The default is
         greedy's recommended 100x50x10 over 3 levels (4x, 2x, full resolution): the few
-        full-resolution iterations align the fine anatomy of different subjects.
+        full-resolution iterations align the fine anatomy of different subjects. Above
+        2 M fixed voxels (a 1 mm brain) 4 levels, 100x100x50x0: the velocity stays on the
+        half-resolution grid, where an iteration costs 8x less.
     step_voxels
         Largest update per iteration, in voxels of the current level (ANTs' gradient step,
         greedy's epsilon).
@@ -276,41 +285,6 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
                      callback=callback, cancel=cancel, stage_index=stage)
 
 
-def _half_maps(v_vox: np.ndarray, shrink: int, check) -> tuple[np.ndarray, np.ndarray]:
-    """``exp(+v/2)`` and ``exp(-v/2)`` as voxel displacements on ``v_vox``'s grid.
-
-    With ``shrink > 1`` the scaling and squaring runs on every ``shrink``-th voxel (a
-    ``shrink**d`` times smaller grid) and the result is interpolated back (linear). Why:
-    the exponentials are most of an iteration's cost, and ``v`` is smooth on the scale of
-    the update's Gaussian (3 voxels), so the coarse grid carries it. Only the
-    iterations' forces use these maps; the result's exponential is always exact.
-    """
-    shape = v_vox.shape[1:]
-    if shrink <= 1 or min(shape) < 8 * shrink:
-        return (exp_voxel(0.5 * v_vox, max_step_voxels=0.5, check=check),
-                exp_voxel(-0.5 * v_vox, max_step_voxels=0.5, check=check))
-    # coarse voxel j sits at fine voxel shrink * j: vectors shrink by the same factor
-    coarse = v_vox[(slice(None),) + (slice(None, None, shrink),) * len(shape)]
-    coarse = coarse * np.float32(0.5 / shrink)
-    # linear zoom onto fine voxels 0, 1, ..., shrink * (n_c - 1) (grid_mode=False maps the
-    # end samples onto each other exactly); the rest of an axis repeats its last value
-    n_coarse = np.asarray(coarse.shape[1:])
-    spanned = shrink * (n_coarse - 1) + 1
-    zoom = tuple(float(f) for f in spanned / n_coarse)
-    pad = [(0, 0)] + [(0, int(n - m)) for n, m in zip(shape, spanned, strict=True)]
-
-    def one(sign: float) -> np.ndarray:
-        u = exp_voxel(sign * coarse, max_step_voxels=0.5, check=check)
-        fine = (np.stack([_upsample2(c) for c in u]) if shrink == 2 else
-                np.stack([ndimage.zoom(c, zoom, order=1, mode="nearest", grid_mode=False,
-                                       prefilter=False, output=np.float32) for c in u]))
-        fine *= np.float32(shrink)
-        return np.pad(fine, pad, mode="edge") if any(p[1] for p in pad) else fine
-
-    out = _parallel(one, [1.0, -1.0], v_vox[0].size)
-    return out[0], out[1]
-
-
 def _structure_check(v: np.ndarray, grid_affine: np.ndarray, spacing: np.ndarray,
                      fimg: np.ndarray, warped_lin: np.ndarray, mask: np.ndarray | None,
                      exp_shrink: int, check) -> StructureCheck | None:
@@ -319,67 +293,27 @@ def _structure_check(v: np.ndarray, grid_affine: np.ndarray, spacing: np.ndarray
     ``exp(v) = exp(v/2) o exp(v/2)`` from the iterations' half map."""
     if not np.any(v):
         return None
-    half, _ = _half_maps(_to_voxel_vectors(v, grid_affine), exp_shrink, check)
+    half, _ = half_maps(_to_voxel_vectors(v, grid_affine), exp_shrink, check)
     idx = _index_grid(fimg.shape)
     at_half = idx + half
-    full = half + np.stack([_warp(c, at_half) for c in half])
+    full = half + np.stack([warp_linear(c, at_half) for c in half])
     check()
     region = np.ones(fimg.shape, bool) if mask is None else mask
-    return check_structure(fimg, warped_lin, _warp(warped_lin, idx + full), spacing, region,
+    return check_structure(fimg, warped_lin, warp_linear(warped_lin, idx + full), spacing, region,
                            block_mm=JUDGE_BLOCK_MM)
 
 
-def _upsample2(coarse: np.ndarray) -> np.ndarray:
-    """Linear interpolation of samples at fine voxels 0, 2, 4, ... onto 0, 1, 2, ...,
-    2 (n - 1) along every axis: what ``ndimage.zoom(order=1, grid_mode=False)`` gives,
-    by slicing (zoom took ~40 % of a full-resolution SyN iteration)."""
-    out = np.asarray(coarse, np.float32)
-    for axis in range(out.ndim):
-        a = np.moveaxis(out, axis, 0)
-        fine = np.empty((2 * a.shape[0] - 1,) + a.shape[1:], np.float32)
-        fine[0::2] = a
-        fine[1::2] = a[:-1]
-        fine[1::2] += a[1:]
-        fine[1::2] *= np.float32(0.5)
-        out = np.moveaxis(fine, 0, axis)
-    return np.ascontiguousarray(out)
-
-
-def _warp(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Linear interpolation of an array at voxel coordinates ``(d, *shape)`` (edges: nearest)."""
-    return ndimage.map_coordinates(image, coords, order=1, mode="nearest", prefilter=False,
-                                   output=np.float32)
-
-
-def _gaussian(components: np.ndarray, sigma_voxels: float, spacing: np.ndarray) -> np.ndarray:
-    """Gaussian smoothing of each vector component.
-
-    ``sigma_voxels`` counts voxels of the finest axis; coarser axes of an anisotropic grid
-    get proportionally fewer voxels, so the kernel is isotropic in mm.
-    """
-    if sigma_voxels <= 0:
-        return components
-    sigma = sigma_voxels * float(spacing.min()) / np.asarray(spacing, np.float64)
-    return np.stack(_parallel(lambda c: ndimage.gaussian_filter(
-        c, sigma, mode="nearest", truncate=3.0), list(components), components[0].size))
-
-
-def _parallel(fn, items: list, size: int) -> list:
-    """``[fn(x) for x in items]``, on the field module's thread pool for large grids:
-    scipy.ndimage releases the GIL, so the two images' warps, the two half maps and the
-    smoothing of each component run side by side (2 threads: ~1.7x on a 2 mm brain)."""
-    if size < _PARALLEL_POINTS or len(items) < 2:
-        return [fn(x) for x in items]
-    return list(_pool().map(fn, items))
-
-
-def _default_iterations(shrink: list[list[int]]) -> list[int]:
+def _default_iterations(shrink: list[list[int]], large: bool = False) -> list[int]:
     """greedy's recommended 100x50x10 (coarse to full resolution), right-aligned: 100 on
     any extra coarse level, 10 at the finest. The few full-resolution iterations are
     where the fine anatomy aligns (2D slices of different subjects: mean tissue Dice
-    0.760 -> 0.782 for 10 of them; with greedy's smoothing and step, 0.813)."""
+    0.760 -> 0.782 for 10 of them; with greedy's smoothing and step, 0.813). On a
+    ``large`` grid (:data:`FULL_RESOLUTION_VOXELS`) an unshrunk finest level gets 0."""
     n = len(shrink)
-    return [100] if n == 1 else ([100] * n + [50, 10])[-n:]
+    iters = [100] if n == 1 else ([100] * n + [50, 10])[-n:]
+    if large and n >= 3 and all(f == 1 for f in shrink[-1]):
+        iters[-1] = 0
+    return iters
 
 
 def _converged(costs: list[float], window: int, tolerance: float) -> bool:
