@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from ants_layout import SUFFIXES, check_warp_then_affine_is_the_whole_map
 from motion_series import SHAPE, SPACING, TR_S, write_series
 from napari_reg.cli import main
 from napari_reg.core.motion import (
@@ -174,43 +175,12 @@ def test_mean_reference_and_deformable_with_time_smoothing(tmp_path) -> None:
     assert field.shape == SHAPE + (1, 3)
     # every frame in register's ANTs layout: affine (.tfm + .mat), warp, inverse warp
     for k in range(3):
-        for suffix in (".tfm", ".mat", "_warp.nii.gz", "_inverse_warp.nii.gz"):
+        for suffix in SUFFIXES:
             assert (out / "transforms" / f"frame_{k:04d}{suffix}").is_file(), (k, suffix)
     assert nib.load(str(out / "corrected.nii.gz")).shape == SHAPE + (3,)
     assert json.loads((out / "run.json").read_text())["settings"]["smooth_sigma_frames"] == 1.0
-    _check_warp_then_affine_is_the_whole_map(out / "transforms" / "frame_0002")
-
-
-def _check_warp_then_affine_is_the_whole_map(stem: Path) -> None:
-    """SimpleITK's reading of ``-t frame_warp -t frame.tfm`` maps points as the whole-map
-    field does (1e-3 mm), and the inverse warp undoes the warp."""
-    sitk = pytest.importorskip("SimpleITK", reason="the ANTs-layout check reads with ITK")
-
-    def field_tx(path: Path):
-        return sitk.DisplacementFieldTransform(
-            sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkVectorFloat64))
-
-    def lps(pts: np.ndarray) -> np.ndarray:
-        return pts * np.array([-1.0, -1.0, 1.0])
-
-    def mapped(tx, pts: np.ndarray) -> np.ndarray:  # world RAS in and out
-        return lps(np.array([tx.TransformPoint(tuple(map(float, q))) for q in lps(pts)]))
-
-    name = stem.name
-    affine = sitk.ReadTransform(str(stem.parent / f"{name}.tfm"))
-    warp = field_tx(stem.parent / f"{name}_warp.nii.gz")
-    whole = field_tx(stem.parent / f"{name}_whole_map_field.nii.gz")
-    inverse_warp = field_tx(stem.parent / f"{name}_inverse_warp.nii.gz")
-    chain = sitk.CompositeTransform([affine, warp])  # ITK applies the last added first
-    grid = nib.load(str(stem.parents[1] / "reference.nii.gz")).affine
-    rng = np.random.default_rng(3)
-    ijk = rng.uniform(3, np.array(SHAPE) - 4, size=(200, 3))
-    pts = ijk @ grid[:3, :3].T + grid[:3, 3]
-    ours = mapped(chain, pts)
-    assert np.abs(ours - pts).max() > 0.01  # the frame did move
-    np.testing.assert_allclose(ours, mapped(whole, pts), atol=1e-3)
-    np.testing.assert_allclose(mapped(sitk.CompositeTransform([inverse_warp, warp]), pts),
-                               pts, atol=0.02)
+    grid = nib.load(str(out / "reference.nii.gz")).affine
+    check_warp_then_affine_is_the_whole_map(out / "transforms" / "frame_0002", grid, SHAPE)
 
 
 def test_frames_on_a_dask_cluster(tmp_path) -> None:

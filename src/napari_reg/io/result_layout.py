@@ -15,6 +15,10 @@ NearestNeighbor -t [transform.tfm,1] -t inverse_warp.nii.gz`` brings fixed-space
 to the moving image. ``whole_map_field.nii.gz`` followed by the affine again would apply
 the affine twice. In an ANTs chain ``-t t1 -t t2 ... -t tn`` a fixed point goes through
 ``t1`` first: ``x -> tn(...t2(t1(x)))``.
+
+``motion`` (``transforms/frame_NNNN``), ``segment`` (``atlas_<k>``) and ``template``
+(``transforms/<image>``) write each deformable map the same way under a stem
+(:func:`ants_layout_names`), through the one writer :func:`write_ants_layout`.
 """
 
 from __future__ import annotations
