@@ -54,8 +54,10 @@ def _child_napari(series: str, workdir: str, workers: int) -> dict:
     from napari_reg.motion import run_motion
 
     t0 = time.perf_counter()
+    # The default runner: CPU-count processes (2 here, = --workers), or this process for
+    # a series under SMALL_SERIES_VOXELS, where spawning workers costs more than it saves.
     report = run_motion(series, Path(workdir) / "out", MotionSettings(reference="first"),
-                        workers=workers)
+                        workers=None if workers == os.cpu_count() else workers)
     seconds = time.perf_counter() - t0
     if not report.ok:
         raise RuntimeError(f"run failed: {[o.message for o in report.outcomes if o.message]}")

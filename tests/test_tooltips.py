@@ -56,3 +56,22 @@ def test_every_control_has_a_tooltip(make_napari_viewer):
     viewer.window.add_dock_widget(dock, name="napari-reg")
     missing = _inputs_without_tooltip(dock)
     assert not missing, f"{len(missing)} controls without a tooltip:\n" + "\n".join(missing)
+
+
+def test_every_panel_on_its_own_has_its_tooltips(make_napari_viewer):
+    """Each panel opened alone (Plugins menu) carries its tooltips too, not only in the
+    all-in-one dock."""
+    import importlib
+
+    from napari_reg.widgets.cost_plot import CostPlotPanel
+    from napari_reg.widgets.main_dock import SECTIONS
+
+    viewer = make_napari_viewer()
+    panels = [getattr(importlib.import_module(f"napari_reg.widgets.{module}"), cls)(viewer)
+              for _title, module, cls in SECTIONS]
+    missing = []
+    for panel in [*panels, CostPlotPanel()]:
+        native = getattr(panel, "native", panel)
+        missing += [f"{type(panel).__name__}: {m}" for m in _inputs_without_tooltip(native)]
+        native.deleteLater()
+    assert not missing, f"{len(missing)} controls without a tooltip:\n" + "\n".join(missing)

@@ -11,9 +11,11 @@ local alignment ``(n_fixed . n_warped)^2`` in [0, 1], which ignores contrast (si
 scale of the gradient) and smooth intensity bias.
 
 The decision is a one-sided sign test over local blocks (one block per control-point
-cell): the deformation is kept only if a clear majority of the blocks, more than
-``MAJORITY`` of them at significance ``ALPHA``, align their edges better than under
-the linear map alone. Real anatomy of different subjects improves in 64-80 % of 10 mm
+cell, only those the deformation moved by a quarter voxel or more): the deformation is
+kept only if a clear majority of them, more than ``MAJORITY`` at significance
+``ALPHA``, align their edges better than under the linear map alone. A deformation
+confined to fewer than ~9 blocks cannot pass (too little evidence): a small local
+correction is then dropped. Real anatomy of different subjects improves in 64-80 % of 10 mm
 blocks (2D slices, Colin27 -> ICBM); the shipped sample pair (an affine truth, T1 vs
 T2-like) in about 50 %: its B-spline deformation fitted contrast, not anatomy.
 """
@@ -33,6 +35,8 @@ MAJORITY = 0.6
 ALPHA = 0.01
 # Blocks with less than this fraction of their voxels inside the mask are not counted.
 MIN_BLOCK_FILL = 0.25
+# Blocks the deformation moved by less than this (voxels, on average) are not counted.
+MIN_MOVED_VOXELS = 0.25
 
 
 @dataclass(frozen=True)
@@ -84,32 +88,43 @@ def edge_alignment(fixed: np.ndarray, warped: np.ndarray, spacing: np.ndarray,
     return np.sum(nf * nw, axis=0) ** 2
 
 
-def _block_means(values: np.ndarray, mask: np.ndarray, block: np.ndarray) -> np.ndarray:
-    labels = np.zeros(values.shape, np.int64)
-    for axis, (n, b) in enumerate(zip(values.shape, block, strict=True)):
+def _block_means(arrays: list[np.ndarray], mask: np.ndarray, block: np.ndarray
+                 ) -> list[np.ndarray]:
+    """Per block (inside ``mask``, filled enough) the mean of each array."""
+    shape = arrays[0].shape
+    labels = np.zeros(shape, np.int64)
+    for axis, (n, b) in enumerate(zip(shape, block, strict=True)):
         index = (np.arange(n) // int(b)).reshape([-1 if a == axis else 1
-                                                  for a in range(values.ndim)])
+                                                  for a in range(len(shape))])
         labels = labels * (n // int(b) + 1) + index
     ids, inverse = np.unique(labels[mask], return_inverse=True)
-    sums = np.bincount(inverse, values[mask])
     counts = np.bincount(inverse)
     full = counts >= MIN_BLOCK_FILL * float(np.prod(block))
-    return sums[full] / counts[full]
+    return [np.bincount(inverse, a[mask])[full] / counts[full] for a in arrays]
 
 
 def check_structure(fixed: np.ndarray, warped_linear: np.ndarray, warped_deformed: np.ndarray,
                     spacing: np.ndarray, mask: np.ndarray, block_mm: float,
-                    sigma_vox: float = 1.0) -> StructureCheck:
+                    sigma_vox: float = 1.0, moved_mm: np.ndarray | None = None
+                    ) -> StructureCheck:
     """Sign test: do the deformed map's edges align better than the linear map's?
 
     All arrays are on the fixed grid (voxel ``spacing`` in mm); ``mask`` the fixed
-    foreground; ``block_mm`` the block edge (the control-point spacing).
+    foreground; ``block_mm`` the block edge (the control-point spacing). ``moved_mm``
+    (optional): how far the deformation moves each voxel (mm); blocks it moved by less
+    than ``MIN_MOVED_VOXELS`` of a voxel on average carry no evidence and are not
+    counted, so a correct local deformation is judged where it acts.
     """
     mask = np.asarray(mask, bool)
     before = edge_alignment(fixed, warped_linear, spacing, mask, sigma_vox)
     after = edge_alignment(fixed, warped_deformed, spacing, mask, sigma_vox)
     block = np.maximum(1, np.rint(block_mm / np.asarray(spacing, float))).astype(int)
-    change = _block_means(after - before, mask, block)
+    if moved_mm is None:
+        (change,) = _block_means([after - before], mask, block)
+    else:
+        change, moved = _block_means([after - before, np.asarray(moved_mm, float)], mask,
+                                     block)
+        change = change[moved >= MIN_MOVED_VOXELS * float(np.min(spacing))]
     improved, n = int(np.count_nonzero(change > 0)), int(change.size)
     p = (stats.binomtest(improved, n, MAJORITY, alternative="greater").pvalue
          if n else 1.0)

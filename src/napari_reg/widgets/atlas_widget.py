@@ -45,6 +45,7 @@ from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ._layer_volumes import layer_volume
 from ._panel_close import PanelCloseWatcher
 from ._session import unwrap_viewer
+from ._tooltips import apply_tooltips
 from ._worker import RunTicker
 
 __all__ = ["AtlasWidget", "FUSED_LAYER_NAME", "transform_choices"]
@@ -130,6 +131,7 @@ class AtlasWidget(Container):
         self._guess_subject()
 
     # ------------------------------------------------------------------ choices
+        apply_tooltips(self)  # what each control does, in which units
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Image)]
 

@@ -33,6 +33,7 @@ from ._layer_volumes import layer_volume, points_world, source_path
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._session_io import restore_viewer_session, save_viewer_session
+from ._tooltips import apply_tooltips
 
 __all__ = ["ExportWidget", "ExportError"]
 
@@ -113,6 +114,7 @@ class ExportWidget(Container):
             ev.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
         self._on_result(self._session.outcome)
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away: stop listening to the session and the viewer."""

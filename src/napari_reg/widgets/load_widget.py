@@ -16,6 +16,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 
 __all__ = ["LoadWidget", "style_fixed", "style_moving"]
 
@@ -77,6 +78,7 @@ class LoadWidget(Container):
             ev.connect(self._refresh)
         self.native.destroyed.connect(self._shutdown)
         self._guess_roles()
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away: stop listening to the viewer."""

@@ -42,6 +42,7 @@ from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ._layer_volumes import layer_volume, source_path
 from ._panel_close import PanelCloseWatcher
 from ._session import unwrap_viewer
+from ._tooltips import apply_tooltips
 from ._worker import RunTicker
 from .motion_plot import MotionPlot
 
@@ -132,6 +133,7 @@ class MotionWidget(Container):
         self._guess_series()
 
     # ------------------------------------------------------------------ choices
+        apply_tooltips(self)  # what each control does, in which units
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Image)
                 and not lyr.name.endswith(CORRECTED_SUFFIX)]

@@ -90,6 +90,8 @@ def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: 
         mask = foreground_mask(fixed.data)
     region = (np.ones(grid.shape, bool) if mask is None else np.asarray(mask, bool)[sub])
     linear = resample(moving, grid, MatrixTransform(matrix)).data
-    field = compose_linear(chain.to_field(grid.shape, grid.affine), matrix)
-    deformed = resample(moving, grid, field).data
-    return check_structure(grid.data, linear, deformed, grid.spacing, region, block_mm)
+    deformation = chain.to_field(grid.shape, grid.affine)
+    moved = np.sqrt(np.sum(deformation.components.astype(np.float64) ** 2, axis=0))
+    deformed = resample(moving, grid, compose_linear(deformation, matrix)).data
+    return check_structure(grid.data, linear, deformed, grid.spacing, region, block_mm,
+                           moved_mm=moved)
