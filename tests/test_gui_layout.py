@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QApplication
 from napari_reg.core.image import Volume
 from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets.main_dock import RegistrationDock
-from napari_reg.widgets.ortho_views import ViewModeControl
+from napari_reg.widgets.view_mode import ViewModeControl
 
 
 def _add_small_pair(viewer):

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from ants_layout import SUFFIXES, check_warp_then_affine_is_the_whole_map
 from motion_series import SHAPE, SPACING, TR_S, write_series
 from napari_reg.cli import main
 from napari_reg.core.motion import (
@@ -168,12 +169,18 @@ def test_mean_reference_and_deformable_with_time_smoothing(tmp_path) -> None:
                               deformable_options={"levels": 1, "iterations": 5})
     report = run_motion(series, out, settings, workers=0)
     assert report.ok, report.outcomes
-    fields = sorted((out / "transforms").glob("*_whole_field.nii.gz"))
+    fields = sorted((out / "transforms").glob("*_whole_map_field.nii.gz"))
     assert len(fields) == 3
     field = nib.load(str(fields[1]))
     assert field.shape == SHAPE + (1, 3)
+    # every frame in register's ANTs layout: affine (.tfm + .mat), warp, inverse warp
+    for k in range(3):
+        for suffix in SUFFIXES:
+            assert (out / "transforms" / f"frame_{k:04d}{suffix}").is_file(), (k, suffix)
     assert nib.load(str(out / "corrected.nii.gz")).shape == SHAPE + (3,)
     assert json.loads((out / "run.json").read_text())["settings"]["smooth_sigma_frames"] == 1.0
+    grid = nib.load(str(out / "reference.nii.gz")).affine
+    check_warp_then_affine_is_the_whole_map(out / "transforms" / "frame_0002", grid, SHAPE)
 
 
 def test_frames_on_a_dask_cluster(tmp_path) -> None:

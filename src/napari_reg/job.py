@@ -32,7 +32,6 @@ from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.transforms.field import DisplacementField
 from .core.warp_result import warp_result
-from .io.displacement_fields import save_displacement_field
 from .io.flat import PlanarPair, plane_of
 from .io.input_checks import check_landmarks, check_linear_transform, check_warped
 from .io.landmarks import read_landmarks
@@ -45,6 +44,7 @@ from .io.result_layout import (
     WARP,
     WHOLE_MAP,
     deformation_fields,
+    write_ants_layout,
 )
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import VolumeReadError, load_volume, save_volume
@@ -205,16 +205,15 @@ def run_job(
             "folded_fraction": float(np.mean(jacobian <= 0))}
     # Staged, then moved into place as one set; run.json last (it marks a complete set).
     with outputs:
-        write_itk_transform(pair.matrix_for_file(result.matrix),
-                            outputs.path(names["transform"]))
+        if field is None:  # a deformable result's affine is written with its warps below
+            write_itk_transform(pair.matrix_for_file(result.matrix),
+                                outputs.path(names["transform"]))
         save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
-            write_itk_transform(pair.matrix_for_file(result.matrix),
-                                outputs.path(names["affine_mat"]))
             warp, inverse_warp = deformation_fields(result.deformable, fixed)
-            for key, dfield in (("warp", warp), ("inverse_warp", inverse_warp)):
-                save_displacement_field(outputs.path(names[key]), _warp_for_file(pair, dfield))
-            save_displacement_field(outputs.path(names["whole_map"]), pair.field_for_file(field))
+            write_ants_layout(outputs.path, {**names, "affine": names["transform"]},
+                              pair.matrix_for_file(result.matrix), _warp_for_file(pair, warp),
+                              _warp_for_file(pair, inverse_warp), pair.field_for_file(field))
             save_volume(pair.volume_for_file(
                 fixed.with_data(jacobian.astype(np.float32), name="jacobian")),
                 outputs.path(names["jacobian"]))

@@ -6,8 +6,10 @@
 
 Every frame is registered to the reference. OUTDIR receives corrected.nii.gz (the
 series on the reference grid, header timing kept), transforms/frame_NNNN.tfm (ITK: maps
-REFERENCE physical points to FRAME N physical points; deformable runs add
-frame_NNNN_whole_field.nii.gz, the whole map), motion.tsv (rotations in degrees,
+REFERENCE physical points to FRAME N physical points; deformable frames are written
+in register's ANTs layout: frame_NNNN.tfm/.mat the affine, frame_NNNN_warp.nii.gz the
+deformation only, frame_NNNN_inverse_warp.nii.gz, frame_NNNN_whole_map_field.nii.gz
+the whole map, used alone), motion.tsv (rotations in degrees,
 translations in mm, framewise displacement after Power et al. 2012) and run.json. The set
 appears whole or not at all and never replaces an existing file; an interrupted run
 resumes when the same command is run again. Exit status: 0 done, 1 bad input or failed

@@ -74,7 +74,7 @@ class RegistrationDock(QWidget):
     """All napari-reg panels in one dock (see the module docstring).
 
     ``panels`` maps each section's class name to the panel object (magicgui Container or
-    QWidget); ``views`` is the :class:`~napari_reg.widgets.ortho_views.ViewModeControl`.
+    QWidget); ``views`` is the :class:`~napari_reg.widgets.view_mode.ViewModeControl`.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -85,7 +85,7 @@ class RegistrationDock(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
 
-        from .ortho_views import ViewModeControl
+        from .view_mode import ViewModeControl
 
         self.views = ViewModeControl(viewer)
         layout.addWidget(self.views)
