@@ -36,9 +36,10 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from napari_reg.batch import plan_pairs, run_batch  # noqa: E402
-from napari_reg.core.fusion import fuse_labels, segment_with_atlases  # noqa: E402
+from napari_reg.core.atlas.fusion import fuse_labels, segment_with_atlases  # noqa: E402
+from napari_reg.core.atlas.labels import Atlas, propagate_labels  # noqa: E402
 from napari_reg.core.image import Volume, apply_affine  # noqa: E402
-from napari_reg.core.labels import Atlas, dice_per_label, propagate_labels  # noqa: E402
+from napari_reg.core.qc import dice_per_label  # noqa: E402
 from napari_reg.io.transform_files import read_itk_transform  # noqa: E402
 from napari_reg.io.volumes import save_volume  # noqa: E402
 from pairs import brain_mask, load_mni, random_affine  # noqa: E402
@@ -194,7 +195,7 @@ def part_template(args) -> dict:
     from scipy import linalg
 
     from napari_reg.batch import executor_mapper
-    from napari_reg.core.template import build_template
+    from napari_reg.core.atlas.template import build_template
 
     t1, gm, wm, affine = load_mni(args.step)
     mask = brain_mask(gm, wm)

@@ -157,6 +157,11 @@ def transform_cases(tally: Tally, work: Path, seed: int) -> None:
                  ["apply", str(f.path), "--reference", str(fixed), "--input", str(moving),
                   "-o", str(out / "applied.nii.gz")], [fixed, moving, f.path],
                  out / "applied.nii.gz")
+    for k, f in enumerate(corpus.record_corpus(work / "records", fixed, moving)):
+        out = work / "out" / f"rec{k}"
+        run_case(tally, f"register --replay {f.what}",
+                 ["register", "--replay", str(f.path), "-o", str(out), "-q"],
+                 [fixed, moving, f.path], out)
     loop = work / "loop.nii.gz"
     with contextlib.suppress(FileNotFoundError):
         loop.unlink()
@@ -222,18 +227,20 @@ def kill_cases(tally: Tally, work: Path) -> None:
     fixed, moving = corpus.good_pair(work / "good")
     expected = {"transform.tfm", "warped.nii.gz", "run.json"}
     for sig in ("KILL", "TERM"):
-        for existing in (False, True):
-            for n in (1, 2, 3):
-                if not existing and n > 1:
-                    continue  # a new folder is committed by one rename
+        # a new folder; a folder holding an older result only; one with a user file too
+        for where, renames in (("new", 1), ("older result", 2), ("user file", 3)):
+            for n in range(1, renames + 1):
                 tally.cases += 1
-                out = work / "out" / f"kill_{sig}_{int(existing)}_{n}"
-                if existing:
-                    out.mkdir(parents=True)
+                out = work / "out" / f"kill_{sig}_{where.replace(' ', '_')}_{n}"
+                if where != "new":
+                    done = _cli(["register", str(fixed), str(moving), "-o", str(out), *FAST])
+                    assert done.returncode == 0, done.stderr
+                if where == "user file":
                     (out / "notes.txt").write_text("user file\n")
-                proc = _cli(["register", str(fixed), str(moving), "-o", str(out), *FAST],
+                proc = _cli(["register", str(fixed), str(moving), "-o", str(out), *FAST,
+                             "--overwrite", "--seed", "1"],
                             env={"NAPARI_REG_FAULT": f"rename:{n}:{sig}"})
-                label = f"SIG{sig} at rename {n} ({'existing' if existing else 'new'} folder)"
+                label = f"SIG{sig} at rename {n} ({where} folder)"
                 if "Traceback" in proc.stderr:
                     tally.tracebacks.append(label)
                 if proc.returncode == 0:
@@ -243,7 +250,7 @@ def kill_cases(tally: Tally, work: Path) -> None:
                 if "run.json" in visible and not expected <= visible:
                     tally.partial.append(f"{label}: {sorted(visible)}")
                 if visible and "run.json" not in visible:
-                    journal = [p for p in out.glob(".napari-reg-*/.commit.json")]
+                    journal = list(out.glob(".napari-reg-*/.commit.json"))
                     (tally.uncommitted if journal and sig == "KILL" else tally.partial).append(
                         f"{label}: {sorted(visible)} without run.json")
                 # The next run in the same place must finish and leave no staging behind.
@@ -254,6 +261,8 @@ def kill_cases(tally: Tally, work: Path) -> None:
                 if again.returncode != 0 or left or not expected <= _files(out):
                     tally.partial.append(f"{label}, then a new run: exit {again.returncode}, "
                                          f"left {left}")
+                if where == "user file" and not (out / "notes.txt").exists():
+                    tally.changed_inputs.append(f"{label}: the user's file is gone")
 
 
 def disk_cases(tally: Tally, work: Path) -> str:

@@ -54,8 +54,10 @@ def _child_napari(series: str, workdir: str, workers: int) -> dict:
     from napari_reg.motion import run_motion
 
     t0 = time.perf_counter()
+    # The default runner: CPU-count processes (2 here, = --workers), or this process for
+    # a series under SMALL_SERIES_VOXELS, where spawning workers costs more than it saves.
     report = run_motion(series, Path(workdir) / "out", MotionSettings(reference="first"),
-                        workers=workers)
+                        workers=None if workers == os.cpu_count() else workers)
     seconds = time.perf_counter() - t0
     if not report.ok:
         raise RuntimeError(f"run failed: {[o.message for o in report.outcomes if o.message]}")
@@ -244,8 +246,9 @@ def summarise(name: str, entry: dict, results: dict, tools: list[str]) -> dict:
             out["mean_fd_mm"] = float(framewise_displacement(m, center).mean())
             if "series" in entry:
                 errors = map_distance(m, entry["series"].motion, points)
-                out["error_mean_mm"] = float(errors[1:].mean())
+                out["error_mean_mm"] = float(errors[1:].mean())  # frame 0 is the reference
                 out["error_max_mm"] = float(errors.max())
+                out["errors_per_frame_mm"] = [round(float(e), 5) for e in errors]
         row["tools"][tool] = out
     if all("matrices" in results[t] for t in tools) and len(tools) == 2:
         a, b = (np.asarray(results[t]["matrices"]) for t in tools)

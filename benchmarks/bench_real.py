@@ -188,7 +188,9 @@ def truth_scorer(fixed: np.ndarray, fixed_affine: np.ndarray, truth: np.ndarray)
 # ---------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--which", default="2d,3d", help="'2d', '3d' or '2d,3d' (default)")
+    p.add_argument("--which", default="2d,3d",
+                   help="comma list of '2d', '3d' (Colin27 -> ICBM T1), '3d-t2' (Colin27 -> "
+                        "a T2-like ICBM: multi-modal); default '2d,3d'")
     p.add_argument("--all-2d", action="store_true",
                    help="all 6 ordered slice pairs (default: 3, each slice fixed once)")
     p.add_argument("--spacing", type=float, default=2.0, help="3D grid spacing, mm")

@@ -289,3 +289,29 @@ def field_corpus(folder: Path, seed: int = 0) -> list[HostileFile]:
     nib.save(huge_img, str(folder / "field_1e30.nii.gz"))
     files.append(HostileFile(folder / "field_1e30.nii.gz", "1e30 mm vectors", "field"))
     return files
+
+
+def record_corpus(folder: Path, fixed: Path, moving: Path) -> list[HostileFile]:
+    """Malformed or hand-edited run records (``register --replay``)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = {"fixed": str(fixed), "moving": str(moving)}
+    cases = {
+        "not_json.json": "not json",
+        "list.json": "[1, 2]",
+        "no_moving.json": json.dumps({"fixed": str(fixed)}),
+        "params_list.json": json.dumps({**base, "parameters": [1]}),
+        "levels_text.json": json.dumps({**base, "parameters": {"levels": "abc"}}),
+        "levels_float.json": json.dumps({**base, "parameters": {"levels": 1e9}}),
+        "unknown_key.json": json.dumps({**base, "parameters": {"bogus": 1}}),
+        "bad_transform.json": json.dumps({**base, "parameters": {"transform": "nope"}}),
+        "negative_iterations.json": json.dumps({**base, "parameters": {"iterations": [-5]}}),
+        "missing_inputs.json": json.dumps({"fixed": "/nonexistent/a.nii.gz",
+                                           "moving": "/nonexistent/b.nii.gz"}),
+    }
+    files = []
+    for name, text in cases.items():
+        (folder / name).write_text(text)
+        files.append(HostileFile(folder / name, name, "record"))
+    return files

@@ -14,6 +14,7 @@ agreement for inverse maps, and point-mapping errors in mm.
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import sys
 import tempfile
@@ -63,6 +64,15 @@ def make_pair(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def _prefix(out: Path, name: str) -> str:
+    """An ANTs output prefix in a folder of its own (ANTsPy finds its outputs by globbing
+    the prefix, so other files beginning with it would be taken for transforms)."""
+    folder = out / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder) + "/"
+
+
 class Report:
     def __init__(self, fixed: Path):
         img = load_volume(fixed).data
@@ -85,9 +95,8 @@ class Report:
         print(f"{what:<72} {value}", flush=True)
 
 
-def run(out: Path) -> None:
+def run(out: Path, peers: tuple[str, ...] = ("ants", "greedy")) -> None:
     import ants
-    from picsl_greedy import Greedy3D
 
     p = make_pair(out)
     report = Report(p["fixed"])
@@ -107,12 +116,22 @@ def run(out: Path) -> None:
         ants.image_write(img, str(out / name))
         return out / name
 
-    # ---- ours -> ANTs ------------------------------------------------------------
     t0 = time.perf_counter()
     res = out / "ours"
     assert napari_reg(["register", fix, mov, "-o", str(res), "-q", "--transform", "syn",
                        "--metric", "ncc", "--overwrite"]) == 0
     report.add("napari-reg register --transform syn (s)", f"{time.perf_counter() - t0:.1f}")
+    if "ants" in peers:
+        ants_checks(out, p, res, report, ours_apply, ants_apply, a_fix, a_mov, a_lab)
+    if "greedy" in peers:
+        greedy_checks(out, fix, mov, res, report, ours_apply)
+
+
+def ants_checks(out, p, res, report, ours_apply, ants_apply, a_fix, a_mov, a_lab) -> None:
+    import ants
+
+    mov = str(p["moving"])
+    # ---- ours -> ANTs ------------------------------------------------------------
     report.images("ANTs -t warp.nii.gz -t transform.tfm vs our warped.nii.gz",
                   ants_apply("ants_fwd.nii.gz", a_fix, a_mov,
                              [res / "warp.nii.gz", res / "transform.tfm"]),
@@ -137,7 +156,8 @@ def run(out: Path) -> None:
     # ---- ANTs -> ours ------------------------------------------------------------
     t0 = time.perf_counter()
     reg = ants.registration(a_fix, a_mov, type_of_transform="SyN", reg_iterations=(40, 20, 0),
-                            outprefix=str(out / "ants_"), write_composite_transform=False)
+                            outprefix=_prefix(out, "ants_syn"),
+                            write_composite_transform=False)
     report.add("ANTsPy registration SyN (s)", f"{time.perf_counter() - t0:.1f}")
     fwd, inv = reg["fwdtransforms"], reg["invtransforms"]
     chain = [a for t in fwd for a in ("-t", t)]
@@ -150,40 +170,46 @@ def run(out: Path) -> None:
                              source=str(p["fixed_labels"])),
                   ants_apply("ants_own_inv.nii.gz", a_mov, a_lab, inv, [True, False],
                              "nearestNeighbor"))
+    prefix = _prefix(out, "ants_composite")
     comp = ants.registration(a_fix, a_mov, type_of_transform="SyN",
-                             reg_iterations=(40, 20, 0), outprefix=str(out / "antsc_"),
+                             reg_iterations=(40, 20, 0), outprefix=prefix,
                              write_composite_transform=True)
     fwd_c = comp["fwdtransforms"]
     fwd_c = [fwd_c] if isinstance(fwd_c, str) else list(fwd_c)
     h5 = next((Path(t) for t in fwd_c if str(t).endswith(".h5")),
-              Path(str(out / "antsc_") + "Composite.h5"))
+              Path(prefix + "Composite.h5"))
     report.images("napari-reg apply Composite.h5 vs ANTs apply_transforms(Composite.h5)",
                   ours_apply("ours_from_h5.nii.gz", str(h5)),
                   ants_apply("ants_h5.nii.gz", a_fix, a_mov, [h5]))
 
+
+
+def greedy_checks(out, fix, mov, res, report, ours_apply) -> None:
+    from picsl_greedy import Greedy3D
+
     # ---- greedy / c3d ------------------------------------------------------------
-    g = Greedy3D()
+    g, quiet = Greedy3D(), io.StringIO()
     t0 = time.perf_counter()
     g.execute(f"-d 3 -a -dof 12 -i {fix} {mov} -o {out / 'greedy_affine.mat'} "
-              "-m NCC 2x2x2 -n 40x20x10 -ia-image-centers", out=None)
+              "-m NCC 2x2x2 -n 40x20x10 -ia-image-centers", out=quiet, err=quiet)
     report.add("greedy -a -dof 12 (s)", f"{time.perf_counter() - t0:.1f}")
     g.execute(f"-d 3 -rf {fix} -rm {mov} {out / 'greedy_resliced.nii.gz'} "
-              f"-r {out / 'greedy_affine.mat'}", out=None)
+              f"-r {out / 'greedy_affine.mat'}", out=quiet, err=quiet)
     report.images("napari-reg apply greedy_affine.mat --format ras vs greedy -r",
                   ours_apply("ours_greedy.nii.gz", str(out / "greedy_affine.mat"),
                              "--format", "ras"), out / "greedy_resliced.nii.gz")
     assert napari_reg(["convert", str(res / "transform.tfm"), str(out / "ours_ras.mat"),
                        "--to", "ras", "--overwrite"]) == 0
     g.execute(f"-d 3 -rf {fix} -rm {mov} {out / 'greedy_ours.nii.gz'} "
-              f"-r {out / 'ours_ras.mat'}", out=None)
+              f"-r {out / 'ours_ras.mat'}", out=quiet, err=quiet)
     report.images("greedy -r (our affine via convert --to ras) vs apply transform.tfm",
                   out / "greedy_ours.nii.gz", ours_apply("ours_affine.nii.gz",
                                                          str(res / "transform.tfm")))
     g.execute(f"-d 3 -i {fix} {mov} -it {out / 'greedy_affine.mat'} -o "
               f"{out / 'greedy_warp.nii.gz'} -m NCC 2x2x2 -n 40x20 -s 2.0vox 0.5vox",
-              out=None)
+              out=quiet, err=quiet)
     g.execute(f"-d 3 -rf {fix} -rm {mov} {out / 'greedy_def.nii.gz'} -r "
-              f"{out / 'greedy_warp.nii.gz'} {out / 'greedy_affine.mat'}", out=None)
+              f"{out / 'greedy_warp.nii.gz'} {out / 'greedy_affine.mat'}", out=quiet, err=quiet)
     report.images("apply -t greedy_warp -t greedy_affine (--format ras) vs greedy -r",
                   ours_apply("ours_greedy_def.nii.gz", "-t", str(out / "greedy_warp.nii.gz"),
                              "-t", str(out / "greedy_affine.mat"), "--format", "ras"),
@@ -193,11 +219,13 @@ def run(out: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--peers", nargs="+", default=["ants", "greedy"],
+                        choices=["ants", "greedy"])
     args = parser.parse_args()
     folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="interop-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        run(folder)
+        run(folder, tuple(args.peers))
     finally:
         if not args.out:
             shutil.rmtree(folder, ignore_errors=True)

@@ -124,7 +124,9 @@ def icbm_t1_path() -> Path:
 def load_pairs(which: str = "2d,3d", spacing_mm: float = 2.0, all_2d: bool = False
                ) -> list[RealPair]:
     """The real pairs: 2D slices (3 cyclic pairs, or all 6 ordered ones) and/or Colin27 ->
-    ICBM 2009a at ``spacing_mm``."""
+    ICBM 2009a at ``spacing_mm``; ``3d-t2`` adds a multi-modal pair: Colin27 (T1) to a
+    T2-like contrast of the ICBM template (pairs.t2_like: CSF bright, GM mid, WM dark,
+    from its tissue maps), scored with the labels of the ICBM T1 on the same grid."""
     base = real_data_dir()
     pairs = []
     if "2d" in which:
@@ -133,11 +135,27 @@ def load_pairs(which: str = "2d,3d", spacing_mm: float = 2.0, all_2d: bool = Fal
                  [(SLICES[i], SLICES[(i + 1) % 3]) for i in range(3)])
         for f, m in order:
             pairs.append(RealPair(f"{m}->{f}", *slices[f], *slices[m]))
-    if "3d" in which:
+    if "3d" in which.replace("3d-t2", ""):
         fixed = _load_nifti(icbm_t1_path(), spacing_mm)
         moving = _load_nifti(base / "ch2.nii.gz", spacing_mm)
         pairs.append(RealPair(f"colin27->icbm-{spacing_mm:g}mm", *fixed, *moving))
+    if "3d-t2" in which:
+        pairs.append(_multimodal_pair(base, spacing_mm))
     return pairs
+
+
+def _multimodal_pair(base: Path, spacing_mm: float) -> RealPair:
+    from pairs import load_mni, t2_like
+
+    t1, gm, wm, affine = load_mni(1)
+    t1_s, fixed_affine = _to_spacing(t1, affine, spacing_mm)
+    t2_s, _ = _to_spacing(t2_like(t1, gm, wm), affine, spacing_mm)
+    moving, moving_affine = _load_nifti(base / "ch2.nii.gz", spacing_mm)
+    fixed_mask, moving_mask = brain_mask(t1_s), brain_mask(moving)
+    return RealPair(f"colin27->icbm-t2like-{spacing_mm:g}mm", t2_s, fixed_affine, moving,
+                    moving_affine, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                    fixed_labels=kmeans_labels(t1_s, fixed_mask),
+                    moving_labels=kmeans_labels(moving, moving_mask))
 
 
 # ---------------------------------------------------------------- labelling

@@ -102,6 +102,12 @@ def run_ours_syn(fixed, fa, moving, ma) -> Export:
     return _ours(fixed, fa, moving, ma, transform="syn", metric="mi", init="com")
 
 
+def run_ours_syn_mi(fixed, fa, moving, ma) -> Export:
+    """SyN with mutual information as its deformable metric (the multi-modal variant)."""
+    return _ours(fixed, fa, moving, ma, transform="syn", metric="mi", init="com",
+                 deformable_metric="mi")
+
+
 def run_ours_bspline(fixed, fa, moving, ma) -> Export:
     """``register(..., transform="bspline")`` (the Affine + B-spline preset, MI)."""
     return _ours(fixed, fa, moving, ma, transform="bspline", metric="mi", init="com")
@@ -247,6 +253,7 @@ REAL_TOOLS: dict[str, Callable[..., Export]] = {
     "napari_reg_bspline": run_ours_bspline,
     "napari_reg_bspline_ncc": run_ours_bspline_ncc,
     "napari_reg_syn": run_ours_syn,
+    "napari_reg_syn_mi": run_ours_syn_mi,
     "greedy": run_greedy,
     "greedy_affine": run_greedy_affine,
     "ants": run_ants,

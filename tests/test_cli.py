@@ -137,3 +137,30 @@ def test_bad_inputs_exit_non_zero_with_a_message(pair, tmp_path, capsys):
     assert main(["apply", str(bad_tfm), "--reference", str(pair["fixed"]), "--input",
                  str(pair["moving"]), "-o", str(tmp_path / "x.nii.gz")]) == 1
     assert "Nonsense" in capsys.readouterr().err
+
+
+def test_moving_mask_is_used_recorded_and_replayed(pair, tmp_path, capsys):
+    pair, truth = pair
+    moving = load_volume(pair["moving"])
+    # the moving image's top third is "missing tissue": masked out, the rest aligns
+    keep = np.ones(moving.shape, np.uint8)
+    keep[:, :, 2 * moving.shape[2] // 3:] = 0
+    mask_path = tmp_path / "moving_mask.nii.gz"
+    save_volume(moving.with_data(keep), mask_path)
+    out = tmp_path / "masked"
+    code = main(["register", str(pair["fixed"]), str(pair["moving"]),
+                 "--moving-mask", str(mask_path), "-o", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    assert record["job"]["moving_mask"] == str(mask_path)
+    matrix = read_transform(out / "transform.tfm")
+    assert brain_error_mm(matrix, truth, load_volume(pair["fixed"])) < 0.5
+    again = tmp_path / "again"
+    assert main(["register", "--replay", str(out / "run.json"), "-o", str(again), "-q"]) == 0
+    assert np.allclose(read_transform(again / "transform.tfm"), matrix, atol=1e-8)
+    # an empty moving mask is refused with a message, nothing written
+    save_volume(moving.with_data(np.zeros(moving.shape, np.uint8)), mask_path)
+    assert main(["register", str(pair["fixed"]), str(pair["moving"]), "--moving-mask",
+                 str(mask_path), "-o", str(tmp_path / "bad"), "-q"]) != 0
+    assert "moving mask is empty" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_reg.core.fusion import (
+from napari_reg.core.atlas.fusion import (
     AtlasProgress,
     dice_table,
     fuse_labels,
@@ -16,8 +16,8 @@ from napari_reg.core.fusion import (
     segment_with_atlases,
     weighted_vote,
 )
+from napari_reg.core.atlas.labels import Atlas, LabelError, LabelTableError, ModalityWarning
 from napari_reg.core.image import Volume, apply_affine
-from napari_reg.core.labels import Atlas, LabelError, LabelTableError, ModalityWarning
 from phantoms import grid_affine, homogeneous, phantom, phantom_volume, rotation
 
 
@@ -180,3 +180,23 @@ def test_deformable_atlas_registration_through_the_driver() -> None:
                                   fusion="majority", truth=truth, register_options=FAST)
     assert not result.transforms[0].is_linear
     assert min(result.dice["fused"].values()) > 0.8
+
+
+def test_deformable_segment_writes_the_ants_layout(tmp_path) -> None:
+    """Each deformable atlas map in register's layout: warp then affine = the whole map."""
+    from ants_layout import check_warp_then_affine_is_the_whole_map
+    from napari_reg.cli import main
+    from napari_reg.io.volumes import save_volume
+
+    subject = phantom_volume((26, 22, 20), (3.0, 3.0, 3.0), name="subject")
+    save_volume(subject, tmp_path / "subject.nii.gz")
+    atlas = _atlas(homogeneous(rotation(0.03, 0.0, 0.05), [3.0, -2.0, 1.0]), "a")
+    save_volume(atlas.image, tmp_path / "a.nii.gz")
+    save_volume(atlas.labels, tmp_path / "a_labels.nii.gz")
+    out = tmp_path / "seg"
+    assert main(["segment", str(tmp_path / "subject.nii.gz"), "--atlas",
+                 str(tmp_path / "a.nii.gz"), str(tmp_path / "a_labels.nii.gz"), "-o", str(out),
+                 "--transform", "syn", "--metric", "ncc", "--levels", "2",
+                 "--fusion", "majority"]) == 0
+    assert not (out / "atlas_1_field.nii.gz").exists()
+    check_warp_then_affine_is_the_whole_map(out / "atlas_1", subject.affine, subject.shape)

@@ -1,4 +1,4 @@
-"""Label propagation (nearest, per-label linear + argmax), label tables, Dice, modality check."""
+"""Label propagation (nearest, per-label linear + argmax), label tables, modality check."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_reg.core.image import Volume
-from napari_reg.core.labels import (
+from napari_reg.core.atlas.labels import (
     Atlas,
     LabelError,
     LabelTableError,
     ModalityWarning,
     check_label_tables,
-    dice_per_label,
     label_memberships,
     modality_check,
     propagate_labels,
 )
+from napari_reg.core.image import Volume
 from phantoms import grid_affine, homogeneous, phantom_volume, rotation
 
 
@@ -114,18 +113,6 @@ def test_bad_label_maps_are_refused() -> None:
         propagate_labels(atlas.labels, atlas.labels, None, method="cubic")
 
 
-def test_dice_per_label() -> None:
-    seg = np.array([0, 1, 1, 2, 2, 2])
-    ref = np.array([0, 1, 2, 2, 2, 0])
-    report = dice_per_label(seg, ref)
-    assert set(report) == {1, 2}
-    assert report[1] == pytest.approx(2 * 1 / 3)
-    assert report[2] == pytest.approx(2 * 2 / 6)
-    assert np.isnan(dice_per_label(seg, ref, values=[7])[7])
-    with pytest.raises(LabelError, match="same grid"):
-        dice_per_label(seg, ref[:4])
-
-
 def test_modality_check_asks_for_mi_across_contrasts() -> None:
     t1 = phantom_volume((24, 24, 20), (3.0, 3.0, 3.0), name="t1")
     t2 = phantom_volume((24, 24, 20), (3.0, 3.0, 3.0), contrast="t2", name="t2")
@@ -138,7 +125,7 @@ def test_modality_check_asks_for_mi_across_contrasts() -> None:
 
 
 def test_non_linear_maps_are_sampled_once_and_give_the_same_labels() -> None:
-    from napari_reg.core.labels import dense_on
+    from napari_reg.core.atlas.labels import dense_on
     from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
     from napari_reg.core.transforms.field import DisplacementField
 

@@ -25,8 +25,9 @@ NAMES = ["a.txt", "sub/b.txt", "run.json"]
 _WRITER = textwrap.dedent("""
     import sys
     from napari_reg.io.output_set import OutputSet
-    with OutputSet(sys.argv[1], marker="run.json", overwrite=True) as out:
-        for name in ["a.txt", "sub/b.txt", "run.json"]:
+    names = ["a.txt", "sub/b.txt", "run.json"]
+    with OutputSet(sys.argv[1], marker="run.json", overwrite=True, planned=names) as out:
+        for name in names:
             out.path(name).write_text("new " + name)
 """)
 FAST = ["--levels", "1", "--iterations", "8", "-q"]
@@ -88,6 +89,26 @@ def test_sigkill_at_each_rename_into_an_existing_folder_rolls_forward(tmp_path, 
     assert {name: (out / name).read_text() for name in NAMES} == {
         name: "new " + name for name in NAMES}
     assert (out / "user.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_an_older_result_is_replaced_whole_even_under_sigkill(tmp_path, n):
+    out = tmp_path / "result"
+    for name in NAMES:  # only an older complete set: the folder is replaced as one
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("old " + name)
+    proc = _write_set(out, f"rename:{n}:KILL")
+    assert proc.returncode == -signal.SIGKILL
+    contents = {name: (out / name).read_text() for name in NAMES if (out / name).exists()}
+    # the old set whole (killed before the first rename) or no folder: never a mix
+    assert contents in ({name: "old " + name for name in NAMES}, {})
+    assert (n == 1) == bool(contents)
+    clean_stale(tmp_path)
+    assert not _staging(tmp_path)
+    assert _write_set(out).returncode == 0  # and the next run writes it whole
+    assert {name: (out / name).read_text() for name in NAMES} == {
+        name: "new " + name for name in NAMES}
+    assert not _staging(tmp_path)
 
 
 def test_sigterm_at_a_rename_is_held_until_the_set_is_whole(tmp_path):
@@ -284,3 +305,17 @@ def test_sigterm_stops_a_batch_and_its_workers_cleanly(tmp_path):
         folder = out / f"m{k}"
         assert not _visible(folder) or {"transform.tfm", "warped.nii.gz",
                                         "run.json"} <= _visible(folder)
+
+
+def test_sigterm_during_the_commit_keeps_the_whole_set_and_says_so(good, tmp_path):
+    fixed, moving = good
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "napari_reg.cli", "register", str(fixed),
+                           str(moving), "-o", str(out), *FAST],
+                          env=_env(NAPARI_REG_FAULT="rename:1:TERM"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert _visible(out) == {"transform.tfm", "warped.nii.gz", "run.json"}
+    assert "were complete before the signal and are kept" in proc.stderr
+    assert "no outputs written" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not _staging(tmp_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_reg.core import qc
+from napari_reg.core.image import Volume
 from napari_reg.core.thin_plate import fit_thin_plate
 from napari_reg.core.transforms.base import MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField
@@ -76,6 +77,25 @@ def test_dice_per_label() -> None:
     got = qc.dice_per_label(a, b)
     assert got[1] == pytest.approx(80 / 90) and got[2] == 1.0
     assert np.isnan(qc.dice_per_label(a, b, labels=[7])[7])
+
+
+def test_dice_per_label_of_a_segmentation_against_its_truth() -> None:
+    """(moved from test_labels.py: one Dice for QC and atlas segmentation)"""
+    seg = np.array([0, 1, 1, 2, 2, 2])
+    ref = np.array([0, 1, 2, 2, 2, 0])
+    report = qc.dice_per_label(seg, ref)
+    assert set(report) == {1, 2}
+    assert report[1] == pytest.approx(2 * 1 / 3)
+    assert report[2] == pytest.approx(2 * 2 / 6)
+    assert np.isnan(qc.dice_per_label(seg, ref, labels=[7])[7])
+    with pytest.raises(qc.QCError, match="same grid"):
+        qc.dice_per_label(seg, ref[:4])
+    a = Volume(np.ones((4, 4), np.int16), np.eye(3))
+    shifted = np.eye(3)
+    shifted[0, 2] = 2.0
+    assert qc.dice_per_label(a, a.with_data(a.data)) == {1: 1.0}
+    with pytest.raises(qc.QCError, match="same grid"):
+        qc.dice_per_label(a, Volume(a.data, shifted))
 
 
 def test_tre_and_similarity() -> None:

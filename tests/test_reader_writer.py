@@ -39,32 +39,77 @@ def test_reader_declines_foreign_extensions(tmp_path):
 
 
 def test_world_point_lands_on_voxel_oblique(oblique_file):
+    """An oblique file opens as an axis-aligned display copy (napari cannot slice a rotated
+    layer) that shows each voxel's value at the voxel's world position; the layer maps
+    back to the file's own voxels and affine."""
     path, data, affine = oblique_file
     (layer,) = open_layers(path)
     assert layer._type_string == "image"
-    np.testing.assert_allclose(layer.affine.affine_matrix, affine, atol=1e-6)
-    np.testing.assert_allclose(layer_world_affine(layer), affine, atol=1e-6)
-    # A chosen voxel's world position maps back onto that voxel in the napari layer.
+    shown = layer_world_affine(layer)
+    assert np.count_nonzero(shown[:3, :3] - np.diag(np.diag(shown[:3, :3]))) == 0
+    # A chosen voxel's world position holds that voxel's value in the display copy
+    # (values are linear in the index, so linear reslicing reproduces them exactly).
     voxel = np.array([7.0, 3.0, 5.0])
     world = apply_affine(affine, voxel)
-    np.testing.assert_allclose(layer.world_to_data(world), voxel, atol=1e-6)
-    np.testing.assert_allclose(layer.data_to_world(voxel), world, atol=1e-6)
-    assert layer.data[7, 3, 5] == 735.0
+    shown_index = layer.world_to_data(world)
+    from scipy import ndimage
+    value = ndimage.map_coordinates(np.asarray(layer.data, float), shown_index[:, None], order=1)
+    np.testing.assert_allclose(value, [735.0], atol=1e-3)
+    # Registration sees the file: original array, original affine.
+    volume = volume_from_layer(layer)
+    assert volume.data is data or np.array_equal(volume.data, data)
+    assert volume.data[7, 3, 5] == 735.0
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-9)
     np.testing.assert_allclose(layer.metadata["original_affine"], affine, atol=1e-6)
     assert isinstance(layer.metadata["header"], nib.Nifti1Header)
 
 
+def test_oblique_layer_saves_the_original_voxels(oblique_file, tmp_path):
+    path, data, affine = oblique_file
+    (layer,) = open_layers(path)
+    out = tmp_path / "saved.nii.gz"
+    _writer.write_image(str(out), np.asarray(layer.data), layer._get_state())
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+
+
+def test_permuted_axes_open_transposed_without_interpolation(tmp_path):
+    """A volume stored (y, z, x) is shown as a transposed view: same voxels, no copy."""
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    affine = np.array([[0, 0, -2.0, 10], [1.5, 0, 0, -3], [0, 3.0, 0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "perm.nii"))
+    (layer,) = open_layers(tmp_path / "perm.nii")
+    assert layer.data.shape == (6, 4, 5)
+    np.testing.assert_allclose(np.diag(layer.affine.affine_matrix)[:3], [-2.0, 1.5, 3.0])
+    voxel = np.array([1, 2, 3])
+    np.testing.assert_allclose(layer.data_to_world(voxel[[2, 0, 1]]),
+                               apply_affine(affine, voxel), atol=1e-9)
+    assert layer.data[3, 1, 2] == data[1, 2, 3]
+    np.testing.assert_allclose(volume_from_layer(layer).affine, affine, atol=1e-12)
+
+
 def test_4d_opens_as_stack_with_named_axis(nibabel_data):
     (layer,) = open_layers(nibabel_data / "example4d.nii.gz")
-    assert layer.data.shape == (2, 128, 96, 24)
     assert layer.axis_labels == ("volume", "x", "y", "z")
     spatial = nib.load(str(nibabel_data / "example4d.nii.gz")).affine
     matrix = layer.affine.affine_matrix
     assert matrix.shape == (5, 5) and matrix[0, 0] == 1.0 and matrix[0, 4] == 0.0
-    np.testing.assert_allclose(matrix[1:, 1:], spatial, atol=1e-6)
-    # Volume 1, voxel (10, 20, 5) is at the file's world position of that voxel.
-    world = layer.data_to_world([1, 10, 20, 5])
-    np.testing.assert_allclose(world[1:], apply_affine(spatial, [10, 20, 5]), atol=1e-5)
+    # The file is slightly oblique: the layer shows an axis-aligned copy of each volume
+    # and keeps the file's stack for saving.
+    assert layer.data.shape[0] == 2
+    assert np.count_nonzero(matrix[1:4, 1:4] - np.diag(np.diag(matrix[1:4, 1:4]))) == 0
+    assert layer.metadata["source_data"].shape == (2, 128, 96, 24)
+    np.testing.assert_allclose(layer.metadata["original_affine"], spatial, atol=1e-6)
+    # Volume 1, voxel (10, 20, 5): the display copy at that voxel's world position holds
+    # (by linear interpolation) a value close to the file's.
+    source = layer.metadata["source_data"]
+    world = apply_affine(spatial, [10, 20, 5])
+    index = layer.world_to_data([1, *world])
+    from scipy import ndimage
+    shown = ndimage.map_coordinates(np.asarray(layer.data[1], float), index[1:, None], order=1)
+    neighbours = source[1, 9:12, 19:22, 4:7]
+    assert neighbours.min() - 1e-3 <= shown[0] <= neighbours.max() + 1e-3
 
 
 def test_labels_detection(tmp_path, nibabel_data):
@@ -109,9 +154,12 @@ def test_writer_folds_scale_and_translate_into_affine(tmp_path, oblique_file):
     (written,) = _writer.write_image(str(tmp_path / "moved"), *layer.as_layer_data_tuple()[:2])
     assert written.endswith("moved.nii.gz")
     affine = nib.load(written).affine
+    # the file's voxels are written (not the display copy), each placed where napari
+    # now shows it: through the display grid, moved by scale and translate
+    to_shown = np.linalg.inv(layer.metadata["display_grid_affine"]) @ oblique_file[2]
     for voxel in ([0, 0, 0], [11, 9, 6], [4, 2, 3]):
-        np.testing.assert_allclose(apply_affine(affine, voxel), layer.data_to_world(voxel),
-                                   atol=1e-5)
+        np.testing.assert_allclose(apply_affine(affine, voxel),
+                                   layer.data_to_world(apply_affine(to_shown, voxel)), atol=1e-5)
     np.testing.assert_allclose(volume_from_layer(layer).affine, affine, atol=1e-5)
 
 

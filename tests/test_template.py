@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from napari_reg.core.engine.result import RegistrationResult
-from napari_reg.core.image import Volume, apply_affine
-from napari_reg.core.template import (
+from napari_reg.core.atlas.template import (
     TemplateError,
     TemplateProgress,
     build_template,
     mean_affine,
 )
+from napari_reg.core.engine.result import RegistrationResult
+from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.transforms.base import CompositeTransform, MatrixTransform
 from napari_reg.core.transforms.field import DisplacementField
 from phantoms import phantom, phantom_volume
@@ -143,7 +143,7 @@ def test_template_command_line(tmp_path) -> None:
 
 
 def test_intensity_metric_across_contrasts_is_flagged() -> None:
-    from napari_reg.core.labels import ModalityWarning
+    from napari_reg.core.atlas.labels import ModalityWarning
 
     images = [phantom_volume((32, 28), (2.0, 2.0), name="t1"),
               phantom_volume((32, 28), (2.0, 2.0), contrast="t2", name="t2")]
@@ -169,3 +169,37 @@ def test_deformable_template_through_the_driver() -> None:
         return np.corrcoef(t.data[inner].ravel(), truth)[0, 1]
 
     assert r(syn.template) > 0.98 and r(syn.template) >= r(affine.template) - 0.002
+
+
+def test_deformable_template_command_writes_the_ants_layout(tmp_path) -> None:
+    """Each deformable template map in register's layout: warp then affine = the whole map."""
+    import json
+
+    from ants_layout import check_warp_then_affine_is_the_whole_map
+    from napari_reg.cli import main
+    from napari_reg.io.volumes import save_volume
+    from phantoms import homogeneous
+
+    paths = []
+    for k, shift in enumerate([(3.0, -2.0, 2.0), (-2.0, 3.0, -1.0)]):
+        path = tmp_path / f"img{k}.nii.gz"
+        save_volume(phantom_volume((24, 22, 20), (3.0, 3.0, 3.0),
+                                   transform=homogeneous(np.eye(3), shift)), path)
+        paths.append(str(path))
+    out = tmp_path / "tpl"
+    assert main(["template", *paths, "-o", str(out), "--workers", "0", "--transform", "syn",
+                 "--metric", "ncc", "--levels", "2", "--template-iterations", "1"]) == 0
+    grid = np.asarray(nib_affine(out / "template.nii.gz"))
+    record = json.loads((out / "template.json").read_text())
+    for k in range(2):
+        stem = out / "transforms" / f"img{k}"
+        entry = record["transforms"][k]
+        assert entry["transform"] == str(stem) + "_whole_map_field.nii.gz"
+        assert entry["warp"] == str(stem) + "_warp.nii.gz"
+        check_warp_then_affine_is_the_whole_map(stem, grid, (24, 22, 20))
+
+
+def nib_affine(path):
+    import nibabel as nib
+
+    return nib.load(str(path)).affine

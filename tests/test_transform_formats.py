@@ -79,6 +79,20 @@ def test_greedy_ras_matrix_round_trip(tmp_path):
         write_transform(m, tmp_path / "x.mat")
 
 
+def test_plain_matrices_skip_comment_lines(tmp_path):
+    """The sample data's ground truth is a RAS matrix with '#' comment lines (as numpy's
+    savetxt writes them): it reads as RAS, and a bad row is named by its line in the file."""
+    import napari_reg
+
+    truth = Path(napari_reg.__file__).parent / "data" / "ground_truth_fixed_to_moving.txt"
+    m = read_transform(truth, format="ras")
+    np.testing.assert_allclose(m, np.loadtxt(truth), rtol=0, atol=0)
+    bad = tmp_path / "bad.mat"
+    bad.write_text("# header\n1 0 0 0\n0 1 0 x\n0 0 1 0\n0 0 0 1\n")
+    with pytest.raises(TransformFileError, match="row 3: malformed number"):
+        read_transform(bad, format="ras")
+
+
 def test_unknown_files_name_the_choices(tmp_path):
     (tmp_path / "a.txt").write_text("1 2 3\n")
     with pytest.raises(TransformFileError, match="itk, itk-mat"):
@@ -88,6 +102,10 @@ def test_unknown_files_name_the_choices(tmp_path):
         read_transform(tmp_path / "b.txt")
     with pytest.raises(TransformFileError, match="unknown transform format"):
         read_transform(tmp_path / "b.txt", format="elastix")
+    (tmp_path / "TransformParameters.0.txt").write_text(
+        '(Transform "AffineTransform")\n(NumberOfParameters 12)\n')
+    with pytest.raises(TransformFileError, match="elastix.*ConvertToItkTransform"):
+        read_transform(tmp_path / "TransformParameters.0.txt")
 
 
 # ------------------------------------------------------------------ FreeSurfer LTA

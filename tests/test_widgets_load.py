@@ -87,3 +87,28 @@ def test_open_errors_are_notifications(make_napari_viewer, qtbot, tmp_path, monk
     assert "Choose a fixed image file" in messages[0]
     assert "broken.nii.gz" in messages[1] and "not a readable volume" in messages[1]
     assert len(viewer.layers) == 0
+
+
+def test_moving_mask_choice_reaches_register(make_napari_viewer, qtbot):
+    from napari_reg.widgets._layer_volumes import layer_volume
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(0, "a").data, name="a")
+    viewer.add_image(_volume(1, "b").data, name="b")
+    lesion = np.ones((20, 22, 12), dtype=np.uint8)
+    lesion[5:9, 5:9, 3:6] = 0
+    mask = viewer.add_labels(lesion, name="moving mask")
+    widget = LoadWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    session = get_session(viewer)
+    assert widget.moving_mask.value is None and session.moving_mask_layer is None
+    widget.moving_mask.value = mask
+    assert session.moving_mask_layer is mask and session.mask_layer is None
+    # what the Register panel hands to register(): the moving mask only
+    kwargs = session.mask_volumes(layer_volume)
+    assert set(kwargs) == {"moving_mask"}
+    np.testing.assert_array_equal(kwargs["moving_mask"].data, lesion)
+    assert session.mask_sources(lambda layer: layer.name) == {"fixed_mask": None,
+                                                              "moving_mask": "moving mask"}
+    widget.moving_mask.value = None
+    assert session.moving_mask_layer is None

@@ -76,6 +76,12 @@ class _quiet_nibabel:
         self.logger.setLevel(self.level)
 
 
+def _outputs_note() -> str:
+    from .io.output_set import interrupted_outputs_note
+
+    return interrupted_outputs_note()
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -99,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         terminated = True
         code = EXIT_INTERRUPTED
-        print(f"\n{name}: terminated; no outputs written", file=sys.stderr)
+        print(f"\n{name}: terminated; {_outputs_note()}", file=sys.stderr)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-        print(f"\n{name}: interrupted; no outputs written", file=sys.stderr)
+        print(f"\n{name}: interrupted; {_outputs_note()}", file=sys.stderr)
     except (ValueError, OSError, MemoryError, RuntimeError, RecursionError) as exc:
         code = 1
         print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)

@@ -32,7 +32,6 @@ from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.transforms.field import DisplacementField
 from .core.warp_result import warp_result
-from .io.displacement_fields import save_displacement_field
 from .io.flat import PlanarPair, plane_of
 from .io.input_checks import check_landmarks, check_linear_transform, check_warped
 from .io.landmarks import read_landmarks
@@ -45,6 +44,7 @@ from .io.result_layout import (
     WARP,
     WHOLE_MAP,
     deformation_fields,
+    write_ants_layout,
 )
 from .io.transform_files import read_transform, write_itk_transform
 from .io.volumes import VolumeReadError, load_volume, save_volume
@@ -81,9 +81,10 @@ class Job:
     initial: str | None = None
     # the format of ``initial`` when the file does not say it (plain 4x4: "fsl" or "ras")
     initial_format: str | None = None
+    moving_mask: str | None = None
 
     def inputs(self) -> list[str]:
-        paths = [self.fixed, self.moving, self.fixed_mask, self.initial]
+        paths = [self.fixed, self.moving, self.fixed_mask, self.moving_mask, self.initial]
         paths += list(self.landmarks or ())
         return [p for p in paths if p]
 
@@ -92,6 +93,7 @@ class Job:
             "fixed": self.fixed,
             "moving": self.moving,
             "fixed_mask": self.fixed_mask,
+            "moving_mask": self.moving_mask,
             "landmarks": list(self.landmarks) if self.landmarks else None,
             "initial": self.initial,
             "initial_format": self.initial_format,
@@ -101,7 +103,11 @@ class Job:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
         """Rebuild a job from a ``run.json`` record (or a bare job dict)."""
+        if not isinstance(record, dict) or not isinstance(record.get("job", record), dict):
+            raise JobError("a run record must be a JSON object with the job's fields")
         data = record.get("job", record)
+        if not isinstance(data.get("parameters") or {}, dict):
+            raise JobError("the run record's 'parameters' must be a JSON object")
         try:
             landmarks = data.get("landmarks")
             return cls(
@@ -109,6 +115,7 @@ class Job:
                 moving=data["moving"],
                 parameters=dict(data.get("parameters") or {}),
                 fixed_mask=data.get("fixed_mask"),
+                moving_mask=data.get("moving_mask"),
                 landmarks=tuple(landmarks) if landmarks else None,  # type: ignore[arg-type]
                 initial=data.get("initial"),
                 initial_format=data.get("initial_format"),
@@ -127,6 +134,7 @@ class Job:
         base = Path(path).resolve().parent
         job.fixed, job.moving = (_rebase(p, base) for p in (job.fixed, job.moving))
         job.fixed_mask = _rebase(job.fixed_mask, base) if job.fixed_mask else None
+        job.moving_mask = _rebase(job.moving_mask, base) if job.moving_mask else None
         job.initial = _rebase(job.initial, base) if job.initial else None
         if job.landmarks:
             job.landmarks = (_rebase(job.landmarks[0], base), _rebase(job.landmarks[1], base))
@@ -173,7 +181,11 @@ def run_job(
     pair = PlanarPair(load_role(job.fixed, "fixed image"), load_role(job.moving, "moving image"))
     fixed, moving = pair.fixed, pair.moving
     kwargs, notes = _register_kwargs(job, pair)
-    result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
+    _check_parameter_names(kwargs)
+    try:
+        result = register(fixed, moving, callback=callback, cancel=cancel, **kwargs)
+    except TypeError as exc:  # a value of the wrong type (a hand-edited run.json, say)
+        raise JobError(f"the registration parameters are not usable: {exc}") from None
     warped, field = warp_result(moving, fixed, result, cancel=cancel)
     suspects = [f"the initial transform {job.initial}"] if job.initial else []
     suspects += [f"the landmarks {' and '.join(job.landmarks)}"] if job.landmarks else []
@@ -193,16 +205,15 @@ def run_job(
             "folded_fraction": float(np.mean(jacobian <= 0))}
     # Staged, then moved into place as one set; run.json last (it marks a complete set).
     with outputs:
-        write_itk_transform(pair.matrix_for_file(result.matrix),
-                            outputs.path(names["transform"]))
+        if field is None:  # a deformable result's affine is written with its warps below
+            write_itk_transform(pair.matrix_for_file(result.matrix),
+                                outputs.path(names["transform"]))
         save_volume(pair.volume_for_file(warped), outputs.path(names["warped"]))
         if field is not None:
-            write_itk_transform(pair.matrix_for_file(result.matrix),
-                                outputs.path(names["affine_mat"]))
             warp, inverse_warp = deformation_fields(result.deformable, fixed)
-            for key, dfield in (("warp", warp), ("inverse_warp", inverse_warp)):
-                save_displacement_field(outputs.path(names[key]), _warp_for_file(pair, dfield))
-            save_displacement_field(outputs.path(names["whole_map"]), pair.field_for_file(field))
+            write_ants_layout(outputs.path, {**names, "affine": names["transform"]},
+                              pair.matrix_for_file(result.matrix), _warp_for_file(pair, warp),
+                              _warp_for_file(pair, inverse_warp), pair.field_for_file(field))
             save_volume(pair.volume_for_file(
                 fixed.with_data(jacobian.astype(np.float32), name="jacobian")),
                 outputs.path(names["jacobian"]))
@@ -229,6 +240,16 @@ def _warp_for_file(pair: PlanarPair, warp: DisplacementField) -> DisplacementFie
     return DisplacementField.from_components(comps, out.affine)
 
 
+def _check_parameter_names(kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    known = set(inspect.signature(register).parameters)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise JobError(f"unknown registration parameter(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(known - {'fixed', 'moving', 'callback', 'cancel'}))}")
+
+
 def _is_deformable(parameters: dict[str, Any]) -> bool:
     stages = parameters.get("stages") or [parameters.get("transform", "affine")]
     return stages[-1] in DEFORMABLE_MODELS
@@ -241,6 +262,9 @@ def _register_kwargs(job: Job, pair: PlanarPair) -> tuple[dict[str, Any], list[s
     fixed, moving = pair.fixed3, pair.moving3
     if job.fixed_mask:
         kwargs["fixed_mask"] = pair.mask(load_role(job.fixed_mask, "fixed mask"))
+    if job.moving_mask:
+        kwargs["moving_mask"] = pair.mask(load_role(job.moving_mask, "moving mask"),
+                                          "moving mask")
     if job.landmarks:
         fixed_lm, moving_lm = (read_landmarks(p) for p in job.landmarks)
         for lm, path, role in ((fixed_lm, job.landmarks[0], "fixed landmarks"),

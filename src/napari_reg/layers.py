@@ -16,6 +16,14 @@ axis has unit scale.
 Layer ``metadata`` keeps what the file said: ``original_affine`` (4x4), ``header`` (a
 nibabel header), ``source_path``, ``format``, ``stored_dtype``; a stack also has
 ``stack_axis``.
+
+Oblique volumes (voxel axes not along world axes): napari cannot slice them (issue
+#7310), so the layer shows an axis-aligned display copy (:mod:`napari_reg.display_grid`):
+``data`` is that copy and ``affine`` its axis-aligned grid. The metadata then also holds
+``source_data`` (the original array), ``display_grid_affine`` (the copy's grid when it was
+made) and ``display_shape``; :func:`volume_from_layer` and :func:`source_world_affine`
+map such a layer back to the original voxels, so registration, export and the writer see
+the file's data and affine (plus any move the user made to the layer since).
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ from typing import Any
 import numpy as np
 
 from napari_reg.core.image import Volume, VolumeError
+from napari_reg.display_grid import display_copy
 
 __all__ = [
     "SPATIAL_AXIS_LABELS",
     "is_label_map",
     "layer_world_affine",
+    "shows_display_copy",
+    "source_world_affine",
     "stack_from_layer_data",
     "stack_to_layer_data",
     "state_world_affine",
@@ -101,19 +112,45 @@ def volume_to_layer_data(
         raise ValueError(f"layer_type must be 'image' or 'labels', not {layer_type!r}")
     metadata = dict(volume.metadata)
     metadata.setdefault("original_affine", volume.affine.copy())
-    meta: dict[str, Any] = {
-        "name": volume.name or "volume",
-        "affine": volume.affine.copy(),
-        "metadata": metadata,
-        "axis_labels": SPATIAL_AXIS_LABELS[: volume.ndim],
-    }
     data = volume.data
     if layer_type == "labels" and data.dtype.kind not in "iu":
         data = data.astype(np.int32)
+    shown = display_copy(Volume(data, volume.affine, volume.name), labels=layer_type == "labels")
+    if shown.kind != "as_is":
+        metadata.update(_display_metadata(data, shown.data, shown.affine))
+    meta: dict[str, Any] = {
+        "name": volume.name or "volume",
+        "affine": shown.affine.copy(),
+        "metadata": metadata,
+        "axis_labels": SPATIAL_AXIS_LABELS[: volume.ndim],
+    }
+    data = shown.data
     if layer_type == "image":
         meta["contrast_limits"] = _contrast_limits(data)
     meta.update(kwargs)
     return data, meta, layer_type
+
+
+def _display_metadata(source: np.ndarray, shown: np.ndarray, grid: np.ndarray) -> dict:
+    """Metadata that maps a display copy back to its source array (see module doc)."""
+    return {"source_data": source, "display_grid_affine": np.asarray(grid, float).copy(),
+            "display_shape": tuple(shown.shape)}
+
+
+def _shows_display_copy(data: Any, metadata: dict) -> bool:
+    """True when ``data`` is still the display copy described by ``metadata``."""
+    if metadata.get("source_data") is None or metadata.get("display_grid_affine") is None:
+        return False
+    shape = np.shape(data[0] if isinstance(data, list | tuple) else data)
+    return tuple(shape) == tuple(metadata.get("display_shape", ()))
+
+
+def _source_affine(shown_matrix: np.ndarray, metadata: dict) -> np.ndarray:
+    """Voxel->world of the source array, moved as the display copy has been moved:
+    ``shown @ grid^-1 @ original`` (equal to the file's affine until the user moves it)."""
+    grid = np.asarray(metadata["display_grid_affine"], dtype=np.float64)
+    original = np.asarray(metadata["original_affine"], dtype=np.float64)
+    return shown_matrix @ np.linalg.inv(grid) @ original
 
 
 def stack_to_layer_data(
@@ -131,12 +168,17 @@ def stack_to_layer_data(
     if data.ndim != 4:
         raise VolumeError(f"'{name}': expected a 3D volume or a 4D stack, got shape {data.shape}")
     stacked = np.moveaxis(data, 3, 0)
-    affine5 = np.eye(5)
-    affine5[1:, 1:] = affine
     metadata = dict(metadata)
     metadata.setdefault("original_affine", np.asarray(affine, dtype=float).copy())
     metadata["stack_axis"] = STACK_AXIS_LABEL
     labels = is_label_map(data, name)
+    # each volume of an oblique stack gets the same axis-aligned display grid
+    copies = [display_copy(Volume(v, affine), labels=labels) for v in stacked]
+    if copies and copies[0].kind != "as_is":
+        source, stacked, affine = stacked, np.stack([c.data for c in copies]), copies[0].affine
+        metadata.update(_display_metadata(source, stacked, affine))
+    affine5 = np.eye(5)
+    affine5[1:, 1:] = affine
     meta: dict[str, Any] = {
         "name": name or "volume",
         "affine": affine5,
@@ -207,6 +249,10 @@ def stack_from_layer_data(data: Any, meta: dict) -> tuple[np.ndarray, np.ndarray
             f"layer '{name}': its first axis is rotated into space, so it is not a stack of "
             "volumes on one grid; cannot save it as NIfTI"
         )
+    metadata = meta.get("metadata") or {}
+    if _shows_display_copy(array, metadata):  # save the original voxels, not the copy
+        source = np.asarray(metadata["source_data"])
+        return np.moveaxis(source, 0, 3), _source_affine(matrix[1:, 1:], metadata)
     return np.moveaxis(array, 0, 3), matrix[1:, 1:]
 
 
@@ -235,14 +281,44 @@ def volume_from_layer_data(data: Any, meta: dict) -> Volume:
         rotate=meta.get("rotate"),
         shear=meta.get("shear"),
     )
-    return Volume(array, matrix, name, dict(meta.get("metadata") or {}))
+    metadata = dict(meta.get("metadata") or {})
+    if _shows_display_copy(array, metadata):  # save the original voxels, not the copy
+        return Volume(np.asarray(metadata["source_data"]), _source_affine(matrix, metadata),
+                      name, _without_display_keys(metadata))
+    return Volume(array, matrix, name, metadata)
+
+
+def _without_display_keys(metadata: dict) -> dict:
+    return {k: v for k, v in metadata.items()
+            if k not in ("source_data", "display_grid_affine", "display_shape")}
+
+
+def shows_display_copy(layer) -> bool:
+    """True when ``layer`` shows an axis-aligned display copy of an oblique volume."""
+    return _shows_display_copy(layer.data, getattr(layer, "metadata", None) or {})
+
+
+def source_world_affine(layer) -> np.ndarray:
+    """Voxel->world (RAS mm) of the array :func:`volume_from_layer` returns, as displayed.
+
+    For an ordinary layer this is :func:`layer_world_affine`. For a layer showing a
+    display copy of an oblique volume it is the source array's affine, carried along by
+    any move the user gave the layer, so manual alignment works the same for both.
+    """
+    metadata = getattr(layer, "metadata", None) or {}
+    shown = layer_world_affine(layer)
+    if _shows_display_copy(layer.data, metadata):
+        return _source_affine(shown, metadata)
+    return shown
 
 
 def volume_from_layer(layer) -> Volume:
     """A Volume from a napari Image/Labels layer: its data and its full world affine.
 
     The result's affine maps voxel indices of ``layer.data`` to world RAS mm exactly as
-    napari displays it. Metadata is a shallow copy of ``layer.metadata``.
+    napari displays it. Metadata is a shallow copy of ``layer.metadata``. A layer showing
+    a display copy of an oblique volume gives the original array with
+    :func:`source_world_affine` instead.
     """
     data = layer.data
     if getattr(layer, "multiscale", False):
@@ -255,4 +331,8 @@ def volume_from_layer(layer) -> Volume:
         )
     if getattr(layer, "rgb", False):
         raise VolumeError(f"layer '{layer.name}' is an RGB image; a scalar volume is needed")
-    return Volume(array, layer_world_affine(layer), layer.name, dict(layer.metadata))
+    metadata = dict(layer.metadata)
+    if _shows_display_copy(layer.data, metadata):  # the original voxels, not the copy
+        return Volume(np.asarray(metadata["source_data"]), source_world_affine(layer),
+                      layer.name, _without_display_keys(metadata))
+    return Volume(array, layer_world_affine(layer), layer.name, metadata)

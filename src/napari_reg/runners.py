@@ -144,7 +144,7 @@ def executor_mapper(workers: int | None = None,
                     scheduler: Any = None) -> Iterator[Callable[[Callable, Iterable], list]]:
     """A ``map(fn, items) -> results`` over local processes or a Dask cluster (in order).
 
-    For :func:`napari_reg.core.template.build_template`'s ``mapper``: the registrations of
+    For :func:`napari_reg.core.atlas.template.build_template`'s ``mapper``: the registrations of
     one template iteration run in parallel.
     """
     with runner(workers, scheduler) as (_, submit):

@@ -61,8 +61,8 @@ def _check_contrast(fixed: str, movings: list[str], metric: str, log) -> None:
     """Warn (once, on the first readable moving image) when an intensity metric meets
     another contrast: batches usually hold one modality, and loading every image twice
     would cost more than it tells."""
+    from ..core.atlas.labels import modality_check
     from ..core.initialize import init_center_of_mass
-    from ..core.labels import modality_check
     from ..io.volumes import load_volume
 
     first = next((m for m in movings if Path(m).is_file()), None)

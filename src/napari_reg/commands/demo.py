@@ -1,10 +1,11 @@
 """``napari-reg demo``: a napari viewer with the sample pair and the plugin's widgets.
 
 The MNI T1 (fixed, grey) and the moved T2-like image (moving, magenta, additive) open in
-world space (RAS mm) through the plugin's own sample-data contribution; every dock widget
-the manifest declares is docked (read through npe2, so widgets added later appear with no
-change here). The view starts in 2D on the middle axial slice of the fixed image,
-anterior up and the subject's right on the right of the screen (neurological display).
+world space (RAS mm) through the plugin's own sample-data contribution; the all-in-one
+napari-reg dock (every panel as a section) is docked on the right and the ortho views
+(axial on the main canvas, coronal and sagittal below, one crosshair) are on. The window
+fills the screen (it fits 1280x800). The views start at the fixed image's centre, anterior
+/ superior up and the subject's right on the right of the screen (neurological display).
 
 ``--screenshot OUT.png`` saves the whole window once the event loop has drawn it, closes
 the viewer and returns 0: usable headless under ``xvfb-run -a``.
@@ -21,8 +22,8 @@ PLUGIN = "napari-reg"
 SAMPLE_KEY = "mni_pair"
 # Milliseconds after the event loop starts before the screenshot: long enough for the
 # first paint of the canvas and the docked widgets.
-_SCREENSHOT_DELAY_MS = 400
-_WINDOW_SIZE = (1260, 900)
+_SCREENSHOT_DELAY_MS = 600
+MAIN_DOCK = "All panels"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="save a screenshot of the whole window to OUT.png and exit")
     parser.add_argument("--no-widgets", action="store_true",
                         help="do not dock the plugin's widgets")
+    parser.add_argument("--view", choices=("single", "ortho", "side by side"), default="ortho",
+                        help="single view, ortho views (axial + coronal + sagittal, default) "
+                        "or fixed and moving side by side")
     parser.set_defaults(func=run)
     return parser
 
@@ -52,33 +56,39 @@ def _check_display() -> str | None:
             "run headless as: xvfb-run -a napari-reg demo --screenshot out.png")
 
 
-STACKED_PANELS = 3
-
-
 def dock_plugin_widgets(viewer, plugin: str = PLUGIN) -> list[str]:
-    """Dock every widget contribution ``plugin``'s manifest declares; return their names.
+    """Dock the all-in-one napari-reg dock (every panel as a section); return its name.
 
-    A widget that fails to build is reported on stderr and skipped, so one broken
-    widget does not take the demo down.
+    A dock that fails to build is reported on stderr, so the demo still opens the images.
     """
-    from npe2 import PluginManager
+    try:
+        viewer.window.add_plugin_dock_widget(plugin, widget_name=MAIN_DOCK)
+    except Exception as exc:  # report, keep the demo usable
+        print(f"napari-reg demo: widget {MAIN_DOCK!r} could not be docked: {exc}",
+              file=sys.stderr)
+        return []
+    return [MAIN_DOCK]
 
-    manifest = PluginManager.instance().get_manifest(plugin)
-    docked: list[str] = []
-    for contribution in manifest.contributions.widgets or []:
-        name = contribution.display_name
-        # The first panels stack (the load -> register -> export path a user follows);
-        # the rest share tabs with the last of them, so the window keeps a screen's
-        # height and the canvas its width.
-        tabify = len(docked) >= STACKED_PANELS
-        try:
-            viewer.window.add_plugin_dock_widget(plugin, widget_name=name, tabify=tabify)
-        except Exception as exc:  # report, keep the demo usable
-            print(f"napari-reg demo: widget {name!r} could not be docked: {exc}",
-                  file=sys.stderr)
-            continue
-        docked.append(name)
-    return docked
+
+def main_dock(viewer):
+    """The docked RegistrationDock, or None."""
+    from napari_reg.widgets.main_dock import RegistrationDock
+
+    found = viewer.window._qt_window.findChildren(RegistrationDock)  # napari has no public
+    return found[0] if found else None                                # lookup by class
+
+
+def fit_window_to_screen(viewer) -> None:
+    """Give the window the screen's available area (a 1280x800 laptop included)."""
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    if screen is None:
+        return
+    area = screen.availableGeometry()
+    window = viewer.window._qt_window
+    window.resize(area.width(), area.height())
+    window.move(area.x(), area.y())
 
 
 def setup_view(viewer, fixed_layer) -> None:
@@ -103,9 +113,17 @@ def setup_view(viewer, fixed_layer) -> None:
 
 
 def _fit_view(viewer) -> None:
-    """Fit the view to the canvas as it is now: docking widgets after ``reset_view``
-    narrows the canvas, so this runs again once the window has been laid out."""
+    """Fit the views to their canvases as they are now: docking widgets after
+    ``reset_view`` narrows the canvas, so this runs again once the window is laid out."""
+    from qtpy.QtWidgets import QApplication
+
     viewer.reset_view()
+    dock = main_dock(viewer) if viewer.window is not None else None
+    if dock is not None and dock.views.views is not None:
+        dock.views.fit_views_height()
+        QApplication.processEvents()
+        for pane in dock.views.views.panes.values():
+            pane.model.reset_view()
 
 
 def _hide_toasts(viewer) -> None:
@@ -154,12 +172,13 @@ def run(args: argparse.Namespace) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-reg demo")
-    # Room for the canvas next to the docked panels (fits a 1280x1024 Xvfb screen).
-    viewer.window.resize(*_WINDOW_SIZE)
+    fit_window_to_screen(viewer)
     layers = viewer.open_sample(PLUGIN, SAMPLE_KEY)
-    if not args.no_widgets:
-        dock_plugin_widgets(viewer)
     setup_view(viewer, layers[0])
+    if not args.no_widgets and dock_plugin_widgets(viewer):
+        dock = main_dock(viewer)
+        if dock is not None:
+            dock.views.set_mode(args.view)
 
     if args.screenshot is None:
         from qtpy.QtCore import QTimer

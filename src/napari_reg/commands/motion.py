@@ -4,13 +4,16 @@
         [--transform rigid|affine|bspline|syn] [--metric ncc|mi|...] [--mask MASK]
         [--smooth-time SIGMA] [--workers N | --scheduler ADDRESS]
 
-Every frame is registered to the reference. OUTDIR (new) receives corrected.nii.gz (the
+Every frame is registered to the reference. OUTDIR receives corrected.nii.gz (the
 series on the reference grid, header timing kept), transforms/frame_NNNN.tfm (ITK: maps
-REFERENCE physical points to FRAME N physical points; deformable runs add
-frame_NNNN_whole_field.nii.gz, the whole map), motion.tsv (rotations in degrees,
+REFERENCE physical points to FRAME N physical points; deformable frames are written
+in register's ANTs layout: frame_NNNN.tfm/.mat the affine, frame_NNNN_warp.nii.gz the
+deformation only, frame_NNNN_inverse_warp.nii.gz, frame_NNNN_whole_map_field.nii.gz
+the whole map, used alone), motion.tsv (rotations in degrees,
 translations in mm, framewise displacement after Power et al. 2012) and run.json. The set
-appears whole or not at all; an interrupted run resumes when the same command is run
-again. Exit status: 0 done, 1 bad input or failed frames, 130 interrupted.
+appears whole or not at all and never replaces an existing file; an interrupted run
+resumes when the same command is run again. Exit status: 0 done, 1 bad input or failed
+frames, 130 interrupted (143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("series", metavar="SERIES", help="the 4D series (NIfTI, MGH, ...)")
-    p.add_argument("-o", "--output", required=True, help="new output folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (created if needed; no existing file is replaced)")
     p.add_argument("--reference", default="first",
                    help="first (default), mean, or a 0-based frame number")
     p.add_argument("--transform", default="rigid", choices=MOTION_TRANSFORMS,

@@ -37,6 +37,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--landmarks", nargs=2, metavar=("FIXED_CSV", "MOVING_CSV"),
                    help="paired landmarks (CSV id,x,y,z world RAS mm, or Slicer .fcsv/.mrk.json)")
     p.add_argument("--fixed-mask", help="mask image: sample the fixed image only where non-zero")
+    p.add_argument("--moving-mask",
+                   help="mask image of the moving image: sample points whose mapped position "
+                   "falls outside it (missing tissue, a lesion) are left out of the metric")
     p.add_argument("--initial", help="initial transform file (ITK .tfm/.txt/.mat/.h5, LTA, "
                    "AFNI .1D, X5; a plain 4x4 matrix needs --initial-format)")
     p.add_argument("--initial-format", choices=["fsl", "ras", "itk", "itk-mat", "itk-h5",
@@ -58,7 +61,8 @@ def add_parser(subparsers) -> None:
     adv.add_argument("--grid-spacing", type=float, metavar="MM",
                      help="bspline control-point spacing at the finest level (mm, default 10)")
     adv.add_argument("--bending-weight", type=float,
-                     help="bspline bending-energy weight lambda (default 1)")
+                     help="bspline bending-energy weight lambda, the same smoothness under "
+                     "every metric (default 10; 1e3-1e5 smooths visibly)")
     adv.add_argument("--radius", type=int,
                      help="syn local NCC window radius in voxels (default 2)")
     p.add_argument("--replay", metavar="RUN_JSON",
@@ -98,7 +102,7 @@ def build_job(args: argparse.Namespace):
     if options:
         params["deformable_options"] = options
     return Job(fixed=args.fixed, moving=args.moving, parameters=params,
-               fixed_mask=args.fixed_mask,
+               fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                landmarks=tuple(args.landmarks) if args.landmarks else None,
                initial=args.initial, initial_format=args.initial_format)
 
@@ -111,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         outputs = run_job(job, args.output, callback=progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print("\nnapari-reg: interrupted; no outputs written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg: interrupted; {interrupted_outputs_note()}", file=sys.stderr)
         return 130
     except Cancelled:
         print("napari-reg: cancelled; no outputs written", file=sys.stderr)

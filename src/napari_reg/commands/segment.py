@@ -3,9 +3,11 @@
 Registers every atlas image to the subject (subject = FIXED), propagates its labels and
 fuses them. Writes OUTDIR/labels.nii.gz (fused labels on the subject grid),
 OUTDIR/confidence.nii.gz (winning share of the votes), OUTDIR/atlas_<k>.tfm (ITK; maps
-SUBJECT physical points to atlas k's points; atlas_<k>_field.nii.gz, a displacement field,
-for deformable runs), OUTDIR/segment.json (inputs, parameters,
-notes, Dice) and, with --truth, OUTDIR/dice.tsv.
+SUBJECT physical points to atlas k's points; the affine part for deformable runs, which
+add register's ANTs layout: atlas_<k>.mat, atlas_<k>_warp.nii.gz (deformation only,
+-t atlas_<k>_warp.nii.gz -t atlas_<k>.tfm), atlas_<k>_inverse_warp.nii.gz and
+atlas_<k>_whole_map_field.nii.gz, the whole map used alone), OUTDIR/segment.json
+(inputs, parameters, notes, Dice) and, with --truth, OUTDIR/dice.tsv.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atlas.fusion import FUSION_METHODS, SIMILARITIES
+from ..core.atlas.labels import PROPAGATION_METHODS
 from ..core.engine.presets import METRICS
-from ..core.fusion import FUSION_METHODS, SIMILARITIES
-from ..core.labels import PROPAGATION_METHODS
 
 RECORD = "segment.json"
 
@@ -52,11 +54,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.fusion import dice_table, segment_with_atlases
-    from ..core.labels import Atlas
+    from ..core.atlas.fusion import dice_table, segment_with_atlases
+    from ..core.atlas.labels import Atlas
     from ..core.optimize import Cancelled
-    from ..io.displacement_fields import save_displacement_field
+    from ..core.transforms.field import DisplacementField
     from ..io.output_set import OutputSet
+    from ..io.result_layout import ants_layout_names, split_whole_map, write_ants_layout
     from ..io.transform_files import write_itk_transform
     from ..io.volumes import load_volume, save_volume, volume_name
 
@@ -86,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
             radius_mm=args.radius, truth=truth, register_options={"levels": args.levels},
             callback=progress)
     except (KeyboardInterrupt, Cancelled):
-        print("\nnapari-reg segment: interrupted; no outputs written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg segment: interrupted; {interrupted_outputs_note()}",
+              file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:
         print(f"napari-reg segment: error: {exc}", file=sys.stderr)
@@ -112,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
         for k, t in enumerate(result.transforms):
             if t.is_linear:
                 write_itk_transform(t.matrix, outputs.path(f"atlas_{k + 1}.tfm"))
-            else:  # deformable: one self-contained dense field (ITK/ANTs readable)
-                save_displacement_field(outputs.path(f"atlas_{k + 1}_field.nii.gz"), t,
-                                        reference=subject)
+            else:  # deformable: register's ANTs layout (affine, warp, inverse, whole map)
+                linear = np.asarray(result.results[k].matrix, dtype=np.float64)
+                whole = DisplacementField.from_transform(t, subject.shape, subject.affine)
+                warp, inverse_warp = split_whole_map(whole, linear, subject)
+                write_ants_layout(outputs.path, ants_layout_names(f"atlas_{k + 1}"), linear,
+                                  warp, inverse_warp, whole)
         if result.dice is not None:
             columns = list(result.dice)
             lines = ["label\t" + "\t".join(columns)]

@@ -1,8 +1,10 @@
 """``napari-reg template IMAGES... -o OUTDIR``: build an unbiased groupwise template.
 
 Writes OUTDIR/template.nii.gz, OUTDIR/transforms/<image>.tfm (ITK, maps TEMPLATE physical
-points to that image's points; a dense ``<image>_field.nii.gz`` instead when the maps are
-deformable) and OUTDIR/template.json (inputs, parameters, per-iteration history), the
+points to that image's points; for deformable maps the affine part, written in register's
+ANTs layout with ``<image>.mat``, ``<image>_warp.nii.gz`` (deformation only, applied before
+the ``.tfm``), ``<image>_inverse_warp.nii.gz`` and ``<image>_whole_map_field.nii.gz``, the
+whole map used alone) and OUTDIR/template.json (inputs, parameters, per-iteration history), the
 record last: a template whose record exists is finished and reused by later runs.
 """
 
@@ -68,9 +70,10 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
                          log=print) -> Path:
     """Build (or reuse) OUTPUT/template.nii.gz from image files; return its path."""
     from ..batch import executor_mapper
-    from ..core.template import build_template
-    from ..io.displacement_fields import save_displacement_field
+    from ..core.atlas.template import build_template
+    from ..core.transforms.field import DisplacementField
     from ..io.output_set import OutputSet
+    from ..io.result_layout import ants_layout_names, split_whole_map, write_ants_layout
     from ..io.transform_files import write_itk_transform
     from ..io.volumes import load_volume, save_volume, volume_name
 
@@ -107,7 +110,8 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
         log(f"warning: {note}")
     # One output set: staged, moved into place whole, template.json last.
     with outputs:
-        for path, name, transform in zip(images, names, result.transforms, strict=True):
+        for path, name, transform, linear in zip(images, names, result.transforms,
+                                                 result.linear_matrices, strict=True):
             if transform.is_linear:
                 rel = f"transforms/{name}.tfm"
                 write_itk_transform(transform.matrix, outputs.path(rel))
@@ -115,11 +119,16 @@ def build_template_files(images: list[str], output: str | os.PathLike, options: 
                                 "transform": str(outputs.final(rel)),
                                 "matrix_ras_template_to_image":
                                     np.asarray(transform.matrix).tolist()})
-            else:
-                rel = f"transforms/{name}_field.nii.gz"
-                save_displacement_field(outputs.path(rel), transform, reference=result.template)
-                entries.append({"image": str(Path(path).resolve()),
-                                "transform": str(outputs.final(rel))})
+            else:  # register's ANTs layout: affine, warp, inverse warp, whole map
+                grid = result.template
+                whole = DisplacementField.from_transform(transform, grid.shape, grid.affine)
+                warp, inverse_warp = split_whole_map(whole, linear, grid)
+                layout = ants_layout_names(f"transforms/{name}")
+                write_ants_layout(outputs.path, layout, linear, warp, inverse_warp, whole)
+                entries.append({"image": str(Path(path).resolve()),  # transform: used alone
+                                "transform": str(outputs.final(layout["whole_map"])),
+                                **{key: str(outputs.final(rel)) for key, rel in layout.items()},
+                                "matrix_ras_template_to_image": linear.tolist()})
         save_volume(result.template, outputs.path(template_path.name), dtype=np.float32)
         record = {"images": resolved, "notes": result.notes,
                   "direction": "transforms map template world (RAS mm) points to image world "
@@ -158,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
                                     args.workers, args.scheduler,
                                     log=lambda m: print(m, file=sys.stderr))
     except (KeyboardInterrupt, Cancelled):
-        print("\nnapari-reg template: interrupted; no template written", file=sys.stderr)
+        from ..io.output_set import interrupted_outputs_note
+
+        print(f"\nnapari-reg template: interrupted; {interrupted_outputs_note()}",
+              file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:
         print(f"napari-reg template: error: {exc}", file=sys.stderr)

@@ -29,7 +29,9 @@ from .engine.errors import RegistrationError
 from .engine.events import ProgressEvent
 from .engine.register import register
 from .image import Volume
+from .intensity_drift import apply_gain, fit_gain
 from .optimize import CancelToken
+from .pyramid import default_schedule
 from .resample import resample
 from .transforms.base import MatrixTransform
 from .transforms.field import DisplacementField
@@ -60,8 +62,10 @@ class MotionSettings:
     model of each frame's map (``bspline``/``syn`` run after a rigid stage).
     ``smooth_sigma_frames``: Gaussian smoothing of the transforms along time (sigma in
     frames, 0 = off), for cardiac/respiratory series whose motion is smooth in time.
-    Levels, iterations and samples: per pyramid level, coarse to fine; the defaults reach
-    ~0.02 mm on 2 mm brains with a few mm of motion (benchmarks/bench_motion.py).
+    ``intensity_drift``: model each frame's smooth (first-order in space) intensity drift
+    relative to the reference and refine the alignment against it (linear models only;
+    :mod:`.intensity_drift`). Levels, iterations and samples: per pyramid level, coarse
+    to fine (benchmarks/bench_motion.py measures the defaults).
     """
 
     transform: str = "rigid"
@@ -70,8 +74,9 @@ class MotionSettings:
     smooth_sigma_frames: float = 0.0
     levels: int = 3
     iterations: list[int] = field(default_factory=lambda: [100, 50, 30])
-    samples: list[int] = field(default_factory=lambda: [2000, 5000, 20000])
+    samples: list[int] = field(default_factory=lambda: [2000, 5000, 50000])
     deformable_options: dict[str, Any] = field(default_factory=dict)
+    intensity_drift: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,10 +103,16 @@ class MotionSettings:
     def register_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~.register.register` for one frame."""
         stages = ["rigid", self.transform] if self.deformable else [self.transform]
+        options = dict(self.deformable_options)
+        if self.transform == "bspline":
+            # The B-spline stage's do-no-harm check keeps a deformation only if edges align
+            # better in most control-point cells: right between subjects, but a heart or a
+            # diaphragm moves locally, so most cells rightly stay as they were.
+            options.setdefault("structure_check", False)
         return {"stages": stages, "transform": self.transform, "metric": self.metric,
                 "init": "none", "levels": self.levels, "iterations": list(self.iterations),
                 "samples": list(self.samples), "seed": self.seed,
-                "deformable_options": dict(self.deformable_options)}
+                "deformable_options": options}
 
 
 @dataclass
@@ -205,9 +216,14 @@ def register_frame(reference: Volume, frame: Volume, settings: MotionSettings, i
         if mask is not None:
             mask = _padded(reference.with_data(mask.astype(np.uint8))).data > 0
     mask_volume = None if mask is None else fixed.with_data(mask.astype(np.uint8))
+    kwargs = settings.register_kwargs()
+    kwargs["levels"] = _useful_levels(fixed, settings.levels)
     try:
         result = register(fixed, moving, fixed_mask=mask_volume, callback=callback,
-                          cancel=cancel, **settings.register_kwargs())
+                          cancel=cancel, **kwargs)
+        if settings.intensity_drift and not settings.deformable:
+            result = _refine_with_drift(fixed, moving, result, settings, mask, mask_volume,
+                                        callback, cancel)
     except RegistrationError as exc:
         raise MotionError(f"frame {index}: {exc}") from exc
     dense = None
@@ -215,6 +231,28 @@ def register_frame(reference: Volume, frame: Volume, settings: MotionSettings, i
         dense = result.deformable.displacement_field(reference)
     return FrameResult(index, np.asarray(result.matrix, dtype=np.float64),
                        float(result.final_cost), time.perf_counter() - t0, dense)
+
+
+def _useful_levels(volume: Volume, levels: int) -> int:
+    """Pyramid levels that differ: a small volume (thick-slab EPI) reaches its coarsest
+    size early, and repeating a level only costs time (the finest levels are kept)."""
+    factors, _ = default_schedule(volume, n_levels=max(1, levels))
+    return max(1, len({tuple(f) for f in factors}))
+
+
+def _refine_with_drift(fixed: Volume, moving: Volume, result, settings: MotionSettings,
+                       mask: np.ndarray | None, mask_volume: Volume | None, callback,
+                       cancel: CancelToken | None):
+    """Fit the frame's smooth intensity drift at the found alignment, then refine the
+    alignment at the finest level against the reference times that gain."""
+    aligned = resample(moving, fixed, MatrixTransform(result.matrix), fill=np.nan)
+    gain = fit_gain(fixed, np.asarray(aligned.data), mask)
+    kwargs = settings.register_kwargs()
+    kwargs.update(init="none", initial=np.asarray(result.matrix), levels=1,
+                  iterations=[kwargs["iterations"][-1]], samples=[kwargs["samples"][-1]],
+                  seed=settings.seed + 1)
+    return register(apply_gain(fixed, gain), moving, fixed_mask=mask_volume,
+                    callback=callback, cancel=cancel, **kwargs)
 
 
 def correct_frame(frame: Volume, reference: Volume, result: FrameResult) -> np.ndarray:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .image import apply_affine
+from .image import Volume, apply_affine
 from .metrics import make_metric
 from .transforms.base import MatrixTransform, Transform
 from .transforms.field import DisplacementField, jacobian_determinant_map
@@ -185,23 +185,32 @@ def edges(data: np.ndarray, affine: np.ndarray, sigma_mm: float = 1.0,
     return np.isin(labels, good[good > 0])
 
 
-def dice_per_label(fixed_labels: np.ndarray, warped_labels: np.ndarray,
-                   labels: Sequence[int] | None = None) -> dict[int, float]:
-    """Dice ``2 |A n B| / (|A| + |B|)`` for each label (background 0 excluded).
+def dice_per_label(a: Volume | np.ndarray, b: Volume | np.ndarray,
+                   labels: Sequence[int] | None = None,
+                   include_background: bool = False) -> dict[int, float]:
+    """Dice ``2 |A n B| / (|A| + |B|)`` per label value (voxel counts on one grid).
 
-    Both label maps on the same grid; ``labels`` defaults to every non-zero value found
-    in either. A label absent from both gets NaN (undefined, not perfect).
+    ``a``, ``b``: label maps on the same grid (same shape; two Volumes must also share
+    their voxel->world affine), e.g. the fixed labels and the warped moving labels, or a
+    segmentation and its ground truth. ``labels`` defaults to every value found in
+    either; background 0 is left out unless ``include_background``. A label absent from
+    both gets NaN (undefined, not perfect).
     """
-    _same_shape(fixed_labels, warped_labels, "label maps")
-    a = np.asarray(fixed_labels)
-    b = np.asarray(warped_labels)
+    a_data = a.data if isinstance(a, Volume) else np.asarray(a)
+    b_data = b.data if isinstance(b, Volume) else np.asarray(b)
+    _same_shape(a_data, b_data, "label maps")
+    if isinstance(a, Volume) and isinstance(b, Volume) and not a.same_grid(b, atol=1e-3):
+        raise QCError("label maps must be on the same grid: their voxel->world affines "
+                      "differ (resample one onto the other's grid, nearest, first)")
     if labels is None:
-        labels = [int(v) for v in np.union1d(np.unique(a), np.unique(b)) if v != 0]
+        labels = [int(v) for v in np.union1d(np.unique(a_data), np.unique(b_data))]
     out: dict[int, float] = {}
     for value in labels:
-        in_a, in_b = a == value, b == value
-        total = int(in_a.sum()) + int(in_b.sum())
-        out[int(value)] = (2.0 * float(np.logical_and(in_a, in_b).sum()) / total
+        if value == 0 and not include_background:
+            continue
+        in_a, in_b = a_data == value, b_data == value
+        total = int(np.count_nonzero(in_a)) + int(np.count_nonzero(in_b))
+        out[int(value)] = (2.0 * float(np.count_nonzero(in_a & in_b)) / total
                            if total else float("nan"))
     return out
 

@@ -151,12 +151,12 @@ class PlanarPair:
         self.moving = flatten(moving) if self.active else moving
         self.file_2d = self.active and was_2d_file(fixed)
 
-    def mask(self, mask: Volume) -> Volume:
+    def mask(self, mask: Volume, role: str = "fixed mask") -> Volume:
         if not self.active:
             return mask
         if not is_flat(mask) or plane_of(mask)[2] != plane_of(self.fixed3)[2]:
-            raise FlatError(f"the fixed mask {_source(mask)} is not a slice of the fixed "
-                            "image's plane")
+            raise FlatError(f"the {role} {_source(mask)} is not a slice of the images' "
+                            "plane")
         return flatten(mask)
 
     def points(self, points: np.ndarray) -> np.ndarray:

@@ -19,9 +19,10 @@ from napari_reg.core.image import Volume
 __all__ = ["InputError", "check_landmarks", "check_linear_transform", "check_warped"]
 
 # A registration between images of one subject or species never scales beyond 1000x, and
-# never translates beyond 1 km; an axis squeezed below 1/1000 is a singular matrix.
+# never translates beyond 100 m (images themselves stay within 100 m: volume_checks.py);
+# an axis squeezed below 1/1000 is as good as a singular matrix.
 MAX_SCALE, MIN_SCALE = 1e3, 1e-3
-MAX_TRANSLATION_MM = 1e6
+MAX_TRANSLATION_MM = 1e5
 
 
 class InputError(ValueError):

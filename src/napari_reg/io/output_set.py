@@ -17,10 +17,13 @@ The rules live here, in one place:
   when the set is planned (before any work) and when each file is staged.
 * **Whole or nothing**: files are written into a staging folder named
   ``.napari-reg-<pid>-<host>-*``. A new output folder is created by ONE rename of the
-  staging folder. Into an existing folder the files are moved one by one under a journal
+  staging folder; a folder that holds only an older result of the same set is replaced
+  by two (old folder aside, new one in: a kill between leaves no folder, never a mixed
+  one). Into a folder with other files the outputs are moved one by one under a journal
   (``.commit.json`` in the staging folder, written once every file is complete); the
   ``marker`` file (e.g. ``run.json``), whose presence means "this set is complete", is
-  removed first and moved in last. SIGINT/SIGTERM are held back during the commit.
+  removed first and moved in last, and the next run finishes an interrupted journal.
+  SIGINT/SIGTERM are held back during the commit.
 * **Nothing is left behind**: a staging folder or temporary file whose process is gone
   (e.g. after SIGKILL) is removed by the next :class:`OutputSet` in that folder, and an
   interrupted journal commit is finished (rolled forward: its files were complete).
@@ -47,7 +50,7 @@ from pathlib import Path
 from napari_reg.io.atomic import STAGING_PREFIX, current_umask, host_tag, staging_prefix
 
 __all__ = ["OutputSet", "OutputSetError", "STAGING_PREFIX", "check_output_plan",
-           "clean_stale", "deferred_signals", "staging_prefix"]
+           "clean_stale", "deferred_signals", "interrupted_outputs_note", "staging_prefix"]
 
 _JOURNAL = ".commit.json"
 _OWNER_RE = re.compile(r"^\.napari-reg-(\d+)-([0-9a-f]{8})-")
@@ -112,8 +115,9 @@ def _roll_forward(staging: Path) -> None:
     """Finish a commit that a killed process started (its files were all complete)."""
     journal = json.loads((staging / _JOURNAL).read_text())
     folder = Path(journal["folder"])
-    if folder.resolve() != staging.parent.resolve():
-        return  # a journal that does not describe its own folder: do not trust it
+    home = staging.parent.resolve()
+    if home not in (folder.resolve(), folder.resolve().parent):
+        return  # a journal that does not describe its own folder (or a sibling): distrust
     for rel in journal["files"]:
         source = staging / rel
         if source.exists():
@@ -121,18 +125,33 @@ def _roll_forward(staging: Path) -> None:
             os.replace(source, folder / rel)
 
 
+# Output sets committed while an interrupt waited for the commit to finish: the interrupt
+# message must not say "no outputs written" about them (see interrupted_outputs_note).
+_KEPT: list[Path] = []
+
+
+def interrupted_outputs_note() -> str:
+    """The end of an interrupt message: "no outputs written", or which sets are kept."""
+    if not _KEPT:
+        return "no outputs written"
+    kept = ", ".join(str(p) for p in _KEPT)
+    _KEPT.clear()
+    return f"the outputs in {kept} were complete before the signal and are kept"
+
+
 @contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back (main thread only) and deliver them after the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def deferred_signals() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM back (main thread only) and deliver them after the block;
+    the block sees the list of signals waiting."""
     pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda signum, _frame: pending.append(signum))
     try:
-        yield
+        yield pending
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -202,18 +221,21 @@ class OutputSet:
         self.marker = marker
         self.names: list[str] = []
         self._staging: Path | None = None
-        self._fresh = False
+        self._mode = "files"
         for folder_ in (self.folder, self.folder.parent):
             clean_stale(folder_)
-        planned = list(planned)
-        check_output_plan([self.folder / n for n in planned], self.inputs, overwrite)
+        self.planned = list(planned)
+        check_output_plan([self.folder / n for n in self.planned], self.inputs, overwrite)
 
     # ------------------------------------------------------------------ staging
     def __enter__(self) -> OutputSet:
         try:
-            self._fresh = not self.folder.exists() or (
-                self.folder.is_dir() and not any(self.folder.iterdir()))
-            parent = self.folder.parent if self._fresh else self.folder
+            if not self.folder.exists() or (self.folder.is_dir() and not self.folder.is_symlink()
+                                            and not any(self.folder.iterdir())):
+                self._mode = "fresh"  # a new folder: one rename
+            elif self._holds_only(self.planned):
+                self._mode = "replace"  # an older result of this set: two renames
+            parent = self.folder if self._mode == "files" else self.folder.parent
             parent.mkdir(parents=True, exist_ok=True)
             self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=parent))
             # mkdtemp makes 0700; a new output folder (this one, renamed) gets the umask's mode
@@ -247,9 +269,11 @@ class OutputSet:
             return False
         try:
             # Signals wait until the set is in place AND its staging is gone.
-            with deferred_signals():
+            with deferred_signals() as pending:
                 if exc_type is None:
                     self._commit(staging)
+                    if pending:
+                        _KEPT.append(self.folder)
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -268,14 +292,65 @@ class OutputSet:
         missing = [n for n in self.names if not (staging / n).is_file()]
         if missing:
             raise OutputSetError(f"outputs were planned but not written: {', '.join(missing)}")
-        if self._fresh:
+        if self._mode == "fresh":
             _fault(1)
             try:
                 os.rename(staging, self.folder)  # the whole set in one step
                 return
             except OSError:  # someone created the folder meanwhile: file by file
                 pass
+        if self._mode == "replace" and self._holds_only(self.names) and self._swap(staging):
+            return
         self._commit_files(staging)
+
+    def _holds_only(self, names: list[str]) -> bool:
+        """True when the folder holds nothing but files among ``names`` (an older result
+        of this very set), so the new set can replace the whole folder. Never for the
+        working folder (or one above it), a symbolic link, or anything with a link or
+        a foreign file inside."""
+        folder = self.folder
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                return False
+            real, cwd = folder.resolve(), Path.cwd().resolve()
+            if real == cwd or real in cwd.parents:
+                return False
+            allowed = {Path(n) for n in names}
+            allowed_dirs = {p for n in allowed for p in n.parents if p != Path(".")}
+            for entry in folder.rglob("*"):
+                rel = entry.relative_to(folder)
+                if entry.is_symlink() or rel.parts[0].startswith(STAGING_PREFIX):
+                    return False
+                if rel not in (allowed_dirs if entry.is_dir() else allowed):
+                    return False
+        except (OSError, RuntimeError):
+            return False
+        return bool(names)
+
+    def _swap(self, staging: Path) -> bool:
+        """Replace the folder (an older result) by the staged one: folder -> trash, staging
+        -> folder. A kill between the two leaves no folder (never a mixed one); the next
+        run removes both leftovers. False (nothing changed) when the renames fail."""
+        parent = self.folder.parent
+        try:
+            trash = Path(tempfile.mkdtemp(prefix=staging_prefix() + "old-", dir=parent))
+        except OSError:
+            return False
+        _fault(1)
+        try:
+            os.rename(self.folder, trash)
+        except OSError:
+            with contextlib.suppress(OSError):
+                trash.rmdir()
+            return False
+        _fault(2)
+        try:
+            os.rename(staging, self.folder)
+        except OSError:
+            os.rename(trash, self.folder)  # put the older result back
+            return False
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def _commit_files(self, staging: Path) -> None:
         order = self._order()

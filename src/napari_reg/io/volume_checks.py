@@ -25,10 +25,12 @@ __all__ = ["DEFAULT_BUDGET_GB", "VolumeRefused", "check_claimed_size", "check_ge
            "memory_budget_bytes"]
 
 DEFAULT_BUDGET_GB = 2.0
-# Plausible geometry, in mm: from 1 nm voxels (electron microscopy) to 100 m ones, and
-# no coordinate or field of view beyond 1000 km. Anything outside is a corrupt header.
-MIN_VOXEL_MM, MAX_VOXEL_MM = 1e-6, 1e5
-MAX_COORDINATE_MM = 1e9
+# Plausible geometry, in mm: voxels from 1 um to 1 m, coordinates and fields of view
+# within 100 m. Beyond that a header is corrupt; and napari, which slices the world in
+# steps of the smallest voxel, needs (world range / smallest voxel) below 2**31 for ALL
+# layers together: 2e5 mm / 1e-3 mm = 2e8 keeps any mix of plausible files viewable.
+MIN_VOXEL_MM, MAX_VOXEL_MM = 1e-3, 1e3
+MAX_COORDINATE_MM = 1e5
 # Beyond this the affine's axes are nearly parallel: a sheared, degenerate grid.
 MAX_CONDITION = 1e6
 _CHUNK = 1 << 20
@@ -77,37 +79,53 @@ def _gzip_trailer_size(path: Path) -> int:
         return int.from_bytes(f.read(4), "little")
 
 
+def _gzip_at_least(f, needed: int) -> bool:
+    produced, decoder, pending = 0, zlib.decompressobj(16 + zlib.MAX_WBITS), b""
+    while produced < needed:
+        if not pending:
+            pending = f.read(_CHUNK)
+            if not pending:
+                return False
+        try:
+            produced += len(decoder.decompress(pending, _CHUNK))
+        except zlib.error:
+            return False
+        if decoder.eof:  # next member (bgzip, cat a.gz b.gz); zero padding is skipped
+            pending = decoder.unused_data.lstrip(b"\0")
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            pending = decoder.unconsumed_tail
+    return True
+
+
+def _bz2_at_least(f, needed: int) -> bool:
+    produced, decoder = 0, bz2.BZ2Decompressor()
+    while produced < needed:
+        if decoder.eof:  # next stream
+            data = decoder.unused_data or f.read(_CHUNK)
+            decoder = bz2.BZ2Decompressor()
+        elif decoder.needs_input:
+            data = f.read(_CHUNK)
+        else:
+            data = b""  # more output waits inside the decoder
+        if not data and (decoder.needs_input or decoder.eof):
+            return False
+        try:
+            produced += len(decoder.decompress(data, _CHUNK))
+        except (OSError, EOFError, ValueError):
+            return False
+    return True
+
+
 def _decompressed_at_least(path: Path, kind: str, needed: int) -> bool:
     """Stream-decompress until ``needed`` bytes came out (True) or the data ended (False).
 
     Memory stays at one chunk; time is bounded by ``needed`` (itself within the budget).
-    Corrupt streams count as ending where they break.
+    Multi-member files are followed member by member; a corrupt stream counts as ending
+    where it breaks.
     """
-    produced = 0
     with open(path, "rb") as f:
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gzip" \
-            else bz2.BZ2Decompressor()
-        while produced < needed:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                return False
-            try:
-                if kind == "gzip":
-                    produced += len(decoder.decompress(chunk, needed - produced + 1))
-                    while decoder.unconsumed_tail and produced < needed:
-                        produced += len(decoder.decompress(decoder.unconsumed_tail,
-                                                           needed - produced + 1))
-                    if decoder.eof and decoder.unused_data and produced < needed:
-                        rest = decoder.unused_data  # the next gzip member
-                        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                        produced += len(decoder.decompress(rest, needed - produced + 1))
-                else:
-                    produced += len(decoder.decompress(chunk, needed - produced + 1))
-                    if decoder.eof:
-                        return produced >= needed
-            except (zlib.error, OSError, EOFError):
-                return False
-    return True
+        return _gzip_at_least(f, needed) if kind == "gzip" else _bz2_at_least(f, needed)
 
 
 def _data_file(img, path: Path) -> Path:

@@ -3,9 +3,13 @@
 ``OUTDIR/`` receives ``corrected.nii.gz`` (the series on the reference grid, the input's
 header timing kept: ``pixdim[4]``, ``xyzt_units``), ``reference.nii.gz``,
 ``transforms/frame_NNNN.tfm`` (ITK, LPS: maps REFERENCE physical points to FRAME k
-physical points, the linear part; deformable runs add ``frame_NNNN_whole_field.nii.gz``,
-the whole reference->frame map as an ITK/ANTs displacement field, which already contains
-the linear part: use it alone), ``motion.tsv`` and ``run.json`` (the marker: written last).
+physical points, the linear part), ``motion.tsv`` and ``run.json`` (the marker: written
+last). A deformable frame ``T_k(x) = A_k(W_k(x))`` is written in the ANTs layout of
+``napari-reg register`` (:func:`napari_reg.io.result_layout.write_ants_layout`):
+``frame_NNNN.tfm`` / ``.mat`` (``A_k``), ``frame_NNNN_warp.nii.gz`` (``W_k`` only, on the
+reference grid: ``antsApplyTransforms -t frame_NNNN_warp.nii.gz -t frame_NNNN.tfm``),
+``frame_NNNN_inverse_warp.nii.gz`` (``W_k^-1``) and ``frame_NNNN_whole_map_field.nii.gz``
+(all of ``T_k`` as one field: use it alone, never followed by the ``.tfm``).
 
 The set is written as one :class:`napari_reg.io.output_set.OutputSet` (staged beside
 ``OUTDIR`` and moved into place with one rename when ``OUTDIR`` is new; never replacing
@@ -34,8 +38,8 @@ from ..core.motion import (
     motion_parameters,
 )
 from ..io.atomic import atomic_path
-from ..io.displacement_fields import save_displacement_field
 from ..io.output_set import OutputSet, OutputSetError
+from ..io.result_layout import ants_layout_names, split_whole_map, write_ants_layout
 from ..io.transforms import write_itk_transform
 from ..io.volumes import save_volume, save_volume_stack
 
@@ -57,10 +61,15 @@ def work_dir(output_dir: str | os.PathLike) -> Path:
 
 def planned_names(n_frames: int, deformable: bool) -> list[str]:
     """Every file of the set, relative to ``OUTDIR``, ``run.json`` last."""
-    frames = [f"{OUTPUT_NAMES['transforms']}/frame_{k:04d}{s}" for k in range(n_frames)
-              for s in ((".tfm", "_whole_field.nii.gz") if deformable else (".tfm",))]
+    stems = [_frame_stem(k) for k in range(n_frames)]
+    frames = [name for stem in stems for name in
+              (ants_layout_names(stem).values() if deformable else [f"{stem}.tfm"])]
     return [OUTPUT_NAMES[k] for k in ("corrected", "reference")] + frames + \
         [OUTPUT_NAMES["motion"], OUTPUT_NAMES["record"]]
+
+
+def _frame_stem(index: int) -> str:
+    return f"{OUTPUT_NAMES['transforms']}/frame_{index:04d}"
 
 
 def plan_output_set(output_dir: str | os.PathLike, inputs: Sequence[str | None],
@@ -110,16 +119,18 @@ def write_output_set(outputs: OutputSet, reference: Volume, corrected: np.ndarra
     results = sorted(results, key=lambda r: r.index)
     if [r.index for r in results] != list(range(corrected.shape[3])):
         raise MotionError("internal: the frame results do not cover every frame")
-    transforms = OUTPUT_NAMES["transforms"]
     save_volume_stack(corrected, reference.affine, outputs.path(OUTPUT_NAMES["corrected"]),
                       dtype=np.float32, header=header)
     save_volume(reference, outputs.path(OUTPUT_NAMES["reference"]), dtype=np.float32)
     for r in results:
         # ITK's direction: fixed/output (the reference) points -> moving/input (the frame)
-        write_itk_transform(r.matrix, outputs.path(f"{transforms}/frame_{r.index:04d}.tfm"))
-        if r.field is not None:
-            save_displacement_field(
-                outputs.path(f"{transforms}/frame_{r.index:04d}_whole_field.nii.gz"), r.field)
+        stem = _frame_stem(r.index)
+        if r.field is None:
+            write_itk_transform(r.matrix, outputs.path(f"{stem}.tfm"))
+        else:
+            warp, inverse_warp = split_whole_map(r.field, r.matrix, reference)
+            write_ants_layout(outputs.path, ants_layout_names(stem), r.matrix, warp,
+                              inverse_warp, r.field)
     params, fd = motion_table(results, reference.center_world())
     with atomic_path(outputs.path(OUTPUT_NAMES["motion"])) as tmp:
         tmp.write_text(_tsv(params, fd, fd_threshold_mm))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.image import Volume, apply_affine
-from ..layers import layer_world_affine, volume_from_layer
+from ..layers import layer_world_affine, shows_display_copy, volume_from_layer
 
 __all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "paired_landmarks",
            "points_world", "source_path"]
@@ -31,8 +31,16 @@ def layer_affine(layer: Any) -> np.ndarray:
 
 
 def file_affine(layer: Any) -> np.ndarray:
-    """The voxel->world affine the layer's file gave (RAS mm), else its displayed one."""
+    """The voxel->world affine the layer's file gave (RAS mm), else its displayed one.
+
+    For a layer showing an axis-aligned copy of an oblique volume (see
+    :mod:`napari_reg.layers`), the copy's grid as made from the file: the file's
+    placement of the *displayed* array, so ``layer_affine @ file_affine^-1`` is the
+    user's move for both kinds of layer (landmark layers take it as their voxel grid).
+    """
     meta = getattr(layer, "metadata", None) or {}
+    if shows_display_copy(layer):
+        return np.asarray(meta["display_grid_affine"], dtype=np.float64)
     original = meta.get("original_affine")
     if original is not None:
         original = np.asarray(original, dtype=np.float64)
@@ -50,7 +58,8 @@ def source_path(layer: Any) -> str | None:
 
 
 def layer_volume(layer: Any, use_file_affine: bool = False) -> Volume:
-    """A Volume sharing the layer's array, placed where the layer is displayed.
+    """A Volume sharing the layer's array, placed where the layer is displayed (for an
+    oblique volume shown as an axis-aligned copy: the file's array, moved likewise).
 
     With ``use_file_affine`` the file's affine is used instead (the moving image of a
     registration: a manual move then becomes the ``initial`` transform, see
@@ -58,7 +67,10 @@ def layer_volume(layer: Any, use_file_affine: bool = False) -> Volume:
     """
     volume = volume_from_layer(layer)  # checks ndim / RGB with a clear message
     if use_file_affine:
-        volume = Volume(volume.data, file_affine(layer), volume.name, volume.metadata)
+        # an oblique layer's volume is the file's own array: its own file affine
+        affine = (np.asarray(layer.metadata["original_affine"], dtype=np.float64)
+                  if shows_display_copy(layer) else file_affine(layer))
+        volume = Volume(volume.data, affine, volume.name, volume.metadata)
     return volume
 
 

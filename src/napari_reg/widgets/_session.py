@@ -9,6 +9,7 @@ maths and never touches a layer's data.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class RegistrationSession:
         self.fixed_layer: Any = None
         self.moving_layer: Any = None
         self.mask_layer: Any = None
+        self.moving_mask_layer: Any = None  # Labels layer: moving voxels > 0 drive the metric
         self.outcome: RunOutcome | None = None
         self.warped_layer: Any = None
         self.cost_panel: Any = None  # the docked CostPlotPanel, created on first run
@@ -82,6 +84,17 @@ class RegistrationSession:
         self.fixed_layer, self.moving_layer, self.mask_layer = fixed, moving, mask
         if changed:
             self.roles_changed.emit()
+
+    def mask_volumes(self, to_volume: Callable[[Any], Any]) -> dict[str, Any]:
+        """``register()``'s mask arguments from the chosen Labels layers."""
+        return {k: to_volume(v) for k, v in self._mask_layers().items() if v is not None}
+
+    def mask_sources(self, to_path: Callable[[Any], Any]) -> dict[str, Any]:
+        """The masks' source files for a run record (None: no mask)."""
+        return {k: None if v is None else to_path(v) for k, v in self._mask_layers().items()}
+
+    def _mask_layers(self) -> dict[str, Any]:
+        return {"fixed_mask": self.mask_layer, "moving_mask": self.moving_mask_layer}
 
     def set_outcome(self, outcome: RunOutcome | None) -> None:
         self.outcome = outcome

@@ -3,7 +3,7 @@
 The user picks the subject (an Image layer), one or more atlases (an Image layer and its
 Labels layer each, or a pair of files opened through the plugin's reader) and, optionally,
 a ground-truth Labels layer for a Dice report. Run calls
-:func:`napari_reg.core.fusion.segment_with_atlases` on a worker thread (the shared
+:func:`napari_reg.core.atlas.fusion.segment_with_atlases` on a worker thread (the shared
 ``_worker`` bridge: progress polled from the GUI thread, Stop honoured within an
 iteration) and shows the fused labels as a Labels layer placed exactly on the subject.
 
@@ -31,20 +31,21 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..core.engine import presets
-from ..core.fusion import (
+from ..core.atlas.fusion import (
     FUSION_METHODS,
     SIMILARITIES,
     AtlasProgress,
     dice_table,
     segment_with_atlases,
 )
-from ..core.labels import PROPAGATION_METHODS, Atlas, modality_check
+from ..core.atlas.labels import PROPAGATION_METHODS, Atlas, modality_check
+from ..core.engine import presets
 from ..layers import volume_to_layer_data
 from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ._layer_volumes import layer_volume
 from ._panel_close import PanelCloseWatcher
 from ._session import unwrap_viewer
+from ._tooltips import apply_tooltips
 from ._worker import RunTicker
 
 __all__ = ["AtlasWidget", "FUSED_LAYER_NAME", "transform_choices"]
@@ -130,6 +131,7 @@ class AtlasWidget(Container):
         self._guess_subject()
 
     # ------------------------------------------------------------------ choices
+        apply_tooltips(self)  # what each control does, in which units
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Image)]
 

@@ -29,6 +29,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core.engine.events import EventKind
+from ._tooltips import apply_tooltips
 
 __all__ = ["CostCurve", "CostPlot", "CostPlotPanel"]
 
@@ -254,3 +255,4 @@ class CostPlotPanel(QWidget):
         layout.addWidget(self.plot, 1)
         layout.addLayout(row)
         self.setMinimumHeight(180)
+        apply_tooltips(self)  # what each control does, in which units

@@ -33,6 +33,7 @@ from ._layer_volumes import layer_volume, points_world, source_path
 from ._notify import guarded
 from ._session import RunOutcome, get_session, unwrap_viewer
 from ._session_io import restore_viewer_session, save_viewer_session
+from ._tooltips import apply_tooltips
 
 __all__ = ["ExportWidget", "ExportError"]
 
@@ -113,6 +114,7 @@ class ExportWidget(Container):
             ev.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
         self._on_result(self._session.outcome)
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away: stop listening to the session and the viewer."""
@@ -223,7 +225,7 @@ class ExportWidget(Container):
         job = Job(fixed=inputs.get("fixed") or f"<layer {outcome.fixed_layer_name}>",
                   moving=inputs.get("moving") or f"<layer {outcome.moving_layer_name}>",
                   parameters=dict(outcome.result.parameters),
-                  fixed_mask=inputs.get("fixed_mask"))
+                  fixed_mask=inputs.get("fixed_mask"), moving_mask=inputs.get("moving_mask"))
         record = run_record(job, outcome.result)
         record["gui"] = {"fixed_layer": outcome.fixed_layer_name,
                          "moving_layer": outcome.moving_layer_name}

@@ -37,6 +37,7 @@ from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._notify import guarded
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 
 __all__ = ["LandmarksWidget", "FIT_CHOICES"]
 
@@ -111,6 +112,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
         self.native.destroyed.connect(self._shutdown)
         self._on_inserted()
         self._on_layers_chosen()
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         self._disconnect()

@@ -16,6 +16,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 
 __all__ = ["LoadWidget", "style_fixed", "style_moving"]
 
@@ -46,6 +47,10 @@ class LoadWidget(Container):
         self.moving = ComboBox(label="Moving", choices=self._image_choices, nullable=True)
         self.mask = ComboBox(label="Fixed mask", choices=self._label_choices, nullable=True,
                              tooltip="Optional Labels layer: only voxels > 0 drive the metric")
+        self.moving_mask = ComboBox(
+            label="Moving mask", choices=self._label_choices, nullable=True,
+            tooltip="Optional Labels layer on the moving image: points mapped where it is 0 "
+                    "(missing tissue, a lesion) leave the metric")
         self.fixed_file = FileEdit(label="Fixed file", mode="r", filter=_FILE_FILTER)
         self.open_fixed = PushButton(text="Open as fixed")
         self.moving_file = FileEdit(label="Moving file", mode="r", filter=_FILE_FILTER)
@@ -54,12 +59,15 @@ class LoadWidget(Container):
         self.opacity = FloatSlider(label="Moving opacity", min=0.0, max=1.0, step=0.05,
                                    value=0.7)
         self.info = Label(value="")
-        self.extend([self.fixed, self.moving, self.mask, self.fixed_file, self.open_fixed,
-                     self.moving_file, self.open_moving, self.swap, self.opacity, self.info])
+        self.extend([self.fixed, self.moving, self.mask, self.moving_mask, self.fixed_file,
+                     self.open_fixed, self.moving_file, self.open_moving, self.swap,
+                     self.opacity, self.info])
 
         self.fixed.changed.connect(self._on_roles)
         self.moving.changed.connect(self._on_roles)
         self.mask.changed.connect(self._on_roles)
+        self.moving_mask.changed.connect(
+            lambda layer: setattr(self._session, "moving_mask_layer", layer))
         self.opacity.changed.connect(self._on_opacity)
         self.swap.clicked.connect(self.swap_roles)
         self.open_fixed.clicked.connect(lambda: self.open_file("fixed"))
@@ -70,6 +78,7 @@ class LoadWidget(Container):
             ev.connect(self._refresh)
         self.native.destroyed.connect(self._shutdown)
         self._guess_roles()
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         """The panel is going away: stop listening to the viewer."""

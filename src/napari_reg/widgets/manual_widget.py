@@ -37,6 +37,7 @@ from ..core.image import apply_affine
 from ._alignment import ALIGNMENT_LAYER_NAME, get_alignment, request_manual_init
 from ._canvas_alignment import CanvasAlignment
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 
 __all__ = ["ManualWidget", "rigid_motion", "rotation_angles", "CENTRE_CHOICES"]
 
@@ -132,6 +133,7 @@ class ManualWidget(Container):
         self._session.roles_changed.connect(self.take_over)
         self.native.destroyed.connect(self._shutdown)
         self.take_over()
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         self.canvas.stop()

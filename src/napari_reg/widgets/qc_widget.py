@@ -40,6 +40,7 @@ from ._lm_model import pair_rows
 from ._notify import guarded
 from ._qc_inputs import QCInputs, gather, upsert_layer
 from ._session import get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 from .overlay import coarse_grid
 
 __all__ = ["QCWidget", "SOURCE_CHOICES", "QC_PREFIX"]
@@ -115,6 +116,7 @@ class QCWidget(Container):
         events.removed.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
         self._on_inserted()
+        apply_tooltips(self)  # what each control does, in which units
 
     def _shutdown(self, *_args: Any) -> None:
         self._session.result_changed.disconnect(self._drop_inputs)

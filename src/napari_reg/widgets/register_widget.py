@@ -51,6 +51,7 @@ from ._register_settings import (
 from ._regularisation import RegularisationControls
 from ._run_progress import RunProgressView
 from ._session import RunOutcome, get_session, unwrap_viewer
+from ._tooltips import apply_tooltips
 from ._worker import GuiCall, RunTicker
 from .cost_plot import CostPlotPanel
 
@@ -164,6 +165,7 @@ class RegisterWidget(Container):
         # dock re-lays out the whole window (a ~70 ms freeze), which should not happen
         # while a registration runs, and the layout should not jump under the user.
         QTimer.singleShot(0, self._dock_cost_panel)
+        apply_tooltips(self)  # what each control does, in which units
 
     def _dock_cost_panel(self) -> None:
         try:
@@ -276,7 +278,7 @@ class RegisterWidget(Container):
         fixed_layer, moving_layer = self._session.fixed_layer, self._session.moving_layer
         if fixed_layer is None or moving_layer is None:
             show_error("Choose a fixed and a moving image in the Load panel first "
-                       "(Plugins > napari-reg > 1. Load images).")
+                       "(Plugins > Registration: napari-reg > 1. Load images).")
             return None
         if fixed_layer is moving_layer:
             show_error("The fixed and the moving image are the same layer.")
@@ -285,8 +287,7 @@ class RegisterWidget(Container):
             kwargs = self.settings()
             fixed = layer_volume(fixed_layer, use_file_affine=True)
             moving = layer_volume(moving_layer, use_file_affine=True)
-            if self._session.mask_layer is not None:
-                kwargs["fixed_mask"] = layer_volume(self._session.mask_layer)
+            kwargs.update(self._session.mask_volumes(layer_volume))
             if kwargs["init"] == "manual":
                 kwargs["initial"] = manual_initial(fixed_layer, moving_layer)
                 kwargs["init"] = "none"
@@ -376,8 +377,7 @@ class RegisterWidget(Container):
                              moving_layer_name=ctx.moving_layer.name,
                              inputs={"fixed": source_path(ctx.fixed_layer),
                                      "moving": source_path(ctx.moving_layer),
-                                     "fixed_mask": source_path(self._session.mask_layer)
-                                     if self._session.mask_layer is not None else None},
+                                     **self._session.mask_sources(source_path)},
                              settings=ctx.settings)
         self._session.set_outcome(outcome)
         show_info(f"Registration finished in {end.seconds:.1f} s (final cost "

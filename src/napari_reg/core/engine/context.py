@@ -88,7 +88,9 @@ class RunContext:
 
     ``fixed_mask``: the user's mask on the fixed grid (bool) or None; ``sampling``:
     where stages that sample draw points when there is no mask (``foreground`` or
-    ``all``); ``rng``: the run's generator, seeded with ``seed``, shared by the linear
+    ``all``); ``moving_mask``: the user's moving-image mask (a Volume on its own grid) or
+    None: sample points mapped outside it are left out (cost-function masking);
+    ``rng``: the run's generator, seeded with ``seed``, shared by the linear
     stages in order. ``stage_index`` is set by the driver before each stage runs.
     """
 
@@ -97,6 +99,7 @@ class RunContext:
     schedule: LevelSchedule | None = None
     fixed_mask: np.ndarray | None = None
     sampling: str = "foreground"
+    moving_mask: Volume | None = None
     seed: int = 0
     stage_index: int = 0
     rng: np.random.Generator = field(init=False)

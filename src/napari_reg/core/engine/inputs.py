@@ -46,6 +46,30 @@ def check_pair(fixed: Volume, moving: Volume) -> tuple[Volume, Volume]:
     return checked[0], checked[1]
 
 
+def moving_mask_volume(mask: Volume | np.ndarray | None, moving: Volume) -> Volume | None:
+    """The moving-image mask as a Volume on its own grid (non-zero = use), or None.
+
+    Stages look it up at the moving world positions their sample points map to
+    (nearest voxel), so it may sit on any grid; a bare array must have the moving
+    image's shape (and takes its grid). An empty mask is an error.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Volume):
+        data = np.asarray(mask)
+        if data.shape != moving.shape:
+            raise RegistrationError(f"moving mask shape {data.shape} does not match the moving "
+                                    f"image {moving.shape}")
+        mask = moving.with_data(data)
+    if mask.ndim != moving.ndim:
+        raise RegistrationError(f"moving mask is {mask.ndim}D but the moving image is "
+                                f"{moving.ndim}D")
+    values = np.asarray(mask.data) != 0
+    if not values.any():
+        raise RegistrationError("the moving mask is empty (no non-zero voxel)")
+    return mask.with_data(values.astype(np.uint8))
+
+
 def mask_on_fixed(mask: Volume | np.ndarray | None, fixed: Volume) -> np.ndarray | None:
     """A boolean mask on the fixed grid (non-zero = inside), or None.
 

@@ -31,7 +31,13 @@ from ..transforms.base import MatrixTransform, Transform
 from .context import RunContext, level_schedule, per_level
 from .errors import RegistrationError
 from .events import Callback, EventKind, Reporter
-from .inputs import check_pair, initial_matrix, landmark_kind, mask_on_fixed
+from .inputs import (
+    check_pair,
+    initial_matrix,
+    landmark_kind,
+    mask_on_fixed,
+    moving_mask_volume,
+)
 from .presets import (
     DEFAULT_BINS,
     DEFORMABLE_MODELS,
@@ -78,6 +84,7 @@ def register(
     metric_options: dict[str, Any] | None = None,
     landmark_fit: str | None = None,
     seed: int = 0,
+    moving_mask: Volume | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``; return the fixed->moving world transform.
 
@@ -141,6 +148,11 @@ def register(
         (e.g. ``radius``, ``levels``, ``iterations``).
     seed
         Seed of the sample draws: the same inputs and seed give the same result.
+    moving_mask
+        Optional mask of the moving image (any grid; non-zero = use): sample points that
+        the map sends outside it leave the metric (cost-function masking, e.g. missing
+        tissue or a lesion in a post-operative scan). Used by the linear stages and the
+        B-spline stage, re-evaluated at each level's start; SyN's dense forces do not use it.
 
     For deformable runs ``result.transform`` is the whole fixed->moving map (the linear
     part ``result.linear_matrix`` after the deformation) and ``result.deformable`` holds
@@ -157,12 +169,13 @@ def register(
         metric_options = {"bins": DEFAULT_BINS, **(metric_options or {})}
     fixed_f, moving_f = check_pair(fixed, moving)
     user_mask = mask_on_fixed(fixed_mask, fixed_f)
+    user_moving_mask = moving_mask_volume(moving_mask, moving_f)
     schedule = level_schedule(fixed_f, levels, shrink_factors, sigmas_mm,
                               FINEST_SIGMA_VOXELS * float(fixed_f.spacing.min()))
     iterations_per_level = per_level(iterations, schedule.n_levels, "iterations")
     samples_per_level = per_level(samples, schedule.n_levels, "samples")
     ctx = RunContext(Reporter(callback, t_start), cancel, schedule, fixed_mask=user_mask,
-                     sampling=sampling, seed=seed)
+                     sampling=sampling, seed=seed, moving_mask=user_moving_mask)
     run_stages = _build_stages(stage_names, metric, metric_options, iterations_per_level,
                                samples_per_level, optimizer, tolerance, deformable_metric,
                                deformable_options)

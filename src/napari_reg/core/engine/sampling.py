@@ -18,7 +18,8 @@ from ..transforms.base import Transform
 from .errors import OverlapError, RegistrationError
 
 __all__ = ["foreground_mask", "grown", "mask_for_level", "draw_samples", "keep_overlapping",
-           "sample_clamped", "representative_values", "MIN_OVERLAP", "MIN_OVERLAP_POINTS"]
+           "sample_clamped", "in_mask", "representative_values", "MIN_OVERLAP",
+           "MIN_OVERLAP_POINTS"]
 
 # Fraction of sample points that must land inside the moving image, and the fewest
 # points a level can work with.
@@ -77,10 +78,20 @@ def draw_samples(volume: Volume, mask: np.ndarray | None, n: int,
 
 
 def keep_overlapping(points: np.ndarray, fixed_values: np.ndarray, model: Transform,
-                     moving: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the sample points that ``model`` maps inside the moving grid; raise
-    :class:`OverlapError` when fewer than :data:`MIN_OVERLAP` of them do."""
-    inside = moving.contains_voxel(moving.world_to_voxel(model.transform_points(points)))
+                     moving: Volume, moving_mask: Volume | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the sample points that ``model`` maps inside the moving grid (and inside
+    ``moving_mask``, looked up at the nearest voxel, when given); raise
+    :class:`OverlapError` when fewer than :data:`MIN_OVERLAP` of them remain.
+
+    The set is fixed for a level (the optimiser needs a deterministic objective), so a
+    moving mask is applied where the level starts: a point that drifts into the masked
+    region during the level still counts, and the next level re-draws.
+    """
+    mapped = model.transform_points(points)
+    inside = moving.contains_voxel(moving.world_to_voxel(mapped))
+    if moving_mask is not None:
+        inside &= in_mask(moving_mask, mapped)
     n_inside, n_total = int(np.count_nonzero(inside)), len(points)
     if n_inside < max(MIN_OVERLAP * n_total, MIN_OVERLAP_POINTS):
         raise OverlapError(
@@ -88,6 +99,15 @@ def keep_overlapping(points: np.ndarray, fixed_values: np.ndarray, model: Transf
             "inside the moving image (check the initialisation and the images' world "
             "positions)")
     return points[inside], fixed_values[inside]
+
+
+def in_mask(mask: Volume, points_world: np.ndarray) -> np.ndarray:
+    """Boolean: world points whose nearest voxel of ``mask`` is non-zero (False outside)."""
+    vox = np.rint(mask.world_to_voxel(points_world)).astype(np.int64)
+    inside = np.all((vox >= 0) & (vox < np.asarray(mask.shape)), axis=1)
+    out = np.zeros(len(points_world), dtype=bool)
+    out[inside] = np.asarray(mask.data)[tuple(vox[inside].T)] != 0
+    return out
 
 
 def sample_clamped(moving: Volume, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

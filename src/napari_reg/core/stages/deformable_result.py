@@ -5,7 +5,7 @@ deformation ``D`` of the fixed space, so the whole map is
 
     T(x) = M D(x)      (fixed world RAS mm -> moving world RAS mm)
 
-``D`` is a cubic B-spline FFD (:mod:`napari_reg.core.stages.bspline`) or the
+``D`` is a chain of cubic B-spline FFDs (:mod:`napari_reg.core.stages.bspline`) or the
 exponential of a stationary velocity field (:mod:`napari_reg.core.stages.syn`).
 :class:`DeformableResult` carries ``T``, ``D``, ``M`` and the per-level cost histories;
 :meth:`DeformableResult.displacement_field` turns ``T`` into one dense field on the fixed
@@ -24,6 +24,7 @@ from ..engine.result import StageResult
 from ..image import Volume
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
 from ..transforms.bspline import BSplineTransform
+from ..transforms.bspline_chain import BSplineChain
 from ..transforms.field import DisplacementField
 from ..transforms.velocity import StationaryVelocityField
 
@@ -54,7 +55,7 @@ class DeformableResult(StageResult):
         deform = self.deformation
         if isinstance(deform, StationaryVelocityField | DisplacementField):
             inv = deform.inverse()
-        elif isinstance(deform, BSplineTransform):
+        elif isinstance(deform, BSplineTransform | BSplineChain):
             if self.fixed_affine is None:
                 raise RegistrationError("no fixed grid recorded to invert the FFD on")
             inv = deform.to_field(self.fixed_shape, self.fixed_affine).inverse()
@@ -76,7 +77,7 @@ class DeformableResult(StageResult):
         if affine is None:
             raise RegistrationError("no reference grid: pass the fixed image")
         deform = self.deformation
-        if isinstance(deform, BSplineTransform):
+        if isinstance(deform, BSplineTransform | BSplineChain):
             dfield = deform.to_field(shape, affine)
         elif isinstance(deform, StationaryVelocityField | DisplacementField):
             # dense models: interpolate the stored grid onto the reference grid in one

@@ -65,7 +65,8 @@ class LinearStage(Stage):
             level_mask = mask_for_level(mask, schedule.shrink_factors[level])
             points, fixed_values = draw_samples(level_fixed, level_mask, self.samples[level],
                                                 ctx.rng)
-            points, fixed_values = keep_overlapping(points, fixed_values, model, level_moving)
+            points, fixed_values = keep_overlapping(points, fixed_values, model, level_moving,
+                                                    ctx.moving_mask)
             metric.setup(representative_values(level_fixed.data, ctx.rng),
                          representative_values(level_moving.data, ctx.rng))
             record = ctx.record(self.name, level, schedule, len(points))

@@ -121,6 +121,10 @@ def detect_format(path: str | os.PathLike) -> str:
     text = head.decode("ascii")
     if re.search(r"^\s*type\s*=", text, re.M) and re.search(r"^\s*nxforms\s*=", text, re.M):
         return "lta"
+    if re.search(r"^\s*\(Transform\s", text, re.M):
+        raise TransformFileError(
+            f"{path}: an elastix TransformParameters file, which is not read; convert it to "
+            "an ITK transform (itk-elastix: ConvertToItkTransform, then write a .tfm)")
     rows = [r.split() for r in text.splitlines() if r.strip() and not r.startswith("#")]
     if path.name.lower().endswith(".1d") and rows and all(len(r) == 12 for r in rows):
         return "afni"

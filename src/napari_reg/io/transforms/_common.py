@@ -78,10 +78,14 @@ def read_text(path: Path, what: str) -> str:
 
 
 def text_rows(path: Path, what: str) -> np.ndarray:
-    """The rows of a plain-text matrix file (blank lines skipped) as a 2D float array."""
+    """The rows of a plain-text matrix file as a 2D float array.
+
+    Blank lines and ``#`` comments are skipped, as numpy's ``loadtxt`` (which FSL- and
+    greedy-matrix scripts use) does; errors name the row by its line number in the file.
+    """
     text = read_text(path, what)
-    rows = [ln for ln in text.splitlines() if ln.strip()]
-    values = [numbers(r, f"{path}, row {i + 1}") for i, r in enumerate(rows)]
+    lines = [(n, ln.split("#", 1)[0]) for n, ln in enumerate(text.splitlines(), start=1)]
+    values = [numbers(ln, f"{path}, row {n}") for n, ln in lines if ln.strip()]
     if len(values) != 4 or any(v.size != 4 for v in values):
         raise TransformFileError(f"{path}: a {what} has 4 rows of 4 numbers, found rows of "
                                  f"{[v.size for v in values]} numbers")

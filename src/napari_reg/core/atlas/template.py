@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from .image import Volume
-from .initialize import init_center_of_mass
+from ..image import Volume
+from ..initialize import init_center_of_mass
+from ..optimize import CancelToken
+from ..resample import resample
+from ..transforms.base import CompositeTransform, MatrixTransform, Transform
+from ..transforms.field import DisplacementField
 from .labels import modality_check
-from .optimize import CancelToken
-from .resample import resample
-from .transforms.base import CompositeTransform, MatrixTransform, Transform
-from .transforms.field import DisplacementField
 
 __all__ = ["TemplateError", "TemplateIteration", "TemplateProgress", "TemplateResult",
            "mean_affine", "build_template", "register_to_template"]
@@ -98,6 +98,9 @@ class TemplateResult:
 
     ``transforms[i]`` maps template world RAS mm -> image ``i`` world RAS mm, for the
     *final* template (the last correction composed in): ``warped_i(x) = I_i(T_i(x))``.
+    ``linear_matrices[i]`` is the linear part ``A_i`` of ``T_i`` (the registration's
+    affine after the correction's mean affine), so that ``T_i = A_i W_i`` with ``W_i`` a
+    deformation of the template space (identity for linear runs).
     """
 
     template: Volume
@@ -105,6 +108,7 @@ class TemplateResult:
     history: list[TemplateIteration] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    linear_matrices: list[np.ndarray] = field(default_factory=list)
 
 
 def mean_affine(matrices: Sequence[np.ndarray], method: str = "log") -> np.ndarray:
@@ -135,7 +139,7 @@ def register_to_template(template: Volume, image: Volume, options: Mapping[str, 
     A module-level function so that process pools and Dask workers can run it.
     """
     if register_fn is None:
-        from .engine.register import register as register_fn
+        from ..engine.register import register as register_fn
     result = register_fn(template, image, callback=callback, cancel=cancel, **dict(options))
     linear = getattr(result, "linear_matrix", None)
     if linear is None:
@@ -224,6 +228,7 @@ def build_template(
     template, correction, _ = _average_and_correct(images, grid, transforms, start,
                                                    affine_mean, shape_step)
     history: list[TemplateIteration] = []
+    linears = start
     for iteration in range(iterations):
         cancel.raise_if_cancelled()
         t0 = time.perf_counter()
@@ -243,11 +248,15 @@ def build_template(
                                     and abs(bias - history[-2].bias_mm) < tolerance_mm):
             break
     final = [_compose(correction, t) for t in transforms]
+    # the correction is C = Mbar^-1 (then a deformation): T_i = M_i D_i C has A_i = M_i Mbar^-1
+    mbar_inv = (correction.transforms[0] if isinstance(correction, CompositeTransform)
+                else correction).matrix
+    final_linears = [np.asarray(m) @ mbar_inv for m in linears]
     emit(len(history) - 1, n - 1, "done")
     params = {"iterations": iterations, "iterations_run": len(history), "affine_mean":
               affine_mean, "shape_step": shape_step, "tolerance_mm": tolerance_mm, **options}
     return TemplateResult(template.with_data(template.data, name="template"), final, history,
-                          params, notes)
+                          params, notes, final_linears)
 
 
 def _register_all(template: Volume, images: Sequence[Volume], options: dict[str, Any],

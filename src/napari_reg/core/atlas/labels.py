@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .image import Volume
-from .resample import resample
-from .transforms.base import MatrixTransform, Transform
-from .transforms.field import DisplacementField
+from ..image import Volume
+from ..resample import resample
+from ..transforms.base import MatrixTransform, Transform
+from ..transforms.field import DisplacementField
 
 __all__ = [
     "Atlas", "LabelError", "LabelTableError", "ModalityWarning", "PROPAGATION_METHODS",
     "label_values", "check_label_tables", "propagate_labels", "label_memberships", "dense_on",
-    "dice_per_label", "modality_check",
+    "modality_check",
 ]
 
 PROPAGATION_METHODS = ("nearest", "linear")
@@ -211,37 +211,6 @@ def propagate_labels(
         winner[better] = value
     return Volume(winner, reference.affine.copy(), f"{labels.name} (propagated)",
                   {"propagation": "linear-argmax"})
-
-
-def dice_per_label(
-    segmentation: Volume | np.ndarray, truth: Volume | np.ndarray,
-    values: Sequence[int] | None = None, include_background: bool = False,
-) -> dict[int, float]:
-    """Dice overlap ``2|A∩B| / (|A|+|B|)`` per label value (voxel counts on one grid).
-
-    Both maps must be on the same grid (same shape; for Volumes also the same affine).
-    Labels absent from both maps are reported as NaN (undefined) rather than 1.
-    """
-    seg = segmentation.data if isinstance(segmentation, Volume) else np.asarray(segmentation)
-    ref = truth.data if isinstance(truth, Volume) else np.asarray(truth)
-    if seg.shape != ref.shape:
-        raise LabelError(f"segmentation {seg.shape} and ground truth {ref.shape} are not on "
-                         "the same grid; resample the ground truth onto the subject first")
-    if (isinstance(segmentation, Volume) and isinstance(truth, Volume)
-            and not segmentation.same_grid(truth, atol=1e-3)):
-        raise LabelError("segmentation and ground truth have different voxel->world affines; "
-                         "resample the ground truth onto the subject grid (nearest) first")
-    if values is None:
-        values = sorted(set(np.unique(seg).tolist()) | set(np.unique(ref).tolist()))
-    report = {}
-    for value in values:
-        if value == 0 and not include_background:
-            continue
-        a, b = seg == value, ref == value
-        total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-        overlap = int(np.count_nonzero(a & b))
-        report[int(value)] = 2.0 * overlap / total if total else float("nan")
-    return report
 
 
 # ------------------------------------------------------------------------ modality check

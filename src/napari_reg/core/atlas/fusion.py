@@ -2,7 +2,7 @@
 
 Each atlas ``i`` is registered with the subject as FIXED image, giving ``T_i`` (subject
 world RAS mm -> atlas world RAS mm); its labels are propagated onto the subject grid
-(:func:`napari_reg.core.labels.propagate_labels`) and its image warped there,
+(:func:`napari_reg.core.atlas.labels.propagate_labels`) and its image warped there,
 ``W_i(x) = atlas_i(T_i(x))``. The propagated label maps then vote at every voxel:
 
 * ``majority``: each atlas has one vote; the most voted label wins.
@@ -32,20 +32,20 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .image import Volume
-from .initialize import init_center_of_mass
+from ..image import Volume
+from ..initialize import init_center_of_mass
+from ..optimize import CancelToken
+from ..qc import dice_per_label
+from ..resample import resample
+from ..transforms.base import Transform
 from .labels import (
     Atlas,
     LabelError,
     check_label_tables,
     dense_on,
-    dice_per_label,
     modality_check,
     propagate_labels,
 )
-from .optimize import CancelToken
-from .resample import resample
-from .transforms.base import Transform
 
 __all__ = ["FUSION_METHODS", "SIMILARITIES", "AtlasProgress", "SegmentationResult",
            "majority_vote", "local_similarity", "similarity_weights", "weighted_vote",
@@ -273,7 +273,7 @@ def segment_with_atlases(
     values = check_label_tables([a.labels for a in atlases], names,
                                 [a.label_names for a in atlases])
     if register_fn is None:
-        from .engine.register import register as register_fn
+        from ..engine.register import register as register_fn
     cancel = cancel or CancelToken()
     n = len(atlases)
     notes: list[str] = []

@@ -1,0 +1,250 @@
+"""The whole GUI on a laptop screen: one napari-reg dock, ortho views, oblique volumes.
+
+A real napari viewer under Xvfb. The checks assume a screen of at least 1280x800 (run as
+``xvfb-run -a -s "-screen 0 1280x800x24"``, or pytest-xvfb's default 1280x1024); the
+window is sized to 1280x800 whatever the screen. Screenshots go to the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QApplication
+
+from napari_reg.core.image import Volume
+from napari_reg.layers import volume_to_layer_data
+from napari_reg.widgets.main_dock import RegistrationDock
+from napari_reg.widgets.view_mode import ViewModeControl
+
+
+def _add_small_pair(viewer):
+    """A small fixed / moving pair (2 mm voxels, the moving one shifted) with landmark
+    layers named as the sample data names them: quick to build, same GUI."""
+    z, y, x = np.ogrid[-1:1:40j, -1:1:48j, -1:1:36j]
+    blob = (np.exp(-4 * (x**2 + y**2 + z**2)) * 100).transpose(2, 1, 0).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-36.0, -48.0, -40.0]
+    moved = affine.copy()
+    moved[:3, 3] += [6.0, -4.0, 2.0]
+    for name, matrix, style in (("fixed (MNI T1)", affine, {"colormap": "gray"}),
+                                ("moving (T2-like)", moved, {"colormap": "magenta",
+                                                             "blending": "additive"})):
+        data, meta, _ = volume_to_layer_data(Volume(blob, matrix, name), "image", **style)
+        viewer.add_image(data, **meta)
+    for name, shift in (("fixed landmarks", 0.0), ("moving landmarks", 3.0)):
+        viewer.add_points(np.array([[0.0, 0.0, 0.0], [10.0, -5.0, 4.0]]) + shift, name=name,
+                          size=4)
+
+
+def _docked_demo(make_napari_viewer, size=(1280, 800), mode="ortho"):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    _add_small_pair(viewer)
+    dock = RegistrationDock(viewer)
+    viewer.window.add_dock_widget(dock, name="napari-reg", area="right")
+    dock.views.set_mode(mode)
+    window.resize(*size)
+    for _ in range(5):
+        QApplication.processEvents()
+    return viewer, dock
+
+
+def _canvas_width(viewer) -> int:
+    return viewer.window._qt_viewer.canvas.native.width()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_window_fits_the_screen_and_the_canvas_gets_the_width(make_napari_viewer, size,
+                                                               tmp_path):
+    viewer, dock = _docked_demo(make_napari_viewer, size)
+    window = viewer.window._qt_window
+    hint = window.minimumSizeHint()
+    minimum = window.minimumSize().expandedTo(hint)
+    assert minimum.width() <= 1280 and minimum.height() <= 800, (minimum.width(),
+                                                                   minimum.height())
+    assert (window.width(), window.height()) == size  # not pushed bigger by a panel
+    dock.views.fit_views_height()
+    for _ in range(5):
+        QApplication.processEvents()
+    share = _canvas_width(viewer) / window.width()
+    panes = list(dock.views.views.panes.values())
+    canvas = viewer.window._qt_viewer.canvas.native
+    image_area = canvas.width() * canvas.height() + sum(
+        p.qt_viewer.canvas.native.width() * p.qt_viewer.canvas.native.height() for p in panes)
+    image_share = image_area / (window.width() * window.height())
+    if size == (1920, 1080):
+        assert share >= 0.60 and image_share >= 0.5, (share, image_share)
+    else:  # napari's own layer list and controls keep ~320 px of a 1280 px window
+        assert share >= 0.42 and image_share >= 0.35, (share, image_share)
+    for pane in panes:  # each ortho view large enough to read a brain slice
+        assert min(pane.qt_viewer.canvas.native.width(),
+                   pane.qt_viewer.canvas.native.height()) >= 0.3 * window.height()
+    # the panels' dock runs the full height beside the views
+    assert dock.height() >= 0.85 * window.height()
+    viewer.screenshot(str(tmp_path / f"window_{size[0]}x{size[1]}.png"), canvas_only=False)
+    # readable section titles, every panel built, the cost curve inside the dock
+    metrics = dock.sections.fontMetrics()
+    for index in range(dock.sections.count()):
+        title = dock.sections.itemText(index)
+        assert metrics.horizontalAdvance(title) < dock.sections.width() - 20, title
+    assert set(dock.panels) == {"LoadWidget", "RegisterWidget", "ManualWidget",
+                                "LandmarksWidget", "QCWidget", "ExportWidget", "AtlasWidget",
+                                "MotionWidget"}
+    from napari_reg.widgets._session import get_session
+
+    assert get_session(viewer).cost_panel is dock.cost_panel
+    assert dock.isAncestorOf(dock.cost_panel)
+    assert "Registration cost" not in viewer.window.dock_widgets
+
+
+def test_three_views_stay_linked_when_one_is_scrolled(make_napari_viewer, tmp_path):
+    viewer, dock = _docked_demo(make_napari_viewer)
+    views = dock.views.views
+    coronal, sagittal = views.panes["coronal"], views.panes["sagittal"]
+    assert viewer.dims.order[-2:] == (1, 0)  # axial: rows y, columns x
+    assert coronal.model.dims.order[-2:] == (2, 0)
+    assert sagittal.model.dims.order[-2:] == (2, 1)
+    # scroll the coronal view's slice with its own slider (world axis y)
+    slider = coronal.qt_viewer.dims.slider_widgets[1].slider
+    slider.setValue(slider.value() + 12)
+    QApplication.processEvents()
+    y = coronal.model.dims.point[1]
+    assert viewer.dims.point[1] == pytest.approx(y)
+    assert sagittal.model.dims.point[1] == pytest.approx(y)
+    # scroll the axial (main) view's slice: world z follows in both ortho views
+    viewer.dims.set_point(2, viewer.dims.point[2] - 10.0)
+    QApplication.processEvents()
+    for pane in (coronal, sagittal):
+        assert pane.model.dims.point == pytest.approx(viewer.dims.point)
+    # the crosshair of the sagittal view goes through (y, z) of the shared point
+    cross = views._crosshairs[1].line.pos
+    assert cross[0, 1] == pytest.approx(viewer.dims.point[2])  # horizontal line at z
+    assert cross[2, 0] == pytest.approx(viewer.dims.point[1])  # vertical line at y
+    viewer.screenshot(str(tmp_path / "linked.png"), canvas_only=False)
+    # the copies follow the main viewer's layers
+    moving = viewer.layers["moving (T2-like)"]
+    moving.opacity = 0.25
+    moving.visible = False
+    copy = coronal.model.layers["moving (T2-like)"]
+    assert copy.opacity == 0.25 and not copy.visible
+    viewer.add_image(np.zeros((4, 4, 4), np.float32), name="warped (live)")
+    assert "warped (live)" in coronal.model.layers
+    viewer.layers.remove("warped (live)")
+    assert "warped (live)" not in coronal.model.layers
+    dock.views.set_mode("single")
+    assert dock.views.views is None and "napari-reg views" not in viewer.window.dock_widgets
+    # closing the views' dock with its own button is the same as choosing "Single view"
+    dock.views.set_mode("ortho")
+    views_dock = dock.views._dock
+    views_dock.destroyOnClose()  # what the dock's close button calls
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # its deleteLater
+    QApplication.processEvents()
+    assert dock.views.views is None and dock.views.mode.currentData() == "single"
+
+
+def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
+    from napari_reg.widgets._session import get_session
+
+    viewer, dock = _docked_demo(make_napari_viewer, mode="single")
+    fixed, moving = viewer.layers["fixed (MNI T1)"], viewer.layers["moving (T2-like)"]
+    get_session(viewer).set_roles(fixed, moving)
+    dock.views.set_mode("side by side")
+    QApplication.processEvents()
+    panes = dock.views.views.panes
+    assert [lyr.name for lyr in panes["fixed"].model.layers] == ["fixed (MNI T1)",
+                                                                  "fixed landmarks"]
+    assert [lyr.name for lyr in panes["moving"].model.layers] == ["moving (T2-like)",
+                                                                   "moving landmarks"]
+    left, right = (panes[s].mapTo(viewer.window._qt_window, panes[s].rect().topLeft())
+                   for s in ("fixed", "moving"))
+    assert left.x() < right.x() and abs(left.y() - right.y()) < 5  # beside, not above
+    # a landmark clicked in the moving view reaches the original Points layer as an
+    # addition, so the landmark panel gives it an id, which the view then shows
+    panel = dock.panels["LandmarksWidget"]
+    panel.fixed_points.value = viewer.layers["fixed landmarks"]
+    panel.moving_points.value = original = viewer.layers["moving landmarks"]
+    points = panes["moving"].model.layers["moving landmarks"]
+    n = len(original.data)
+    original.mode = "add"
+    assert points.mode == "add"  # the view follows the panel's "Click on moving"
+    points.add(np.asarray(points.data[0]) + 1.0)
+    assert len(original.data) == n + 1
+    new_id = original.features["id"].iloc[-1]
+    assert isinstance(new_id, str) and new_id
+    assert points.features["id"].iloc[-1] == new_id
+    viewer.screenshot(str(tmp_path / "side_by_side.png"), canvas_only=False)
+
+
+def _oblique_phantom(tmp_path):
+    """A NIfTI rotated 30 deg about z and 20 deg about x (not axis-aligned), background 0,
+    with one bright 3x3x3 voxel block whose centre is a known landmark."""
+    from scipy.spatial.transform import Rotation
+
+    data = np.zeros((40, 36, 32), np.float32)
+    data[4:36, 4:32, 4:28] = 100.0
+    data[24:27, 10:13, 8:11] = 1000.0  # landmark block, centre voxel (25, 11, 9)
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix() \
+        @ np.diag([1.5, 1.5, 2.0])
+    affine[:3, 3] = [-20.0, 10.0, 5.0]
+    path = tmp_path / "oblique_landmark.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    landmark = affine[:3, :3] @ [25, 11, 9] + affine[:3, 3]
+    return path, landmark
+
+
+def test_oblique_volume_shows_its_landmark_in_every_view(make_napari_viewer, tmp_path,
+                                                          recwarn):
+    path, landmark = _oblique_phantom(tmp_path)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
+    (layer,) = viewer.open(str(path), plugin="napari-reg")
+    control = ViewModeControl(viewer)
+    control.set_mode("ortho")
+    viewer.dims.point = tuple(landmark)
+    for _ in range(3):
+        QApplication.processEvents()
+    views = [viewer] + [p.model for p in control.views.panes.values()]
+    for model in views:
+        model.reset_view()
+        (sliced,) = [lyr for lyr in model.layers]
+        # the displayed 2D slice through the landmark: its brightest pixel is the landmark
+        image = np.asarray(sliced._slice.image.view)
+        peak = np.unravel_index(np.argmax(image), image.shape)
+        displayed = list(model.dims.order[-2:])
+        data_index = np.zeros(3)
+        data_index[displayed] = peak
+        data_index[model.dims.order[0]] = sliced.world_to_data(landmark)[model.dims.order[0]]
+        world = np.asarray(sliced.data_to_world(data_index))
+        spacing = np.diag(sliced.affine.affine_matrix)[:3]
+        assert np.abs(world[displayed] - landmark[displayed]).max() <= 1.5 * spacing.max(), (
+            model.dims.order, world, landmark)
+    # on screen: in every view the crosshair crosses on the landmark block (the only
+    # white pixels once the contrast shows the box dark grey)
+    layer.contrast_limits = (0.0, 1000.0)
+    qt_viewers = [viewer.window._qt_viewer] + [p.qt_viewer for p in control.views.panes.values()]
+    for index, qt_viewer in enumerate(qt_viewers):
+        rgb = np.asarray(qt_viewer.screenshot(flash=False))[..., :3].astype(int)
+        from PIL import Image
+
+        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / f"oblique_view{index}.png")
+        white = (rgb.min(axis=2) > 200)
+        yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
+        assert white.sum() > 4 and yellow.sum() > 50, index
+        rows, cols = np.nonzero(white)
+        cross_col = np.argmax(yellow.sum(axis=0))  # the vertical line's column
+        cross_row = np.argmax(yellow.sum(axis=1))  # the horizontal line's row
+        half = max(np.ptp(rows), np.ptp(cols)) / 2 + 3
+        assert abs(cross_col - cols.mean()) <= half and abs(cross_row - rows.mean()) <= half, (
+            index, cross_row, cross_col, rows.mean(), cols.mean())
+    viewer.screenshot(str(tmp_path / "oblique.png"), canvas_only=False)
+    assert not [w for w in recwarn if "Non-orthogonal slicing" in str(w.message)]
+    # registration still sees the file's voxels and affine
+    from napari_reg.layers import volume_from_layer
+
+    volume = volume_from_layer(layer)
+    assert volume.shape == (40, 36, 32)
+    np.testing.assert_allclose(volume.affine, nib.load(str(path)).affine, atol=1e-6)
+    control.set_mode("single")
