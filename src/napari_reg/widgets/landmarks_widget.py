@@ -236,7 +236,8 @@ class LandmarksWidget(LandmarkFileActions, Container):
         data, ids = np.array(layer.data), ids_of(layer)
         image = self._follow.get(id(layer))
         ray, refused = self._rays.pop(id(layer), None), ""
-        shown = image or self._side_image(side)
+        shown = image or (self._session.fixed_layer if side == "fixed"
+                          else self._session.moving_layer)
         if ray is not None and shown is not None:  # a 3D click: onto what is shown
             point, refused = surface_point(shown, ray)
             if point is not None:  # image voxel -> world -> this layer's coordinates
@@ -259,9 +260,6 @@ class LandmarksWidget(LandmarkFileActions, Container):
             ids[k] = chosen if chosen and chosen not in mine else next_id(mine, others)
             mine.append(ids[k])
         self._write(layer, data, ids)
-
-    def _side_image(self, side: str) -> Any:
-        return self._session.fixed_layer if side == "fixed" else self._session.moving_layer
 
     def start_clicking(self, side: str | None) -> None:
         """Put the fixed or moving Points layer in add mode (None: select/move mode);
