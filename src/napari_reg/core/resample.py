@@ -22,6 +22,8 @@ It is fastest on float32 data stored C- or F-contiguous (no copy is made then).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -203,7 +205,8 @@ def _snap(matrix: np.ndarray, tol: float = 1e-9) -> np.ndarray:
 
 
 def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarray,
-             interpolation: str = "linear", fill: float = 0.0) -> Volume:
+             interpolation: str = "linear", fill: float = 0.0,
+             check: Callable[[], None] | None = None) -> Volume:
     """Warp ``moving`` onto the grid of ``reference``: ``out(x) = moving(T(x))``.
 
     Parameters
@@ -219,6 +222,9 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
         and ``"cubic"`` (B-spline order 3, prefiltered) return float32.
     fill
         Value for reference voxels that map outside the moving grid.
+    check
+        A cancellation hook (e.g. ``CancelToken.raise_if_cancelled``), called before each
+        slab of a non-linear warp (a 1 mm brain is warped in a dozen slabs).
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation '{interpolation}': use one of "
@@ -249,7 +255,7 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
                                  prefilter=False)
         out[~_inside_linear(vv, reference.shape, moving.shape)] = fill
     else:
-        _resample_slabs(data, moving, reference, transform, order, fill, out)
+        _resample_slabs(data, moving, reference, transform, order, fill, out, check)
     if out.dtype != out_dtype:
         out = out.astype(out_dtype)
     return Volume(out, reference.affine.copy(), moving.name,
@@ -257,7 +263,8 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
 
 
 def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transform: Transform,
-                    order: int, fill: float, out: np.ndarray) -> None:
+                    order: int, fill: float, out: np.ndarray,
+                    check: Callable[[], None] | None = None) -> None:
     """Map the reference grid through a general transform slab by slab (bounded memory)."""
     shape = reference.shape
     field = transform if isinstance(transform, DisplacementField) else None
@@ -266,6 +273,8 @@ def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transfo
     rows = max(1, _SLAB_POINTS // per_row)
     other_axes = [np.arange(n, dtype=np.float64) for n in shape[1:]]
     for start in range(0, shape[0], rows):
+        if check is not None:
+            check()
         stop = min(shape[0], start + rows)
         grid = np.meshgrid(np.arange(start, stop, dtype=np.float64), *other_axes, indexing="ij")
         ijk = np.stack([g.ravel() for g in grid], axis=1)
