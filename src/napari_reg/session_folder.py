@@ -31,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from .core.engine.result import LevelRecord, RegistrationResult
+from .core.errors import NapariRegError
 from .core.image import Volume
 from .core.transforms.base import MatrixTransform
 from .io.displacement_fields import load_displacement_field, save_displacement_field
@@ -46,7 +47,7 @@ SESSION_FILE = "session.json"
 SESSION_VERSION = 1
 
 
-class SessionError(ValueError):
+class SessionError(NapariRegError):
     """A folder that is not a readable session."""
 
 

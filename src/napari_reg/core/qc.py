@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .errors import NapariRegError
 from .image import Volume, apply_affine
 from .metrics import make_metric
 from .transforms.base import MatrixTransform, Transform
@@ -36,7 +37,7 @@ __all__ = ["QCError", "checkerboard", "checkerboard_parity", "normalize_intensit
            "similarity", "jacobian_determinant", "folding_fraction", "deformed_grid"]
 
 
-class QCError(ValueError):
+class QCError(NapariRegError):
     """Inputs a QC view cannot be built from (the message says which and why)."""
 
 

@@ -252,10 +252,23 @@ def register(
         deformable=deformable,
     )
     ctx.stage_index = len(stage_names) - 1
+    n_last = _last_stage_levels(ctx, outcome, schedule.n_levels)
     ctx.report(EventKind.DONE, LevelRecord(len(stage_names) - 1, stage_names[-1],
-                                           schedule.n_levels - 1, [], 0.0, 0),
-               schedule.n_levels, 0, 0, outcome.final_cost, current)
+                                           n_last - 1, [], 0.0, 0),
+               n_last, 0, 0, outcome.final_cost, current)
     return result
+
+
+def _last_stage_levels(ctx: RunContext, outcome: StageResult, run_levels: int) -> int:
+    """How many pyramid levels the last stage had: what its own events said (a
+    deformable stage has its own schedule, e.g. SyN's 3 or 4 levels after a 4-level
+    affine stage), else what its records say, else the run's schedule."""
+    position = ctx.reporter.position
+    if position is not None and position[0].stage == ctx.stage_index:
+        return int(position[1])
+    if outcome.levels:
+        return max(r.level for r in outcome.levels) + 1
+    return run_levels
 
 
 # -------------------------------------------------------------------- checks
