@@ -1,6 +1,7 @@
 """Save the whole registration session as a folder, restore it in a fresh viewer, and
 replay it headless: the same images, roles (the moving-image mask too), alignment,
-landmarks, Register fields and result. Screenshot of the restored viewer: /tmp/napari_reg_session_restored.png."""
+landmarks, Register fields and result. Screenshot of the restored viewer:
+/tmp/napari_reg_session_restored.png."""
 
 from __future__ import annotations
 
