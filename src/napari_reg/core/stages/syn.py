@@ -177,9 +177,8 @@ class SyNStage(Stage):
             moving_in = moving_mask_on(ctx.moving_mask, grid, matrix)
             last_spacing, last_shrink = grid.spacing, shrink[level]  # v's grid, for the judge
             if dense is None:
-                metric, correlation = choose_metric(
-                    self.metric, fimg, warped_lin, _and(mask, None if moving_in is None
-                                                        else moving_in >= 0.5))
+                metric, correlation = choose_metric(self.metric, fixed, moving, matrix,
+                                                    ctx.fixed_mask, ctx.moving_mask)
                 dense = make_dense_metric(metric, radius=self.radius, **(
                     self.metric_options if metric == self.metric else {}))
             # the metric's independent filters on the pool, for this level's grid size
