@@ -16,7 +16,11 @@ look right.
 * :func:`jacobian_determinant`, :func:`folding_fraction`: reuse
   :func:`napari_reg.core.transforms.field.jacobian_determinant_map`.
 * :func:`deformed_grid`: planes at regular moving-space positions pulled back onto the
-  fixed grid, showing how T bends space.
+  fixed grid, showing how T bends space; :func:`grid_lines`: the same idea as line
+  segments (vectors, crisp at any zoom) for one viewed plane, optionally without T's
+  linear part.
+* :func:`local_ncc_map`: windowed correlation, which also reads for two modalities
+  (inverted contrast gives -1, not a "difference").
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from .transforms.field import DisplacementField, jacobian_determinant_map
 
 __all__ = ["QCError", "checkerboard", "checkerboard_parity", "normalize_intensity",
            "difference", "edge_map", "edges", "dice_per_label", "target_registration_error",
-           "similarity", "jacobian_determinant", "folding_fraction", "deformed_grid"]
+           "similarity", "jacobian_determinant", "folding_fraction", "deformed_grid",
+           "grid_lines", "local_ncc_map"]
 
 
 class QCError(ValueError):
@@ -315,3 +320,75 @@ def deformed_grid(transform: Transform, shape: tuple[int, ...], affine: np.ndarr
         dist = np.abs(y / spacing_mm - np.rint(y / spacing_mm)) * spacing_mm
         out[s:s + chunk] = np.any(dist <= line_mm / 2.0, axis=1)
     return out.reshape(flat_shape)
+
+
+def local_ncc_map(fixed_data: np.ndarray, warped_data: np.ndarray, affine: np.ndarray,
+                  radius_mm: float = 4.0) -> np.ndarray:
+    """Normalised cross-correlation in a box of half-width ``radius_mm`` (world mm) around
+    every voxel (float32 in [-1, 1]).
+
+    Aligned structures give |NCC| near 1 whatever the contrasts (a T1 against a T2 gives
+    -1 where edges coincide); misalignment and noise give values near 0. Windows where
+    either image is flat (variance < 1e-6 of the image's) are 0: no evidence either way.
+    """
+    _same_shape(fixed_data, warped_data)
+    affine = _check_affine(fixed_data.shape, affine)
+    size = [2 * max(1, int(round(radius_mm / s))) + 1 for s in _spacing(affine)]
+    f = np.asarray(fixed_data, np.float32)
+    w = np.asarray(warped_data, np.float32)
+
+    def mean(a: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(a, size=size, mode="nearest")
+
+    mf, mw = mean(f), mean(w)
+    vf = np.maximum(mean(f * f) - mf * mf, 0.0)
+    vw = np.maximum(mean(w * w) - mw * mw, 0.0)
+    cov = mean(f * w) - mf * mw
+    ok = (vf > 1e-6 * (float(f.var()) or 1.0)) & (vw > 1e-6 * (float(w.var()) or 1.0))
+    out = np.zeros(f.shape, np.float32)
+    out[ok] = np.clip(cov[ok] / np.sqrt(vf[ok] * vw[ok]), -1.0, 1.0)
+    return out
+
+
+def grid_lines(transform: Transform, shape: tuple[int, ...], affine: np.ndarray,
+               spacing_mm: float, normal_axis: int, position_mm: float,
+               without: np.ndarray | None = None, step_mm: float | None = None) -> np.ndarray:
+    """A regular grid in the world plane ``x[normal_axis] = position_mm`` over the box of
+    the grid ``(shape, affine)``, each point x moved by T's displacement ``T(x) - x``
+    (or ``T(x) - L x`` with ``without = L``, a homogeneous matrix: only what is not
+    linear). Returns line segments as napari vectors ``(N, 2, d)``: start and step, world
+    mm, flattened onto the plane (a 2D view shows in-plane motion). 3D only.
+    """
+    affine = _check_affine(tuple(shape), affine)
+    d = len(shape)
+    if d != 3 or not 0 <= normal_axis < 3:
+        raise QCError("grid lines are drawn for 3D images, in one of the three world planes")
+    if not np.isfinite(spacing_mm) or spacing_mm <= 0:
+        raise QCError(f"grid spacing must be a positive number of mm, got {spacing_mm}")
+    corners = apply_affine(affine, np.array(np.meshgrid(*[[0, n - 1] for n in shape],
+                                                        indexing="ij")).reshape(d, -1).T)
+    lo, hi = corners.min(0), corners.max(0)
+    step = step_mm or spacing_mm / 4.0
+    a, b = [k for k in range(3) if k != normal_axis]
+    starts, steps = [], []
+    for along, across in ((a, b), (b, a)):
+        ticks = np.arange(np.ceil(lo[across] / spacing_mm), np.floor(hi[across] / spacing_mm)
+                          + 1) * spacing_mm
+        t = np.arange(lo[along], hi[along] + step / 2, step)
+        if len(ticks) == 0 or len(t) < 2:
+            continue
+        pts = np.zeros((len(ticks), len(t), 3))
+        pts[..., normal_axis] = position_mm
+        pts[..., across] = ticks[:, None]
+        pts[..., along] = t[None, :]
+        flat = pts.reshape(-1, 3)
+        moved = transform.transform_points(flat)
+        if without is not None:
+            moved = flat + (moved - apply_affine(np.asarray(without), flat))
+        moved[:, normal_axis] = position_mm
+        moved = moved.reshape(pts.shape)
+        starts.append(moved[:, :-1].reshape(-1, 3))
+        steps.append((moved[:, 1:] - moved[:, :-1]).reshape(-1, 3))
+    if not starts:
+        return np.zeros((0, 2, 3))
+    return np.stack([np.concatenate(starts), np.concatenate(steps)], axis=1)
