@@ -248,3 +248,32 @@ def test_oblique_volume_shows_its_landmark_in_every_view(make_napari_viewer, tmp
     assert volume.shape == (40, 36, 32)
     np.testing.assert_allclose(volume.affine, nib.load(str(path)).affine, atol=1e-6)
     control.set_mode("single")
+
+
+
+def test_closing_the_demo_window_with_the_views_open_raises_nothing(tmp_path):
+    """napari's window close deletes the napari-reg dock (and its View box) before the
+    views' dock reports that it is gone: that must end the views quietly. Before the fix
+    a Qt slot raised and PyQt aborted the process (a real napari.Viewer, as the demo
+    builds it, in its own process)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "close_demo.py"
+    script.write_text(
+        "import napari\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "from napari_reg.commands import demo\n"
+        "viewer = napari.Viewer(title='close test')\n"
+        "layers = viewer.open_sample('napari-reg', 'mni_pair')\n"
+        "demo.setup_view(viewer, layers[0])\n"
+        "demo.dock_plugin_widgets(viewer)\n"
+        "demo.main_dock(viewer).views.set_mode('ortho')\n"
+        "QApplication.processEvents()\n"
+        "viewer.close()\n"
+        "QApplication.processEvents()\n"
+        "print('closed cleanly')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0 and "closed cleanly" in done.stdout, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]

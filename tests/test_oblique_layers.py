@@ -65,3 +65,35 @@ def test_landmarks_on_an_oblique_image_are_axis_aligned_and_in_world_mm(oblique_
     matrix = points.affine.affine_matrix[:3, :3]
     assert np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0
     np.testing.assert_allclose(world_points(points)[0], target, atol=1e-9)
+
+
+def test_live_overlay_on_an_oblique_fixed_image_is_drawn_axis_aligned(oblique_file):
+    """The warped overlay (live frames and the final warp) of a run whose fixed image is
+    oblique goes on the axis-aligned display grid: napari slices it without warnings and
+    the result itself stays on the fixed grid."""
+    from napari_reg.core.transforms.base import MatrixTransform
+    from napari_reg.display_grid import is_axis_aligned
+    from napari_reg.widgets.overlay import LiveOverlay, warp_volume
+
+    path, _data, affine = oblique_file
+    viewer = ViewerModel()
+    fixed = layer_volume(_open(viewer, path), use_file_affine=True)
+    assert not is_axis_aligned(fixed.affine)
+    shift = np.eye(4)
+    shift[0, 3] = 2.0
+    overlay = LiveOverlay(viewer, fixed, fixed, max_voxels=5000)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no napari non-orthogonal slicing warning
+            overlay.request(MatrixTransform(shift))
+            overlay._pending.result(timeout=10)
+            assert overlay.poll()
+            viewer.dims.set_point(2, 10.0)
+            assert is_axis_aligned(overlay.layer.affine.affine_matrix)
+            final = warp_volume(fixed, fixed, MatrixTransform(shift))
+            overlay.show_final(final)
+            viewer.dims.set_point(2, 12.0)
+        assert is_axis_aligned(overlay.layer.affine.affine_matrix)
+        np.testing.assert_allclose(final.affine, affine, atol=1e-9)  # kept on the file grid
+    finally:
+        overlay.close()

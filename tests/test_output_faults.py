@@ -206,6 +206,8 @@ def test_read_only_output_folder_is_one_line(good, tmp_path, capsys):
         capture_output=True).returncode == 0
     if not mounted:
         if os.geteuid() == 0:
+            # root ignores a folder's mode bits, so without a read-only mount there is no
+            # read-only folder to write into; CI runs as root with mount and runs this
             pytest.skip("running as root without mount: a folder cannot be made read-only")
         ro.chmod(0o555)
     try:
@@ -238,6 +240,7 @@ def tiny_disk(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
                              capture_output=True)
     if mounted.returncode != 0:
+        # a full disk needs a small filesystem of its own; CI (root) mounts one and runs this
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()[:80]}): "
                     "full-disk behaviour not testable without it")
     (disk / "filler").write_bytes(b"\0" * 196_000)
@@ -264,6 +267,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+# counts threads through /proc: Linux only (CI is Linux, so it runs there)
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_sigterm_stops_a_batch_and_its_workers_cleanly(tmp_path):
     import shutil

@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from napari_reg.core.image import Volume, apply_affine
 from napari_reg.core.transforms.base import MatrixTransform
+from napari_reg.display_grid import display_copy, is_axis_aligned
 from napari_reg.widgets.overlay import LiveOverlay, coarse_grid, warp_to_grid, warp_volume
 
 
@@ -117,6 +118,9 @@ def test_live_overlay_shows_the_newest_request_then_full_resolution():
         layer = overlay.layer
         assert layer.name == "warped (live)"
         assert layer.data.shape == overlay.shape and np.prod(layer.data.shape) <= 3000
+        # the fixed grid is oblique: frames are drawn on an axis-aligned grid, which napari
+        # slices right (it drops an oblique layer's out-of-plane rotation)
+        assert is_axis_aligned(overlay.grid_affine)
         m = np.eye(4)
         m[0, 3] = 2.0
         expected = warp_to_grid(moving, MatrixTransform(m), overlay.shape, overlay.grid_affine)
@@ -126,10 +130,13 @@ def test_live_overlay_shows_the_newest_request_then_full_resolution():
         assert overlay.n_updates <= 2
         final = warp_volume(moving, fixed, MatrixTransform(m))
         overlay.show_final(final)
-        assert final.shape == fixed.shape
+        assert final.shape == fixed.shape  # the result itself stays on the fixed grid
         np.testing.assert_allclose(final.affine, fixed.affine)
-        np.testing.assert_allclose(layer.data, warp_to_grid(moving, MatrixTransform(m),
-                                                            fixed.shape, fixed.affine))
+        shown = display_copy(final)  # and is shown resliced onto the display grid
+        layer_affine = getattr(layer.affine, "affine_matrix", layer.affine)  # napari or set
+        assert shown.kind == "resliced" and is_axis_aligned(layer_affine)
+        np.testing.assert_allclose(layer_affine, shown.affine)
+        np.testing.assert_allclose(layer.data, shown.data)
     finally:
         overlay.close()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display_grid import display_copy
 from ..io.landmarks import Landmarks
 from ..session_folder import SessionState, load_session, save_session
 from ._alignment import get_alignment
@@ -100,8 +101,9 @@ def restore_viewer_session(viewer: Any, folder: str | Path) -> SessionState:
     if state.register_settings:
         session.settings_restored.emit(dict(state.register_settings))
     if state.result is not None and state.warped is not None:
-        warped = viewer.add_image(np.asarray(state.warped.data, dtype=np.float32),
-                                  name=LIVE_LAYER_NAME, affine=state.warped.affine,
+        shown = display_copy(state.warped)  # axis-aligned, as napari can draw it
+        warped = viewer.add_image(np.asarray(shown.data, dtype=np.float32),
+                                  name=LIVE_LAYER_NAME, affine=shown.affine,
                                   **warped_style(moving))
         session.warped_layer = warped
         moving.visible = False

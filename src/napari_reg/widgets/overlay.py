@@ -33,6 +33,7 @@ from ..core.preview import affine_points, preview_of
 from ..core.resample import resample
 from ..core.transforms.base import Transform
 from ..core.transforms.field import DisplacementField
+from ..display_grid import axis_aligned_grid, display_copy
 
 __all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay", "LIVE_MAP_STEP"]
 
@@ -197,6 +198,15 @@ def warp_volume(moving: Volume, fixed: Volume, transform: Transform,
     return Volume(data, fixed.affine.copy(), f"{moving.name} warped")
 
 
+def _display_reference(fixed: Volume) -> Volume:
+    """``fixed`` itself when napari shows it as is, else an empty volume on the
+    axis-aligned grid it is shown on (:func:`napari_reg.display_grid.axis_aligned_grid`)."""
+    shape, affine = axis_aligned_grid(fixed)
+    if tuple(shape) == tuple(fixed.shape) and np.allclose(affine, fixed.affine):
+        return fixed
+    return Volume(np.broadcast_to(np.float32(0), shape), affine, "display grid")
+
+
 class LiveOverlay:
     """An Image layer showing the moving image warped by the latest transform.
 
@@ -225,7 +235,10 @@ class LiveOverlay:
         self.fixed = fixed
         self.moving = moving
         self.name = name
-        self.shape, self.grid_affine = coarse_grid(fixed, max_voxels)
+        # frames go on the axis-aligned grid the fixed image is shown on: napari draws a
+        # layer whose affine is oblique without its out-of-plane rotation (display_grid)
+        self.display_reference = _display_reference(fixed)
+        self.shape, self.grid_affine = coarse_grid(self.display_reference, max_voxels)
         self.target_seconds = target_seconds
         self.min_voxels = min(min_voxels, max_voxels)
         self._layer_kwargs = dict(layer_kwargs or {})
@@ -309,7 +322,7 @@ class LiveOverlay:
         n = int(np.prod(self.shape))
         if seconds > self.target_seconds and n > self.min_voxels:
             budget = max(self.min_voxels, int(n * 0.8 * self.target_seconds / seconds))
-            self.shape, self.grid_affine = coarse_grid(self.fixed, budget)
+            self.shape, self.grid_affine = coarse_grid(self.display_reference, budget)
         self._submit()  # queue the next one at once if a newer transform is waiting
         return True
 
@@ -331,16 +344,18 @@ class LiveOverlay:
         self.n_updates += 1
 
     def show_final(self, warped: Volume) -> None:
-        """Replace the coarse overlay with the full-resolution warp (fixed grid, fixed affine).
+        """Replace the coarse overlay with the full-resolution warp (on the fixed grid).
 
         ``warped`` is computed off the GUI thread (see :func:`warp_volume`); only the swap
-        happens here, so the viewer does not freeze on a large image.
+        happens here, so the viewer does not freeze on a large image. On an oblique fixed
+        grid it is shown resliced onto the axis-aligned display grid (one resample).
         """
         self._latest = None
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        self._show(np.asarray(warped.data, dtype=np.float32), warped.affine)
+        shown = display_copy(warped)
+        self._show(np.asarray(shown.data, dtype=np.float32), shown.affine)
 
     def close(self) -> None:
         """Stop the background thread (pending work is dropped)."""

@@ -74,7 +74,12 @@ class ViewModeControl(QWidget):
     def _dock_gone(self, dock: Any) -> None:
         if dock is self._dock:
             self._dock = None
-            self.set_mode("single")
+            try:
+                self.set_mode("single")
+            except RuntimeError:  # the window is closing: this control is deleted already
+                if self.views is not None:
+                    self.views.shutdown()
+                self.views, self._corners = None, None
 
     def _claim_corners(self, qt_window: Any) -> None:
         """Let the side docks run the full window height, so the views sit under the
