@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import NapariRegError
+
 __all__ = ["QCError", "check_affine", "normalize_intensity", "same_shape", "voxel_spacing"]
 
 
-class QCError(ValueError):
+class QCError(NapariRegError):
     """Inputs a QC view cannot be built from (the message says which and why)."""
 
 
