@@ -7,10 +7,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..image import Volume
+from ..resample import resample
 from ..transforms.field import _PARALLEL_POINTS, _pool
 from ..transforms.velocity import exp_voxel
 
-__all__ = ["half_maps", "upsample2", "warp_linear", "smooth_components", "parallel_map"]
+__all__ = ["half_maps", "upsample2", "warp_linear", "smooth_components", "parallel_map",
+           "moving_mask_on", "moving_mask_mid"]
 
 
 def half_maps(v_vox: np.ndarray, shrink: int, check) -> tuple[np.ndarray, np.ndarray]:
@@ -91,3 +94,26 @@ def parallel_map(fn, items: list, size: int) -> list:
     if size < _PARALLEL_POINTS or len(items) < 2:
         return [fn(x) for x in items]
     return list(_pool().map(fn, items))
+
+
+def moving_mask_on(mask: Volume | None, grid: Volume, matrix: np.ndarray) -> np.ndarray | None:
+    """The moving-image mask (non-zero = use) pulled onto ``grid`` through the linear
+    fixed->moving ``matrix``: float32 in [0, 1] (linear interpolation; 0 outside the
+    moving grid), or None without a mask."""
+    if mask is None:
+        return None
+    as_float = mask.with_data((np.asarray(mask.data) != 0).astype(np.float32))
+    return resample(as_float, grid, matrix, "linear", fill=0.0).data.astype(np.float32,
+                                                                             copy=False)
+
+
+def moving_mask_mid(moving_in: np.ndarray, coords: np.ndarray, metric: str,
+                    radius: int) -> np.ndarray:
+    """Where the similarity may look (bool, mid-space grid): the linearly mapped moving
+    mask warped like the moving image (``coords``, voxel units), eroded so that no
+    term of the force reads a masked-out moving voxel: a local NCC window touching the
+    hole gets no weight (``radius``), and the central-difference gradient at a window's
+    edge reads one voxel further (+1); other metrics: the gradient's one voxel."""
+    inside = (warp_linear(moving_in, coords) >= 0.5).astype(np.uint8)
+    reach = int(radius) + 1 if metric.lower() in ("lncc", "cc") else 1
+    return ndimage.minimum_filter(inside, size=2 * reach + 1, mode="nearest").astype(bool)
