@@ -177,11 +177,12 @@ class SyNStage(Stage):
             moving_in = moving_mask_on(ctx.moving_mask, grid, matrix)
             last_spacing, last_shrink = grid.spacing, shrink[level]  # v's grid, for the judge
             if dense is None:
-                metric, correlation = choose_metric(
-                    self.metric, fimg, warped_lin, _and(mask, None if moving_in is None
-                                                        else moving_in >= 0.5))
+                metric, correlation = choose_metric(self.metric, fixed, moving, matrix,
+                                                    ctx.fixed_mask, ctx.moving_mask)
                 dense = make_dense_metric(metric, radius=self.radius, **(
                     self.metric_options if metric == self.metric else {}))
+            # the metric's independent filters on the pool, for this level's grid size
+            dense.map = lambda fn, items, size=fimg.size: parallel_map(fn, items, size)
             dense.setup(fimg, warped_lin)
             record = ctx.record(self.name, level, schedule, int(fimg.size))
             records.append(record)
@@ -206,8 +207,10 @@ class SyNStage(Stage):
                 cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mid_mask,
                                                              check=check)
                 check()
-                grad = force_field(d_j, j_mid, grid_affine)
-                grad -= force_field(d_i, i_mid, grid_affine)
+                grad, grad_i = parallel_map(lambda pair: force_field(*pair),
+                                            [(d_j, j_mid, grid_affine),
+                                             (d_i, i_mid, grid_affine)], fimg.size)
+                grad -= grad_i
                 check()
                 update = smooth_components(grad, update_sigma, grid.spacing)
                 norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
