@@ -194,7 +194,8 @@ def test_deformed_grid_with_and_without_the_affine_part(make_napari_viewer, qtbo
     viewer.camera.center = (0.0, -20.0, 20.0)  # (z, y, x) world mm: the bump
     _shot(viewer, "grid_deformation_only_zoomed")
     names = [lyr.name for lyr in viewer.layers if lyr.name.startswith(QC_PREFIX)]
-    assert names == [QC_PREFIX + k for k in ("Jacobian determinant", "folds", "deformed grid")]
+    assert names == [QC_PREFIX + k for k in ("fixed", "Jacobian determinant", "folds",
+                                             "deformed grid")]
     viewer.layers.remove(grid)  # removed by the user: a slice change does not bring it back
     viewer.dims.set_point(2, 0.0)
     assert QC_PREFIX + "deformed grid" not in viewer.layers
@@ -219,8 +220,9 @@ def test_3d_surfaces_and_back(make_napari_viewer, qtbot, errors):
     orange = (picture[..., 0] > 150) & (picture[..., 2] < 80)
     assert cyan.sum() > 500 and orange.sum() > 500  # both surfaces show, 6 mm apart
     _shot(viewer, "surfaces_3d")
-    _click(qtbot, widget.show_difference)  # leaving 3D: 2D and the layers as they were
-    assert viewer.dims.ndisplay == 2
+    _click(qtbot, widget.show_difference)  # another view: back to 2D
+    assert viewer.dims.ndisplay == 2 and not layers[0].visible  # set aside for the view
+    _click(qtbot, widget.clear_button)  # the user's layers as they were
     assert [lyr.visible for lyr in viewer.layers if not lyr.name.startswith(QC_PREFIX)] == \
         visible_before
     assert not errors, errors

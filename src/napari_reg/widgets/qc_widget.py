@@ -182,10 +182,10 @@ class QCWidget(Container):
         return self.inputs
 
     def _show(self, view: str, *specs: tuple[str, np.ndarray, str, dict],
-              aside: str = "none") -> list[Any]:
+              aside: str = "images") -> list[Any]:
         """Replace the shown QC view by ``specs`` ``(what, data, kind, style)`` on the
-        display grid (``aside``: see :meth:`QCLayers.show`); stops flicker unless this
-        is the compare view."""
+        display grid; the user's images are set aside meanwhile (``aside``: see
+        :meth:`QCLayers.show`). Stops flicker unless this is the compare view."""
         if view != "compare":
             self._stop_flicker()
         affine = self._inputs().on_display_grid()[2]
@@ -248,8 +248,7 @@ class QCWidget(Container):
         if (self.qc_layers.view == "compare" and None not in shown
                 and self._compared is self.inputs is not None):
             return shown  # the same images: keep the layers (and the flicker state)
-        fixed, warped = self._show("compare", self._grey("fixed"), self._grey("warped"),
-                                   aside="images")
+        fixed, warped = self._show("compare", self._grey("fixed"), self._grey("warped"))
         self._compared = self.inputs
         warped.opacity = float(self.fade.value)
         return fixed, warped
@@ -306,11 +305,14 @@ class QCWidget(Container):
         self._stop_flicker()
         folds = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
                                                 1: "red"})
-        jac_layer, fold_layer = self.qc_layers.show("deformation", [
+        what, data, _, style = self._grey("fixed")  # the anatomy under the maps
+        _, jac_layer, fold_layer = self.qc_layers.show("deformation", [
+            (what, data, self._inputs().on_display_grid()[2], "image", style),
             ("Jacobian determinant", jac.astype(np.float32), affine, "image",
              {"colormap": JACOBIAN_COLORMAP, "contrast_limits": (1 - spread, 1 + spread),
               "opacity": 0.7}),
-            ("folds", (jac <= 0).astype(np.uint8), affine, "labels", {"colormap": folds})])
+            ("folds", (jac <= 0).astype(np.uint8), affine, "labels", {"colormap": folds})],
+            aside="images")
         self._grid_key = None
         return jac_layer, fold_layer, self._refresh_grid()
 
@@ -337,7 +339,7 @@ class QCWidget(Container):
                               linear=inp.linear if self.grid_linear.value else None)
         if layer is None:
             return self.qc_layers.add(self._viewer.add_vectors(
-                lines, name=QC_PREFIX + "deformed grid", edge_color="yellow",
+                lines, name=QC_PREFIX + "deformed grid", edge_color="darkorange",
                 edge_width=0.3, vector_style="line", length=1.0))
         layer.data = lines
         return layer
