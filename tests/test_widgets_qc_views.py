@@ -24,6 +24,7 @@ from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets._layer_volumes import layer_volume
 from napari_reg.widgets._register_settings import LIVE_LAYER_NAME
 from napari_reg.widgets._session import get_session
+from napari_reg.widgets.main_dock import RegistrationDock
 from napari_reg.widgets.qc_widget import QC_PREFIX, QCWidget
 
 errors = qc_tests.errors
@@ -46,12 +47,11 @@ def _canvas(viewer) -> np.ndarray:
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
 
 
-def _mni_viewer(make_napari_viewer, qtbot):
-    """The sample pair as the demo shows it (fixed grey, moving magenta) and the QC panel
-    docked, in a 1280 x 800 window, axial view."""
+def _mni_viewer(make_napari_viewer, qtbot, mode: str = "single"):
+    """The sample pair as the demo shows it (fixed grey, moving magenta) with napari-reg's
+    dock open at its QC section, in a 1280 x 800 window, axial view."""
     pair = load_mni_pair()
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1280, 800)
     layers = []
     for volume, style in ((pair.fixed, {"colormap": "gray"}),
                           (pair.moving, {"colormap": "magenta", "blending": "additive"})):
@@ -59,8 +59,12 @@ def _mni_viewer(make_napari_viewer, qtbot):
         layers.append(viewer.add_image(data, **kwargs))
     session = get_session(viewer)
     session.set_roles(*layers)
-    widget = QCWidget(viewer)
-    viewer.window.add_dock_widget(widget, area="right")
+    dock = RegistrationDock(viewer)
+    viewer.window.add_dock_widget(dock, name="napari-reg", area="right")
+    viewer.window._qt_window.resize(1280, 800)
+    dock.views.set_mode(mode)
+    dock.open_section("QCWidget")
+    widget = dock.panels["QCWidget"]
     viewer.dims.order = (2, 1, 0)
     qtbot.wait(50)
     return viewer, pair, layers, session, widget

@@ -36,7 +36,7 @@ from napari.layers import Labels, Points
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from ..core import qc
 from ..core.transforms.base import MatrixTransform
@@ -61,7 +61,9 @@ JACOBIAN_COLORMAP = Colormap([[0.56, 0.0, 0.56, 1.0], [1.0, 1.0, 1.0, 0.0],
 
 
 def _row(*widgets: Any) -> Container:
-    return Container(widgets=list(widgets), layout="horizontal", labels=False)
+    row = Container(widgets=list(widgets), layout="horizontal", labels=False)
+    row.margins = (0, 0, 0, 0)  # no gaps around buttons side by side
+    return row
 
 
 class QCWidget(Container):
@@ -101,6 +103,8 @@ class QCWidget(Container):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
+        # magicgui's fixed width would keep the width of the empty text it started with
+        self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.extend([self.source, self.square, _row(self.show_checker, self.show_difference),
                      _row(self.show_local, self.show_edges), self.flicker, self.flicker_ms,
                      self.fade, self.grid_mm, self.grid_linear, self.show_deformation,
@@ -349,6 +353,7 @@ class QCWidget(Container):
                                        ("3D warped", warped, "orange"))]
         layers = self._show("3D", *specs, aside="all")
         self.qc_layers.enter_3d()
+        self._viewer.reset_view()  # the whole head, not the 2D view's zoom
         return layers[0], layers[1]
 
     # ------------------------------------------------------------------ numbers
