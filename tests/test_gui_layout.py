@@ -135,6 +135,16 @@ def test_compact_switch_moves_the_dock_and_back(make_napari_viewer):
     assert dock.isVisible()  # its tab is the one in front
     compact_share = _canvas_width(viewer) / window.width()
     assert compact_share > right_share + 0.15, (compact_share, right_share)
+    # napari's layer controls closed by the user: compact is then the left column itself
+    from qtpy.QtWidgets import QDockWidget
+
+    controls = window.findChild(QDockWidget, "layer controls")
+    dock.compact_box.setChecked(False)
+    controls.hide()
+    dock.compact_box.setChecked(True)
+    QApplication.processEvents()
+    assert window.dockWidgetArea(dock.parentWidget()).name == "LeftDockWidgetArea"
+    assert dock.isVisible() and not window.tabifiedDockWidgets(dock.parentWidget())
 
 
 def test_three_views_stay_linked_when_one_is_scrolled(make_napari_viewer, tmp_path):
