@@ -481,10 +481,10 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     for text in (t for t in statuses if t.startswith("syn, level")):
         done, of = text.split("level ")[1].split(",")[0].split(":")[0].split("/")
         assert int(of) in syn_levels and int(done) <= int(of), text
-    assert any("lncc" in t for t in statuses), statuses
+    assert any("lncc/mi" in t for t in statuses), statuses
     assert reg.overall.value == reg.overall.max
     assert get_session(viewer).cost_panel.plot.current.metrics == {"affine": "mi",
-                                                                   "syn": "lncc"}
+                                                                   "syn": "lncc/mi"}
     outcome = get_session(viewer).outcome
     _, ys = get_session(viewer).cost_panel.plot.curve_data()
     np.testing.assert_allclose(ys, outcome.result.cost_history())

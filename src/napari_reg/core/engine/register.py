@@ -140,8 +140,9 @@ def register(
         around a head carries no information, and sampling it only dilutes the metric)
         or ``all``.
     deformable_metric, deformable_options
-        The deformable stage's metric (default: ``metric`` for ``bspline``; local NCC,
-        ``lncc``, for ``syn`` as in ANTs' SyN — pass ``mi`` for multi-modal pairs) and
+        The deformable stage's metric (default: ``metric`` for ``bspline``; ``auto`` for
+        ``syn``: local NCC as in ANTs' SyN when the pair shows one contrast, MI when it
+        shows two; ``result.diagnostics["metric"]`` says which ran) and
         keyword options of :func:`~napari_reg.core.stages.bspline.register_bspline` (e.g.
         ``grid_spacing_mm``, ``bending_weight``) or
         :func:`~napari_reg.core.stages.syn.register_syn`
@@ -300,6 +301,8 @@ def _build_stages(names: list[str], metric: str, metric_options: dict[str, Any] 
     model = names[-1]
     if model in DEFORMABLE_MODELS:
         model_metric = (deformable_metric or default_deformable_metric(model, metric)).lower()
+        if model_metric == "auto" and model == "bspline":  # only SyN chooses per pair
+            model_metric = metric
         # the linear metric's options (e.g. MI bins) only apply to the same metric
         model_metric_options = (metric_options if model_metric == metric else
                                 {"bins": DEFAULT_BINS} if model_metric in ("mi", "nmi")

@@ -32,6 +32,7 @@ from itertools import product
 import numpy as np
 from scipy import sparse
 
+from ..errors import NapariRegError
 from ..image import Volume
 from .base import ParametricTransform, PointJacobian
 from .field import DisplacementField
@@ -39,7 +40,7 @@ from .field import DisplacementField
 __all__ = ["BSplineTransform", "BSplineGridError", "cubic_bspline_basis"]
 
 
-class BSplineGridError(ValueError):
+class BSplineGridError(NapariRegError):
     """A control grid that cannot be built (spacing below a voxel, mismatched sizes...)."""
 
 
