@@ -135,6 +135,16 @@ def test_compact_switch_moves_the_dock_and_back(make_napari_viewer):
     assert dock.isVisible()  # its tab is the one in front
     compact_share = _canvas_width(viewer) / window.width()
     assert compact_share > right_share + 0.15, (compact_share, right_share)
+    # napari's layer controls closed by the user: compact is then the left column itself
+    from qtpy.QtWidgets import QDockWidget
+
+    controls = window.findChild(QDockWidget, "layer controls")
+    dock.compact_box.setChecked(False)
+    controls.hide()
+    dock.compact_box.setChecked(True)
+    QApplication.processEvents()
+    assert window.dockWidgetArea(dock.parentWidget()).name == "LeftDockWidgetArea"
+    assert dock.isVisible() and not window.tabifiedDockWidgets(dock.parentWidget())
 
 
 def test_three_views_stay_linked_when_one_is_scrolled(make_napari_viewer, tmp_path):
@@ -212,6 +222,23 @@ def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
     new_id = original.features["id"].iloc[-1]
     assert isinstance(new_id, str) and new_id
     assert points.features["id"].iloc[-1] == new_id
+    # a hand alignment (out-of-plane rotation): the moving view shows the aligned image
+    # (the overlay; the moving layer is hidden) under the landmarks, which follow it
+    from napari_reg.widgets._alignment import ALIGNMENT_LAYER_NAME, get_alignment
+    from phantoms import homogeneous, rotation
+
+    panel.create_layers()  # landmark layers of the panel's own: they follow the image
+    made = panel.moving_points.value
+    made.add(np.array([4.0, -2.0, 3.0]))
+    alignment = get_alignment(viewer)
+    alignment.set(homogeneous(rotation(0.1, 0.2, -0.15), [3.0, 1.0, -2.0], center=[0, 0, 0]))
+    alignment.wait()
+    QApplication.processEvents()
+    names = [lyr.name for lyr in panes["moving"].model.layers]
+    assert ALIGNMENT_LAYER_NAME in names and made.name in names, names
+    assert panes["moving"].model.layers[ALIGNMENT_LAYER_NAME].visible
+    assert not panes["moving"].model.layers["moving (T2-like)"].visible
+    np.testing.assert_allclose(panes["moving"].model.layers[made.name].data, made.data)
     viewer.screenshot(str(tmp_path / "side_by_side.png"), canvas_only=False)
 
 

@@ -24,6 +24,7 @@ from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets._layer_volumes import layer_volume
 from napari_reg.widgets._register_settings import LIVE_LAYER_NAME
 from napari_reg.widgets._session import get_session
+from napari_reg.widgets.main_dock import RegistrationDock
 from napari_reg.widgets.qc_widget import QC_PREFIX, QCWidget
 
 errors = qc_tests.errors
@@ -46,12 +47,11 @@ def _canvas(viewer) -> np.ndarray:
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
 
 
-def _mni_viewer(make_napari_viewer, qtbot):
-    """The sample pair as the demo shows it (fixed grey, moving magenta) and the QC panel
-    docked, in a 1280 x 800 window, axial view."""
+def _mni_viewer(make_napari_viewer, qtbot, mode: str = "single"):
+    """The sample pair as the demo shows it (fixed grey, moving magenta) with napari-reg's
+    dock open at its QC section, in a 1280 x 800 window, axial view."""
     pair = load_mni_pair()
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1280, 800)
     layers = []
     for volume, style in ((pair.fixed, {"colormap": "gray"}),
                           (pair.moving, {"colormap": "magenta", "blending": "additive"})):
@@ -59,8 +59,12 @@ def _mni_viewer(make_napari_viewer, qtbot):
         layers.append(viewer.add_image(data, **kwargs))
     session = get_session(viewer)
     session.set_roles(*layers)
-    widget = QCWidget(viewer)
-    viewer.window.add_dock_widget(widget, area="right")
+    dock = RegistrationDock(viewer)
+    viewer.window.add_dock_widget(dock, name="napari-reg", area="right")
+    viewer.window._qt_window.resize(1280, 800)
+    dock.views.set_mode(mode)
+    dock.open_section("QCWidget")
+    widget = dock.panels["QCWidget"]
     viewer.dims.order = (2, 1, 0)
     qtbot.wait(50)
     return viewer, pair, layers, session, widget
@@ -190,7 +194,8 @@ def test_deformed_grid_with_and_without_the_affine_part(make_napari_viewer, qtbo
     viewer.camera.center = (0.0, -20.0, 20.0)  # (z, y, x) world mm: the bump
     _shot(viewer, "grid_deformation_only_zoomed")
     names = [lyr.name for lyr in viewer.layers if lyr.name.startswith(QC_PREFIX)]
-    assert names == [QC_PREFIX + k for k in ("Jacobian determinant", "folds", "deformed grid")]
+    assert names == [QC_PREFIX + k for k in ("fixed", "Jacobian determinant", "folds",
+                                             "deformed grid")]
     viewer.layers.remove(grid)  # removed by the user: a slice change does not bring it back
     viewer.dims.set_point(2, 0.0)
     assert QC_PREFIX + "deformed grid" not in viewer.layers
@@ -215,8 +220,9 @@ def test_3d_surfaces_and_back(make_napari_viewer, qtbot, errors):
     orange = (picture[..., 0] > 150) & (picture[..., 2] < 80)
     assert cyan.sum() > 500 and orange.sum() > 500  # both surfaces show, 6 mm apart
     _shot(viewer, "surfaces_3d")
-    _click(qtbot, widget.show_difference)  # leaving 3D: 2D and the layers as they were
-    assert viewer.dims.ndisplay == 2
+    _click(qtbot, widget.show_difference)  # another view: back to 2D
+    assert viewer.dims.ndisplay == 2 and not layers[0].visible  # set aside for the view
+    _click(qtbot, widget.clear_button)  # the user's layers as they were
     assert [lyr.visible for lyr in viewer.layers if not lyr.name.startswith(QC_PREFIX)] == \
         visible_before
     assert not errors, errors

@@ -244,4 +244,5 @@ def surface_level(data: np.ndarray, bins: int = 256) -> float:
     mean_below = np.divide(mass, weight, out=np.zeros_like(mass), where=ok)
     mean_above = np.divide(total_mass - mass, above, out=np.zeros_like(mass), where=ok)
     between = np.where(ok, weight * above * (mean_below - mean_above) ** 2, -1.0)
-    return float(edges[int(np.argmax(between)) + 1])
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float(edges[int(np.median(best)) + 1])  # the middle of an empty gap

@@ -70,7 +70,7 @@ def place(widget: QWidget, compact: bool, width: int) -> bool:
         return False
     try:
         if compact and controls is not None and controls.parentWidget() is qt_window \
-                and not controls.isFloating():
+                and not controls.isFloating() and not controls.isHidden():
             if dock.isFloating():
                 dock.setFloating(False)
             qt_window.tabifyDockWidget(controls, dock)
@@ -84,11 +84,13 @@ def place(widget: QWidget, compact: bool, width: int) -> bool:
                                       Qt.Orientation.Vertical)
             qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
             return True
-        if not compact:
-            qt_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        if compact:  # napari's layer controls are closed or floating: the left column
+            qt_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
             dock.show()
-            qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
             return True
+        qt_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        dock.show()
+        qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        return True
     except RuntimeError:  # the window is closing
         return False
-    return False

@@ -6,11 +6,11 @@ twice updates its layers in place), so the layer list never piles up. A view's l
 just above the topmost image or label layer that is not a QC layer: the "warped (live)"
 overlay, the moving image and any other image drawn above the fixed one end up under
 them and cannot cover or tint them, while landmarks (points) stay on top. The user's
-layers keep their order. Views that show what lies beneath them (flicker and fade: the
-fixed image under the warped one) also set the user's other images aside (hidden, e.g.
-the moving image where it reaches past the fixed one), and the 3D view every other
-layer (a volume rendering would mix them in); when the view ends they are shown again
-exactly as they were.
+layers keep their order. The 2D views also set the user's images aside (hidden: flicker
+and fade show the fixed image under the warped one, and the moving image may reach past
+the fixed one, where it would tint the view's edges), the 3D view every other layer (a
+volume rendering would mix them in); when the view ends they are shown again exactly as
+they were.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from napari.layers import Labels, Points
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from ..core import qc
 from ..core.transforms.base import MatrixTransform
@@ -61,7 +61,9 @@ JACOBIAN_COLORMAP = Colormap([[0.56, 0.0, 0.56, 1.0], [1.0, 1.0, 1.0, 0.0],
 
 
 def _row(*widgets: Any) -> Container:
-    return Container(widgets=list(widgets), layout="horizontal", labels=False)
+    row = Container(widgets=list(widgets), layout="horizontal", labels=False)
+    row.margins = (0, 0, 0, 0)  # no gaps around buttons side by side
+    return row
 
 
 class QCWidget(Container):
@@ -101,6 +103,8 @@ class QCWidget(Container):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
+        # magicgui's fixed width would keep the width of the empty text it started with
+        self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.extend([self.source, self.square, _row(self.show_checker, self.show_difference),
                      _row(self.show_local, self.show_edges), self.flicker, self.flicker_ms,
                      self.fade, self.grid_mm, self.grid_linear, self.show_deformation,
@@ -178,10 +182,10 @@ class QCWidget(Container):
         return self.inputs
 
     def _show(self, view: str, *specs: tuple[str, np.ndarray, str, dict],
-              aside: str = "none") -> list[Any]:
+              aside: str = "images") -> list[Any]:
         """Replace the shown QC view by ``specs`` ``(what, data, kind, style)`` on the
-        display grid (``aside``: see :meth:`QCLayers.show`); stops flicker unless this
-        is the compare view."""
+        display grid; the user's images are set aside meanwhile (``aside``: see
+        :meth:`QCLayers.show`). Stops flicker unless this is the compare view."""
         if view != "compare":
             self._stop_flicker()
         affine = self._inputs().on_display_grid()[2]
@@ -244,8 +248,7 @@ class QCWidget(Container):
         if (self.qc_layers.view == "compare" and None not in shown
                 and self._compared is self.inputs is not None):
             return shown  # the same images: keep the layers (and the flicker state)
-        fixed, warped = self._show("compare", self._grey("fixed"), self._grey("warped"),
-                                   aside="images")
+        fixed, warped = self._show("compare", self._grey("fixed"), self._grey("warped"))
         self._compared = self.inputs
         warped.opacity = float(self.fade.value)
         return fixed, warped
@@ -302,11 +305,14 @@ class QCWidget(Container):
         self._stop_flicker()
         folds = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
                                                 1: "red"})
-        jac_layer, fold_layer = self.qc_layers.show("deformation", [
+        what, data, _, style = self._grey("fixed")  # the anatomy under the maps
+        _, jac_layer, fold_layer = self.qc_layers.show("deformation", [
+            (what, data, self._inputs().on_display_grid()[2], "image", style),
             ("Jacobian determinant", jac.astype(np.float32), affine, "image",
              {"colormap": JACOBIAN_COLORMAP, "contrast_limits": (1 - spread, 1 + spread),
               "opacity": 0.7}),
-            ("folds", (jac <= 0).astype(np.uint8), affine, "labels", {"colormap": folds})])
+            ("folds", (jac <= 0).astype(np.uint8), affine, "labels", {"colormap": folds})],
+            aside="images")
         self._grid_key = None
         return jac_layer, fold_layer, self._refresh_grid()
 
@@ -333,7 +339,7 @@ class QCWidget(Container):
                               linear=inp.linear if self.grid_linear.value else None)
         if layer is None:
             return self.qc_layers.add(self._viewer.add_vectors(
-                lines, name=QC_PREFIX + "deformed grid", edge_color="yellow",
+                lines, name=QC_PREFIX + "deformed grid", edge_color="darkorange",
                 edge_width=0.3, vector_style="line", length=1.0))
         layer.data = lines
         return layer
@@ -349,6 +355,7 @@ class QCWidget(Container):
                                        ("3D warped", warped, "orange"))]
         layers = self._show("3D", *specs, aside="all")
         self.qc_layers.enter_3d()
+        self._viewer.reset_view()  # the whole head, not the 2D view's zoom
         return layers[0], layers[1]
 
     # ------------------------------------------------------------------ numbers
