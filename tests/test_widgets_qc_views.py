@@ -158,6 +158,10 @@ def test_mismatch_difference_and_views_replacing_each_other(make_napari_viewer, 
             assert qc_names == [QC_PREFIX + k for k in kinds], qc_names
         _shot(viewer, kinds[-1].replace(" ", "_"))
     assert len(viewer.layers) == 2 + 2  # fixed, moving and the edges view
+    assert not layers[0].visible and not layers[1].visible  # set aside meanwhile
+    for name in qc_names:  # the user deletes the view's layers: theirs come back
+        viewer.layers.remove(name)
+    assert layers[0].visible and layers[1].visible and widget.qc_layers.view is None
     assert not errors, errors
 
 

@@ -33,6 +33,17 @@ class QCLayers:
         self.view: str | None = None
         self._hidden: dict[Any, bool] = {}  # user layers set aside -> their visibility
         self._ndisplay: int | None = None  # the user's ndisplay before the 3D view
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    def close(self) -> None:
+        """Stop following the viewer's layer list (the panel is gone)."""
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+
+    def _on_removed(self, _event: Any = None) -> None:
+        """The user deleted the shown view's last layer: the view has ended."""
+        if self.view is not None and not self.names():
+            self.view = None
+            self._restore()
 
     def find(self, what: str) -> Any:
         return next((lyr for lyr in self.viewer.layers if lyr.name == QC_PREFIX + what), None)

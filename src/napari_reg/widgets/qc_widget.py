@@ -150,6 +150,7 @@ class QCWidget(Container):
 
     def _shutdown(self, *_args: Any) -> None:
         self._timer.stop()
+        self.qc_layers.close()
         for event in ("current_step", "order"):
             getattr(self._viewer.dims.events, event).disconnect(self._refresh_grid)
         self._session.result_changed.disconnect(self._drop_inputs)
