@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from ..image import Volume
 from ..resample import resample
-from ..transforms.field import _pool
+from ..transforms.field import _pool, in_pool
 from ..transforms.velocity import exp_voxel
 
 __all__ = ["half_maps", "upsample2", "warp_linear", "smooth_components", "parallel_map",
@@ -97,8 +97,8 @@ def parallel_map(fn, items: list, size: int) -> list:
     :data:`PARALLEL_VOXELS` or more: scipy.ndimage and numpy's arithmetic release the
     GIL, so the two images' warps, the two half maps, the local NCC's box sums and the
     smoothing of each component run side by side (2 threads: ~1.7x on a 2 mm brain)."""
-    if size < PARALLEL_VOXELS or len(items) < 2:
-        return [fn(x) for x in items]
+    if size < PARALLEL_VOXELS or len(items) < 2 or in_pool():  # never wait on the pool
+        return [fn(x) for x in items]                           # from inside it
     return list(_pool().map(fn, items))
 
 

@@ -17,6 +17,7 @@ Conventions (never drift):
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,13 +49,14 @@ def _check_grid(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
 _POOL: ThreadPoolExecutor | None = None
 # Below this many points a thread hand-off costs more than it saves.
 _PARALLEL_POINTS = 200_000
+_POOL_PREFIX = "napari-reg-field"
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=min(3, os.cpu_count() or 1),
-                                   thread_name_prefix="napari-reg-field")
+                                   thread_name_prefix=_POOL_PREFIX)
     return _POOL
 
 
@@ -69,9 +71,17 @@ def _interpolate(components: np.ndarray, coords_vox: np.ndarray) -> np.ndarray:
         return ndimage.map_coordinates(c, coords_vox, order=1, mode="nearest",
                                        prefilter=False)
 
-    if coords_vox[0].size < _PARALLEL_POINTS or (os.cpu_count() or 1) < 2:
+    if coords_vox[0].size < _PARALLEL_POINTS or (os.cpu_count() or 1) < 2 or in_pool():
         return np.stack([one(c) for c in components])
     return np.stack(list(_pool().map(one, components)))
+
+
+def in_pool() -> bool:
+    """True on one of the pool's own threads. A task there must not wait for more pool
+    tasks: with every worker busy they would never start (SyN's two half maps run on the
+    pool and interpolate fields of their own; on grids of 1.6 M voxels and up that
+    deadlocked)."""
+    return threading.current_thread().name.startswith(_POOL_PREFIX)
 
 
 def _index_grid(shape: tuple[int, ...]) -> np.ndarray:
