@@ -70,3 +70,33 @@ def test_syn_chooses_mutual_information_for_two_contrasts():
     asked = register_syn(fixed, other, np.eye(4), metric="lncc", **opts)
     assert asked.diagnostics["metric"] == "lncc"
     assert asked.diagnostics["intensity_correlation"] is None
+
+
+def test_update_smoothing_per_level():
+    """A list gives each level its own update smoothing (coarse to fine); a single value
+    every level; a negative or empty one is refused with a clear message."""
+    import pytest
+
+    from napari_reg.core.engine.errors import RegistrationError
+
+    fixed, moving, _ = _hole_pair()
+    opts = dict(levels=2, iterations=(3, 3), no_harm=False)
+    per_level = register_syn(fixed, moving, np.eye(3), update_sigma_voxels=[3.0, 1.0], **opts)
+    assert per_level.parameters["update_sigma_voxels"] == [3.0, 1.0]
+    one = register_syn(fixed, moving, np.eye(3), update_sigma_voxels=2.5, **opts)
+    assert one.parameters["update_sigma_voxels"] == [2.5, 2.5]
+    # a list longer than the levels keeps its fine end, as iterations do
+    longer = register_syn(fixed, moving, np.eye(3), update_sigma_voxels=[9.0, 3.0, 1.0], **opts)
+    assert longer.parameters["update_sigma_voxels"] == [3.0, 1.0]
+    # a smoother update gives a smoother field (the same iterations, the same pair)
+    rough = register_syn(fixed, moving, np.eye(3), update_sigma_voxels=0.5, **opts)
+    smooth = register_syn(fixed, moving, np.eye(3), update_sigma_voxels=4.0, **opts)
+
+    def roughness(result):
+        u = result.displacement_field().components
+        return float(np.abs(np.diff(u, axis=1)).mean() / max(np.abs(u).mean(), 1e-9))
+
+    assert roughness(smooth) < roughness(rough)
+    for bad in ([2.0, -1.0], []):
+        with pytest.raises(RegistrationError, match="update_sigma_voxels"):
+            register_syn(fixed, moving, np.eye(3), update_sigma_voxels=bad, **opts)

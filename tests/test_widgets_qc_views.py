@@ -158,6 +158,10 @@ def test_mismatch_difference_and_views_replacing_each_other(make_napari_viewer, 
             assert qc_names == [QC_PREFIX + k for k in kinds], qc_names
         _shot(viewer, kinds[-1].replace(" ", "_"))
     assert len(viewer.layers) == 2 + 2  # fixed, moving and the edges view
+    assert not layers[0].visible and not layers[1].visible  # set aside meanwhile
+    for name in qc_names:  # the user deletes the view's layers: theirs come back
+        viewer.layers.remove(name)
+    assert layers[0].visible and layers[1].visible and widget.qc_layers.view is None
     assert not errors, errors
 
 
@@ -178,7 +182,11 @@ def test_deformed_grid_with_and_without_the_affine_part(make_napari_viewer, qtbo
     _shot(viewer, "grid_whole_map")
     viewer.dims.set_point(2, 10.0)  # another slice: the grid follows
     assert np.allclose(grid.data[:, 0, 2], viewer.dims.point[2]) and viewer.dims.point[2] != z
+    jac = viewer.layers[QC_PREFIX + "Jacobian determinant"]
+    det_a = float(np.linalg.det(affine_part[:3, :3]))
+    assert abs(np.median(jac.data) - det_a) < 0.01  # the whole map: the affine's volume
     _click(qtbot, widget.grid_linear)  # the deformation alone: the 6 mm bump along y
+    assert abs(np.median(jac.data) - 1.0) < 0.01 and "alone" in widget.status.value
     starts, steps = grid.data[:, 0], grid.data[:, 1]
     along_y = np.abs(steps[:, 1]) > np.abs(steps[:, 0])
     x_ticks = np.round(starts[along_y, 0] / 10.0, 6)

@@ -22,15 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from ..core import qc
 from ..core.image import Volume
 from ..core.transforms.base import MatrixTransform, Transform
 from ..display_grid import axis_aligned_grid, display_copy
 from ._alignment import get_alignment
 from ._layer_volumes import layer_volume
+from ._lm_model import pair_rows
 from ._session import get_session
 from .overlay import coarse_grid, warp_to_grid
 
-__all__ = ["QCInputs", "gather"]
+__all__ = ["QCInputs", "before_after", "gather"]
 
 
 @dataclass
@@ -110,3 +112,31 @@ def gather(viewer: Any, source: str, max_voxels: int = 4_000_000) -> QCInputs:
         fixed_data = warp_to_grid(fixed, identity, shape, grid)
     return QCInputs(fixed_data, warp_to_grid(moving, transform, shape, grid), grid,
                     transform, fixed, moving, source, getattr(transform, "affine_matrix", None))
+
+
+def before_after(inp: QCInputs, fixed_points: Any = None, moving_points: Any = None,
+                 fixed_labels: Any = None, moving_labels: Any = None
+                 ) -> dict[str, tuple[float, float]]:
+    """``{measure: (before, after)}`` on the fixed grid: NCC and MI; the mean TRE (mm) of
+    the paired landmarks of two Points layers; Dice per label of two Labels layers (the
+    moving one warped nearest-neighbour). Before = identity."""
+    ident = MatrixTransform(np.eye(len(inp.shape) + 1))
+    before = inp.before()
+    out = {name.upper(): (qc.similarity(inp.fixed, before, name),
+                          qc.similarity(inp.fixed, inp.warped, name)) for name in ("ncc", "mi")}
+    if fixed_points is not None and moving_points is not None:
+        rows = [r for r in pair_rows(fixed_points, moving_points) if r.paired]
+        if rows:
+            f = np.array([r.fixed for r in rows])
+            m = np.array([r.moving for r in rows])
+            out[f"TRE mean mm ({len(rows)} pairs)"] = (
+                float(qc.target_registration_error(ident, f, m).mean()),
+                float(qc.target_registration_error(inp.transform, f, m).mean()))
+    if fixed_labels is not None and moving_labels is not None:
+        fixed = inp.warp(layer_volume(fixed_labels, use_file_affine=True), ident, order=0)
+        moving = layer_volume(moving_labels, use_file_affine=True)
+        dice_before = qc.dice_per_label(fixed, inp.warp(moving, ident, order=0))
+        dice_after = qc.dice_per_label(fixed, inp.warp(moving, inp.transform, order=0))
+        out.update({f"Dice label {k}": (dice_before[k], dice_after.get(k, float("nan")))
+                    for k in sorted(dice_before)})
+    return out

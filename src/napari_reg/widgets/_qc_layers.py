@@ -33,6 +33,17 @@ class QCLayers:
         self.view: str | None = None
         self._hidden: dict[Any, bool] = {}  # user layers set aside -> their visibility
         self._ndisplay: int | None = None  # the user's ndisplay before the 3D view
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    def close(self) -> None:
+        """Stop following the viewer's layer list (the panel is gone)."""
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+
+    def _on_removed(self, _event: Any = None) -> None:
+        """The user deleted the shown view's last layer: the view has ended."""
+        if self.view is not None and not self.names():
+            self.view = None
+            self._restore()
 
     def find(self, what: str) -> Any:
         return next((lyr for lyr in self.viewer.layers if lyr.name == QC_PREFIX + what), None)
@@ -46,10 +57,8 @@ class QCLayers:
         other QC layers go, these are updated in place or added, above the images.
         ``aside``: which of the user's visible layers to hide while the view is shown,
         ``"none"``, ``"images"`` (image and label layers) or ``"all"``."""
-        keep = {QC_PREFIX + what for what, *_ in specs}
-        if view != self.view:
-            self._end(set(), restore=True)
-        self._end(keep, restore=False)
+        if view != self.view:  # the same view again keeps its layers (and any added)
+            self._end()
         self.view = view
         layers = [self._upsert(QC_PREFIX + what, data, affine, kind, style)
                   for what, data, affine, kind, style in specs]
@@ -67,15 +76,14 @@ class QCLayers:
 
     def clear(self) -> None:
         """Remove every QC layer; the user's layers are as they were before."""
-        self._end(set(), restore=True)
+        self._end()
         self.view = None
 
-    def _end(self, keep: set[str], restore: bool) -> None:
-        for lyr in [lyr for lyr in self.viewer.layers
-                    if lyr.name.startswith(QC_PREFIX) and lyr.name not in keep]:
+    def _end(self) -> None:
+        """Remove the shown view's layers and bring back what it set aside."""
+        for lyr in [lyr for lyr in self.viewer.layers if lyr.name.startswith(QC_PREFIX)]:
             self.viewer.layers.remove(lyr)
-        if restore:
-            self._restore()
+        self._restore()
 
     def _upsert(self, name: str, data: np.ndarray, affine: np.ndarray, kind: str,
                 style: dict) -> Any:

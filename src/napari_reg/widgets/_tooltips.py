@@ -109,8 +109,8 @@ TOOLTIPS: dict[str, dict[str, str]] = {
         "show_deformation": "For deformable results: Jacobian determinant (local volume "
                             "change; <= 0 marks folds) and a deformed grid.",
         "grid_mm": "Spacing of the deformed grid's lines, in mm.",
-        "grid_linear": "Draw the grid moved by the deformation alone (the affine part "
-                       "taken out): straight where the map is affine.",
+        "grid_linear": "Show the deformation alone (the affine part taken out): the grid "
+                       "stays straight and the Jacobian 1 where the map is affine.",
         "show_3d": "Iso-surfaces of fixed (cyan) and warped (orange) in a 3D view; other "
                    "layers are hidden until another view is shown.",
         "clear_button": "Remove every QC layer; your layers are as they were.",

@@ -39,12 +39,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from ..core import qc
-from ..core.transforms.base import MatrixTransform
 from ._alignment import get_alignment
-from ._layer_volumes import layer_volume
-from ._lm_model import pair_rows
 from ._notify import guarded
-from ._qc_inputs import QCInputs, gather
+from ._qc_inputs import QCInputs, before_after, gather
 from ._qc_layers import QC_PREFIX, QCLayers
 from ._session import get_session, unwrap_viewer
 from ._tooltips import apply_tooltips
@@ -132,7 +129,7 @@ class QCWidget(Container):
                              (self.show_3d, self.surfaces_3d), (self.compute, self.before_after)):
             button.clicked.connect(guarded(view))
         self.clear_button.clicked.connect(self.clear_views)
-        self.grid_linear.changed.connect(lambda _v: self._refresh_grid())
+        self.grid_linear.changed.connect(self._linear_part_changed)
         self.grid_mm.changed.connect(lambda _v: self._refresh_grid())
         for event in ("current_step", "order"):  # the viewed plane moved or turned
             getattr(viewer.dims.events, event).connect(self._refresh_grid)
@@ -153,6 +150,7 @@ class QCWidget(Container):
 
     def _shutdown(self, *_args: Any) -> None:
         self._timer.stop()
+        self.qc_layers.close()
         for event in ("current_step", "order"):
             getattr(self._viewer.dims.events, event).disconnect(self._refresh_grid)
         self._session.result_changed.disconnect(self._drop_inputs)
@@ -299,8 +297,12 @@ class QCWidget(Container):
                              " everywhere and nothing can fold.")
         shape, affine = inp.display_reference(_DEFORMATION_VOXELS)
         jac = qc.jacobian_determinant(inp.transform, shape, affine)
+        alone = bool(self.grid_linear.value) and inp.linear is not None
+        if alone:  # T = A o W: det dT = det A * det dW, so the deformation's own is J / det A
+            jac = jac / float(np.linalg.det(np.asarray(inp.linear)[:-1, :-1]))
         spread = max(0.05, float(np.percentile(np.abs(jac - 1.0), 99.5)))
-        self.status.value = (f"Jacobian {jac.min():.3f} .. {jac.max():.3f}; folded "
+        self.status.value = (f"Jacobian{' of the deformation alone' if alone else ''} "
+                             f"{jac.min():.3f} .. {jac.max():.3f}; folded "
                              f"{100 * qc.folding_fraction(jac):.3f} % of voxels")
         self._stop_flicker()
         folds = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
@@ -315,6 +317,10 @@ class QCWidget(Container):
             aside="images")
         self._grid_key = None
         return jac_layer, fold_layer, self._refresh_grid()
+
+    def _linear_part_changed(self, *_args: Any) -> None:
+        if self.qc_layers.view == "deformation":  # the Jacobian changes too
+            guarded(self.deformation)()
 
     def _refresh_grid(self, *_args: Any) -> Any:
         """Draw the deformed grid in the viewed plane (again after a slice change).
@@ -361,25 +367,8 @@ class QCWidget(Container):
     # ------------------------------------------------------------------ numbers
     def before_after(self) -> dict[str, tuple[float, float]]:
         """NCC, MI, TRE (mean mm) and Dice per label, before (identity) and after."""
-        inp = self._inputs()
-        before = inp.before()
-        out: dict[str, tuple[float, float]] = {}
-        for name in ("ncc", "mi"):
-            out[name.upper()] = (qc.similarity(inp.fixed, before, name),
-                                 qc.similarity(inp.fixed, inp.warped, name))
-        f_pts, m_pts = self.fixed_points.value, self.moving_points.value
-        if f_pts is not None and m_pts is not None:
-            rows = [r for r in pair_rows(f_pts, m_pts) if r.paired]
-            if rows:
-                f = np.array([r.fixed for r in rows])
-                m = np.array([r.moving for r in rows])
-                ident = MatrixTransform(np.eye(f.shape[1] + 1))
-                out[f"TRE mean mm ({len(rows)} pairs)"] = (
-                    float(qc.target_registration_error(ident, f, m).mean()),
-                    float(qc.target_registration_error(inp.transform, f, m).mean()))
-        f_lab, m_lab = self.fixed_labels.value, self.moving_labels.value
-        if f_lab is not None and m_lab is not None:
-            out.update(self._dice(inp, f_lab, m_lab))
+        out = before_after(self._inputs(), self.fixed_points.value, self.moving_points.value,
+                           self.fixed_labels.value, self.moving_labels.value)
         self.numbers = out
         self.table.setRowCount(len(out))
         for r, (name, (b, a)) in enumerate(out.items()):
@@ -387,12 +376,3 @@ class QCWidget(Container):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         show_info("QC numbers updated (before = images as loaded).")
         return out
-
-    def _dice(self, inp: QCInputs, f_lab: Any, m_lab: Any) -> dict[str, tuple[float, float]]:
-        ident = MatrixTransform(np.eye(len(inp.shape) + 1))
-        fixed = inp.warp(layer_volume(f_lab, use_file_affine=True), ident, order=0)
-        moving = layer_volume(m_lab, use_file_affine=True)
-        before = qc.dice_per_label(fixed, inp.warp(moving, ident, order=0))
-        after = qc.dice_per_label(fixed, inp.warp(moving, inp.transform, order=0))
-        return {f"Dice label {k}": (before[k], after.get(k, float("nan")))
-                for k in sorted(set(before) | set(after)) if k in before}

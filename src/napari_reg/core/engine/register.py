@@ -153,7 +153,8 @@ def register(
         Optional mask of the moving image (any grid; non-zero = use): sample points that
         the map sends outside it leave the metric (cost-function masking, e.g. missing
         tissue or a lesion in a post-operative scan). Used by the linear stages and the
-        B-spline stage, re-evaluated at each level's start; SyN's dense forces do not use it.
+        B-spline stage, re-evaluated at each level's start; SyN warps it with the moving
+        image every iteration and its similarity ignores what it leaves out.
 
     For deformable runs ``result.transform`` is the whole fixed->moving map (the linear
     part ``result.linear_matrix`` after the deformation) and ``result.deformable`` holds

@@ -21,7 +21,11 @@ next level's grid.
 
 Defaults follow greedy's documentation (3 levels, 100x50x10 iterations, update and field
 smoothing 2.0 and 0.5 voxels, local NCC over 5-voxel windows, ``radius=2`` as its ``NCC
-2x2x2``). At the end a deformation that does not really improve the structural alignment
+2x2x2``); a pair of two contrasts gets mutual information instead (``metric="auto"``,
+:func:`~napari_reg.core.stages.syn_rules.choose_metric`). A moving-image mask is warped
+with the moving image each iteration, and the similarity ignores what it leaves out.
+
+At the end a deformation that does not really improve the structural alignment
 is dropped (``no_harm``, the B-spline's judge: :mod:`napari_reg.core.structure_check`):
 a deformable stage must not move a pair it cannot improve, e.g. fit the contrast
 difference of two modalities.
@@ -300,6 +304,11 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
         Gaussian sigmas for the update (fluid) and the field (elastic), in voxels of the
         level's finest axis (the kernels are isotropic in mm on anisotropic grids). The
         defaults, 2.0 and 0.5, are greedy's recommended ``-s 2.0vox 0.5vox``.
+        ``update_sigma_voxels`` may be a list, one per level (coarse to fine, the finest
+        at the end). A smooth deformation is followed better with 3.0 (the synthetic
+        1 mm case: 0.32 mm error instead of 0.46), real anatomy of different subjects
+        with 2.0 (Colin27 -> ICBM at 1 mm: tissue Dice 0.728 vs 0.713 with 3.0; at 2 mm
+        and on 2D slices 0.803 vs 0.794 with 3.0 on the coarse levels).
     exp_shrink
         The iterations' exponentials ``exp(+-v/2)`` run on every ``exp_shrink``-th voxel
         and are interpolated back (default 2: on the 1 mm MNI benchmark SyN went from
