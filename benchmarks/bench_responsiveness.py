@@ -1,29 +1,40 @@
-"""GUI responsiveness while a registration runs (issue #5), on the 1 mm MNI152 brain.
+"""GUI responsiveness while a registration runs (issues 5 and 16), on the 1 mm MNI152 brain.
 
 In a real napari viewer (run it under Xvfb: ``xvfb-run -a python benchmarks/...``) the
-Register panel runs an affine registration of the MNI T1 against a copy moved by a known
-affine, while
+Register panel runs each preset (Affine, Affine + B-spline, Affine + diffeomorphic) on
+the MNI T1 against a copy moved by a known affine, while
 
 * a 10 ms ``QTimer`` probe records how late the Qt event loop serves it (latency = the
   gap between two timeouts minus 10 ms: what a user's click or scroll would wait);
-* every refresh of the "warped (live)" layer is counted (overlay refresh rate), over the
-  whole run and while the optimiser produces new transforms, and each frame is matched
-  to the core state it shows (how far the view is behind the core);
-* the same run is repeated with the live overlay switched off, and the core alone is
-  timed headless, so the cost of the live view is visible.
+* every refresh of the "warped (live)" layer is counted, while the optimiser produces
+  new states, and each frame is matched to the core state it shows;
+* every event of napari's main window is timed (repaints are among them) and the GUI
+  thread's CPU time is taken, so it is visible where the GUI thread's time goes;
+* the same run is repeated with the live overlay switched off, and right before, the
+  same ``register()`` call runs headless (the CLI's time in the same conditions).
 
 A "busy machine" setting (``--busy N``) runs N CPU-bound background processes for the
 whole measurement (a user's laptop doing other work); ``--compare-busy`` measures quiet
-and busy in the same invocation, and ``--switch-intervals`` repeats the GUI runs with
-other Python GIL switch intervals (A/B of the cause below). Every row has the CLI's time
-(the same ``register()`` call headless, in the same conditions) and GUI / CLI ratios.
+and busy in the same invocation; ``--switch-intervals`` repeats the GUI runs with other
+Python GIL switch intervals. Before/after comparisons: run the script in turns with
+``PYTHONPATH`` pointing at each checkout (``--version-label``, ``--json``), then
+``--merge`` the JSON files into one table (the shared machine's load drifts: compare
+runs taken in turns, and the load average recorded with each).
 
-Why GUI runs suffer more than CLI runs on a busy machine: the registration thread and
-the GUI thread share one GIL. With the CPU oversubscribed, a thread that is handed the
-GIL must first be scheduled by the OS; every forced GIL hand-over (every
-``sys.getswitchinterval()`` = 5 ms while both threads want it) can then cost a whole OS
-time slice, and the event loop and painting want the GIL all the time. The CLI has no
-second Python thread, so it never waits.
+Why GUI runs suffer more than CLI runs on a busy machine (measured with py-spy and the
+window columns, 2026-12-02): the registration thread and the GUI thread share one GIL,
+and napari reimplements its main window's ``event()`` in Python, so every repaint of the
+window (widget painting, the OpenGL composition of the canvas, software llvmpipe under
+Xvfb, and the wait for the X server) runs inside a Python call *with the GIL held*. In
+20 s of an Affine + B-spline run at load 8, the GUI thread held the GIL in 82 % of the
+samples that had a holder (58 % in the C++ part of that ``event()``), the registration
+thread in 13 %. On a busy machine the rasteriser threads and the X server the repaint
+waits for get a fraction of a core, so a repaint holds the GIL several times longer
+while using no more CPU: the GUI thread spent 18-35 % of the run's wall time inside
+window events but only 3-5 % on the CPU. The registration thread cannot run Python
+meanwhile; the CLI has no second thread. What is ours: how often the panel makes the
+window repaint, and how much CPU each live frame takes from the optimiser (see the
+README of this folder); the GIL held across napari's ``event()`` is napari's.
 
 Prints a table and writes ``benchmarks/results/responsiveness_<date>.md``.
 """
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import multiprocessing
 import os
 import sys
@@ -39,6 +51,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from responsiveness_table import summarise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROBE_MS = 10
@@ -79,7 +93,11 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     number_of: dict[int, int] = {}
     frame_number: dict[int, int] = {}
     refreshes: list[tuple[float, int]] = []  # (time, number of the event shown; -1 final)
-    original = (overlay.LiveOverlay._show, overlay._timed_warp,
+    # frames are made by overlay._render and shown by LiveOverlay._show_frame; older
+    # checkouts (before-and-after runs): _timed_warp and _show
+    new_style = hasattr(overlay, "_render")
+    names = ("_show_frame", "_render") if new_style else ("_show", "_timed_warp")
+    original = (getattr(overlay.LiveOverlay, names[0]), getattr(overlay, names[1]),
                 run_class._callback)
 
     def numbered_callback(self, event):
@@ -88,18 +106,39 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
             number_of[id(t)] = len(emitted)
         emitted.append((time.perf_counter(), event.kind))
 
-    def tagged_warp(moving, transform, shape, grid_affine):
-        out = original[1](moving, transform, shape, grid_affine)
-        frame_number[id(out[0])] = number_of.get(id(transform), -1)
+    def tagged_warp(moving, transform, *args):
+        out = original[1](moving, transform, *args)
+        frame_number[id(out if new_style else out[0])] = number_of.get(id(transform), -1)
         return out
 
-    def counting_show(self, data, affine):
-        refreshes.append((time.perf_counter(), frame_number.pop(id(data), -1)))
-        return original[0](self, data, affine)
+    def counting_show(self, frame, *args):
+        refreshes.append((time.perf_counter(), frame_number.pop(id(frame), -1)))
+        return original[0](self, frame, *args)
 
-    overlay.LiveOverlay._show = counting_show
-    overlay._timed_warp = tagged_warp
+    # Where the GUI thread's time goes: every event of the main window (painting and
+    # composing the whole window is one, handled in C++ *with the GIL held*, because
+    # napari reimplements the window's event() in Python), timed, and the GUI thread's
+    # CPU time.
+    from napari._qt.qt_main_window import _QtMainWindow
+
+    window_event = _QtMainWindow.event
+    in_window = {"s": 0.0, "paints": 0}
+    from qtpy.QtCore import QEvent
+
+    paint_types = (QEvent.Type.UpdateRequest, QEvent.Type.Paint)
+
+    def timed_event(self, e):
+        start = time.perf_counter()
+        try:
+            return window_event(self, e)
+        finally:
+            in_window["s"] += time.perf_counter() - start
+            in_window["paints"] += e.type() in paint_types
+
+    setattr(overlay.LiveOverlay, names[0], counting_show)
+    setattr(overlay, names[1], tagged_warp)
     run_class._callback = numbered_callback
+    _QtMainWindow.event = timed_event
     ticks: list[float] = []
     probe = QTimer()
     probe.setInterval(PROBE_MS)
@@ -111,16 +150,20 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     register_panel.live.value = live
     try:
         probe.start()
+        cpu0 = time.thread_time()
         t0 = time.perf_counter()
         register_panel.run()
         watcher.start()
         loop.exec_()
         t1 = time.perf_counter()
+        gui_cpu_s = time.thread_time() - cpu0
     finally:
         probe.stop()
         watcher.stop()
-        overlay.LiveOverlay._show, overlay._timed_warp = original[:2]
+        setattr(overlay.LiveOverlay, names[0], original[0])
+        setattr(overlay, names[1], original[1])
         run_class._callback = original[2]
+        _QtMainWindow.event = window_event
     outcome = register_panel._session.outcome
     core_s = outcome.result.timings["total_s"]
     # "During the run" = while the core optimises; the end (full-resolution warp swapped
@@ -164,6 +207,11 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         "latency_max_ms": float(np.max(gaps)),
         "latency_max_whole_ms": float(np.max(all_gaps)),
         "matrix": outcome.result.matrix,
+        # share of the run's wall time the GUI thread spent in window events (painting,
+        # GIL held) and on the CPU at all; window paints per second
+        "window_share": in_window["s"] / (t1 - t0),
+        "gui_cpu_share": gui_cpu_s / (t1 - t0),
+        "paint_hz": in_window["paints"] / (t1 - t0),
     }
 
 
@@ -199,7 +247,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting")
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default results/responsiveness_<date>.md)")
-    parser.add_argument("--presets", default="Affine,Affine + diffeomorphic",
+    parser.add_argument("--presets", default="Affine,Affine + B-spline,Affine + diffeomorphic",
                         help="comma list of Register panel presets to run")
     parser.add_argument("--busy", type=int, default=0,
                         help="CPU-bound background processes during the runs (busy machine)")
@@ -208,7 +256,18 @@ def main() -> None:
     parser.add_argument("--switch-intervals", default="",
                         help="comma list of sys.setswitchinterval values (s) for GUI runs; "
                              "default: the product's own setting only")
+    parser.add_argument("--version-label", default="-",
+                        help="a name for the checkout measured (before/after comparisons)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write every run as JSON (for --merge)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="only print one table of these JSON files' runs (e.g. before "
+                             "and after runs taken in turns)")
     args = parser.parse_args()
+    if args.merge:
+        rows = [r for path in args.merge for r in json.loads(path.read_text())]
+        print("\n".join(summarise(rows)))
+        return
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     busy_levels = [0, args.busy] if args.compare_busy else [args.busy]
     intervals = [float(v) for v in args.switch_intervals.split(",") if v.strip()] or [None]
@@ -221,9 +280,9 @@ def main() -> None:
 
     load_before = os.getloadavg()
     fixed, moving, truth = moved_pair()
-    headless: dict[tuple, list[float]] = {}
 
     viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
     for volume in (fixed, moving):
         data, kwargs, _ = volume_to_layer_data(volume, "image")
         kwargs["name"] = volume.name
@@ -244,31 +303,27 @@ def main() -> None:
     for busy in busy_levels:
         with BusyMachine(busy):
             for preset in presets:
-                for _ in range(args.repeats):  # the CLI's time in the same conditions
-                    t0 = time.perf_counter()
-                    register(fixed, moving, **PRESETS[preset])
-                    headless.setdefault((busy, preset), []).append(time.perf_counter() - t0)
                 register_panel.preset.value = preset
                 for interval in intervals:
                     for _ in range(args.repeats):
+                        # the CLI's time in the same conditions, right before its GUI runs
+                        t0 = time.perf_counter()
+                        register(fixed, moving, **PRESETS[preset])
+                        cli_s = time.perf_counter() - t0
                         for live in (True, False):
+                            load = os.getloadavg()[0]
                             if interval is not None:
                                 sys.setswitchinterval(interval)
                             try:
                                 row = run_in_viewer(viewer, register_panel, live)
                             finally:
                                 sys.setswitchinterval(default_interval)
-                            rows.append({"preset": preset, "busy": busy,
-                                         "interval": interval, **row})
+                            row.pop("matrix")
+                            rows.append({"version": args.version_label, "preset": preset,
+                                         "busy": busy, "interval": interval, "load": load,
+                                         "cli_s": cli_s, "gui_cli": row["core_s"] / cli_s,
+                                         **row})
     viewer.close()
-    settings = [(b, p, i) for b in busy_levels for p in presets for i in intervals]
-
-    def median(key: str, setting: tuple, live: bool) -> float:
-        busy, preset, interval = setting
-        return float(np.median([r[key] for r in rows
-                                if r["live"] == live and r["preset"] == preset
-                                and r["busy"] == busy and r["interval"] == interval]))
-
     load = os.getloadavg()
     lines = [
         f"# GUI responsiveness, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -277,67 +332,51 @@ def main() -> None:
         f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} before and "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end (shared machine). "
         f"MNI152 1 mm T1 {fixed.shape} vs a copy moved by a known affine; Register panel "
-        f"presets; {args.repeats} runs per setting (live on and off interleaved), medians.",
+        f"presets in a 1280x800 window; {args.repeats} runs per setting (CLI, live on, live "
+        "off in turn), medians.",
         "",
-        "Columns: *core s* = the core's own time (`register()` total; headless = the same "
-        "call without a viewer). *refreshes/s (run)* = live-layer updates per second of the "
-        "whole core time, setup included (the original metric). *while optimising* = from "
-        "the first iteration event to the end of the core, the time in which new "
-        "transforms exist: *refreshes/s* shown then, and *states/s* = iterations the "
-        "core produced per second then (a view cannot show more new states than that). "
-        "*behind p95 ms* = at each probe tick while optimising, how long the oldest state "
-        "not yet on screen has been waiting (0 = the view shows the newest), 95th "
-        "percentile. *first frame s* = when the overlay first showed something. Latency = "
-        f"how late a {PROBE_MS} ms QTimer probe fires in the Qt event loop while the core "
-        "runs; *end gap* = the longest gap of the whole run, including the one-off swap of "
-        "the full-resolution result into the layer. *slowdown* = core s live on / live off.",
+        "Columns: *CLI s* = the same `register()` call headless, run right before the GUI "
+        "runs of the same setting; *core s* = the core's own time in the GUI "
+        "(`register()` total); *GUI/CLI* = core s / CLI s. *While optimising* = from the "
+        "first iteration event to the end of the core: *refreshes/s* of the live layer "
+        "then, *states/s* = iterations the core produced per second then (a view cannot "
+        "show more new states than that). *behind p95 ms* = at each probe tick while "
+        "optimising, how long the oldest state not yet on screen has been waiting. "
+        f"*latency p99* = how late a {PROBE_MS} ms QTimer probe fires in the Qt event loop "
+        "while the core runs; *end gap* = the longest gap of the whole run. *window "
+        "paints/s* = paint/update-request events of the main window per second of the run; "
+        "*GUI thread in window events* = share of the run's wall time spent in the main "
+        "window's event() (painting and composing the window: C++ run with the GIL held, "
+        "because napari reimplements that event() in Python); *GUI thread CPU* = its CPU "
+        "time / wall time. *load avg* = 1-minute load average when the run started. "
+        "*slowdown* = core s live on / live off. *busy* = CPU-bound background processes "
+        "(0 = as the machine was); *GIL s* = sys.setswitchinterval during GUI runs "
+        "(- = Python's default).",
         "",
-        "*busy* = CPU-bound background processes during the runs (0 = as the machine was); "
-        "*GIL s* = sys.setswitchinterval during GUI runs (- = the product's own); *CLI s* = "
-        "the same register() call headless in the same conditions; *GUI/CLI* = core s / "
-        "CLI s.",
+        *summarise(rows),
         "",
-        "| busy | GIL s | preset | live | CLI s | core s | GUI/CLI | run wall s | "
-        "refreshes/s (run) | optimising s | refreshes/s (optimising) | states/s (optimising) "
-        "| behind p95 ms | first frame s | latency p50 ms | latency p99 ms | latency max ms | "
-        "end gap ms | slowdown |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Targets (issue 16): live view costs < 20 %, >= 10 refreshes/s while optimising "
+        "(or every state produced); event-loop latency p99 < 50 ms.",
+        "",
+        "Per run (version, busy, preset, live: core s / CLI s / refreshes/s optimising / "
+        "load):",
+        "",
     ]
-    for setting in settings:
-        busy, preset, interval = setting
-        cli_s = float(np.median(headless[(busy, preset)]))
-        slowdown = median("core_s", setting, True) / median("core_s", setting, False) - 1.0
-        for live in (True, False):
-            def cell(key: str, fmt: str, live: bool = live, setting: tuple = setting) -> str:
-                return format(median(key, setting, live), fmt) if live else ""
-            preset_col = (f"{busy} | {interval if interval is not None else '-'} | {preset}")
-            lines.append(
-                f"| {preset_col} | {'on' if live else 'off'} | {cli_s:.2f} | "
-                f"{median('core_s', setting, live):.2f} | "
-                f"{median('core_s', setting, live) / cli_s:.2f} | "
-                f"{median('wall_s', setting, live):.2f} | "
-                f"{cell('refresh_hz', '.1f')} | {median('opt_s', setting, live):.2f} | "
-                f"{cell('opt_refresh_hz', '.1f')} | "
-                f"{median('opt_states_hz', setting, live):.1f} | "
-                f"{cell('behind_p95_ms', '.0f')} | {cell('first_frame_s', '.2f')} | "
-                f"{median('latency_p50_ms', setting, live):.1f} | "
-                f"{median('latency_p99_ms', setting, live):.1f} | "
-                f"{median('latency_max_ms', setting, live):.1f} | "
-                f"{median('latency_max_whole_ms', setting, live):.0f} | "
-                f"{f'{100 * slowdown:+.0f} %' if live else ''} |")
-    lines += ["", "Targets (issue #5): latency p99 < 50 ms, >= 10 refreshes/s, slowdown < 20 %."]
-    lines += ["", "Per run (core s / refreshes/s optimising / latency p99 ms):", ""]
     for r in rows:
-        lines.append(f"- busy {r['busy']}, GIL {r['interval']}, {r['preset']}, "
-                     f"live {'on' if r['live'] else 'off'}: "
-                     f"{r['core_s']:.2f} s / {r['opt_refresh_hz'] if r['live'] else 0:.1f} / "
-                     f"{r['latency_p99_ms']:.1f}")
+        lines.append(f"- {r['version']}, busy {r['busy']}, GIL {r['interval']}, {r['preset']}, "
+                     f"live {'on' if r['live'] else 'off'}: {r['core_s']:.2f} / "
+                     f"{r['cli_s']:.2f} / {r['opt_refresh_hz'] if r['live'] else 0:.1f} / "
+                     f"{r['load']:.1f}")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
     out = args.out or RESULTS / f"responsiveness_{dt.date.today().isoformat()}.md"
     out.write_text(text)
     print(f"written {out}")
+    if args.json:
+        keep = [{k: v for k, v in r.items() if k not in ("frames", "events")} for r in rows]
+        args.json.write_text(json.dumps(keep, indent=1))
+        print(f"written {args.json}")
 
 
 if __name__ == "__main__":

@@ -181,3 +181,26 @@ def test_plain_package_import_is_cheap():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONPATH": str(SRC), "PATH": ""})
     assert done.returncode == 0, done.stderr
+
+
+def test_every_refusal_error_is_a_napari_reg_error():
+    """Each module's own error type derives from the one root, so callers catch one type
+    (read from the source, so a new ``class XError(ValueError)`` fails here)."""
+    plain = {}
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Refused")):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if "ValueError" in bases and node.name != "NapariRegError":
+                    plain[f"{name}.{node.name}"] = sorted(bases)
+    assert not plain, f"errors deriving from ValueError instead of NapariRegError: {plain}"
+    code = ("from napari_reg import NapariRegError, RegistrationError; "
+            "from napari_reg.core.image import VolumeError; "
+            "from napari_reg.io.transforms._common import TransformFileError; "
+            "assert issubclass(RegistrationError, NapariRegError); "
+            "assert issubclass(VolumeError, NapariRegError); "
+            "assert issubclass(TransformFileError, NapariRegError); "
+            "assert issubclass(NapariRegError, ValueError)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(SRC), "PATH": ""})
+    assert done.returncode == 0, done.stderr

@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent('''
     from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
 
     first, second, use_plugin_first = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    third = sys.argv[4]
     viewer = napari.Viewer(show=True)
     dialogs = []
 
@@ -61,7 +62,12 @@ SCRIPT = textwrap.dedent('''
     from napari.settings import get_settings
     layers = [{"name": l.name, "has_original_affine": "original_affine" in l.metadata,
                "plugin": getattr(l.source, "reader_plugin", None)} for l in viewer.layers]
-    print("RESULT" + json.dumps({
+    # napari 0.9's viewer.open(path) with no plugin argument: plugin="napari" (builtins)
+    try:
+        default_open = [getattr(l.source, "reader_plugin", None) for l in viewer.open(third)]
+    except Exception as exc:
+        default_open = f"{type(exc).__name__}: {exc}"[:300]
+    print("RESULT" + json.dumps({"default_open": default_open,
         "dialogs": dialogs, "dialogs_after_drop": after_drop, "layers": layers,
         "extension2reader": dict(get_settings().plugins.extension2reader)}))
     viewer.close()
@@ -78,8 +84,9 @@ def _volume(path):
 def _run(tmp_path, first, second, use_plugin_first: bool) -> dict:
     config = tmp_path / "napari_settings" / "settings.yaml"
     env = {**os.environ, "NAPARI_CONFIG": str(config)}
+    third = _volume(tmp_path / ("third" + "".join(first.suffixes)))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(first), str(second),
-                           "1" if use_plugin_first else "0"],
+                           "1" if use_plugin_first else "0", str(third)],
                           capture_output=True, text=True, timeout=240, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
@@ -111,6 +118,12 @@ def test_no_dialog_once_the_plugin_was_used(tmp_path):
     assert result["dialogs"] == [], result
     assert [layer["name"] for layer in result["layers"]] == ["a", "b"]
     assert all(layer["has_original_affine"] for layer in result["layers"])
+    # what the README says napari 0.9 does: viewer.open(path) without naming a plugin
+    # takes plugin="napari" (its builtins) and never reads the preference: a .nii is read
+    # by napari's builtin reader (voxels without their affine), not by napari-reg,
+    # although napari-reg is the preferred reader of "*.nii"
+    assert result["extension2reader"]["*.nii"] == "napari-reg"
+    assert result["default_open"] == ["napari"], result["default_open"]
 
 
 def test_an_existing_preference_is_kept(tmp_path):

@@ -48,7 +48,7 @@ def test_linear_function_is_reproduced_exactly_with_its_gradient():
     assert inside.all() and v.dtype == np.float64 and g.shape == (500, 3)
     np.testing.assert_allclose(v, pts @ slope + 3.0, atol=2e-4)  # float32 working type
     np.testing.assert_allclose(g, np.broadcast_to(slope, g.shape), atol=1e-4)
-    np.testing.assert_allclose(sample(vol, pts), v)
+    np.testing.assert_allclose(sample(vol, pts), v, rtol=1e-6)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -82,11 +82,16 @@ def test_outside_points_and_edges():
     np.testing.assert_array_equal(inside, [True, True, True, False, False, False])
     np.testing.assert_allclose(v[:3], [data[0, 0, 0], data[3, 4, 5], data[3, 4, 5]])
     assert np.all(v[3:] == 0) and np.all(g[3:] == 0)
-    np.testing.assert_allclose(sample(vol, pts, fill=-7.0)[3:], -7.0)
-    for order in (0, 3):
-        out = sample(vol, pts, order=order, fill=-7.0)
-        np.testing.assert_allclose(out[3:], -7.0)
-        np.testing.assert_allclose(out[:2], [data[0, 0, 0], data[3, 4, 5]], atol=1e-4)
+    # sample() reads as resample() does: half a voxel past the edge centres is the edge
+    # value (ITK's rule), beyond that the fill
+    near = vol.voxel_to_world(np.array([[-0.01, 1, 1], [1, 4.2, 1], [1, 1, 5.5]]))
+    far = vol.voxel_to_world(np.array([[-0.6, 1, 1], [1, 4.6, 1], [1, 1, 5.6]]))
+    for order in (0, 1, 3):
+        out = sample(vol, pts[:2], order=order, fill=-7.0)
+        np.testing.assert_allclose(out, [data[0, 0, 0], data[3, 4, 5]], atol=1e-4)
+        np.testing.assert_allclose(sample(vol, far, order=order, fill=-7.0), -7.0)
+    np.testing.assert_allclose(sample(vol, near, order=1, fill=-7.0),
+                               [data[0, 1, 1], data[1, 4, 1], data[1, 1, 5]])
 
 
 def test_single_slice_and_memory_layouts_agree():
@@ -121,7 +126,7 @@ def test_resample_recovers_known_motion_on_oblique_anisotropic_grids(transform_k
                                                     (40, 36, 30), t(center[None])[0]))
     # compare where the moving grid covers T(x) (it does around the blob)
     mapped = t(fixed.world_grid().reshape(-1, 3))
-    covered = moving.contains_voxel(moving.world_to_voxel(mapped)).reshape(fixed.shape)
+    covered = moving.contains_voxel(moving.world_to_voxel(mapped), margin=0.5).reshape(fixed.shape)
     assert covered.mean() > 0.3 and fixed.data[~covered].max() < 0.05
     for interp, tol in (("linear", 0.03), ("cubic", 0.01)):
         out = resample(moving, fixed, t, interp)
@@ -197,3 +202,23 @@ def test_bad_inputs():
         sample(vol, np.zeros((5, 2)))
     with pytest.raises(ValueError, match="order"):
         sample(vol, np.zeros((5, 3)), order=2)
+
+
+@pytest.mark.parametrize("interp", ["nearest", "linear"])
+def test_border_follows_itk_half_voxel_rule(interp):
+    """A voxel covers half a voxel around its centre (ITK, ANTs, greedy): shifted by 0.3
+    voxel the edge voxel keeps the edge value, shifted by 0.7 it is filled; the same on
+    the affine fast path and the general (slab) path."""
+    data = np.arange(1, 7, dtype=np.float32)[:, None, None] * np.ones((6, 4, 3), np.float32)
+    vol = Volume(data, np.diag([2.0, 1.0, 1.0, 1.0]))
+    for shift, edge_kept in ((0.3, True), (0.7, False)):
+        t = np.eye(4)
+        t[0, 3] = 2.0 * shift  # mm: the last row of the grid maps to index 5 + shift
+        for transform in (t, CompositeTransform([MatrixTransform(t), MatrixTransform(np.eye(4))])):
+            out = resample(vol, vol, transform, interp, fill=-1.0).data
+            assert (out[-1] == 6.0).all() if edge_kept else (out[-1] == -1.0).all()
+            assert (out[0] > 0).all()
+        backwards = np.eye(4)
+        backwards[0, 3] = -2.0 * shift
+        out = resample(vol, vol, backwards, interp, fill=-1.0).data
+        assert (out[0] == 1.0).all() if edge_kept else (out[0] == -1.0).all()

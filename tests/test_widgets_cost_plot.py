@@ -83,7 +83,7 @@ def test_each_stage_has_its_metric_and_each_level_its_own_scale(qtbot):
     from napari_reg.widgets._register_settings import stage_metrics
 
     metrics = stage_metrics({"transform": "syn", "metric": "mi"})
-    assert metrics == {"affine": "mi", "syn": "lncc"}
+    assert metrics == {"affine": "mi", "syn": "lncc/mi"}  # SyN picks one per pair
     assert stage_metrics({"transform": "bspline", "metric": "nmi"}) == {"affine": "nmi",
                                                                         "bspline": "nmi"}
     panel = CostPlotPanel()
@@ -102,7 +102,7 @@ def test_each_stage_has_its_metric_and_each_level_its_own_scale(qtbot):
                        cost=-0.2 - 0.3 * level - 0.02 * i) for i in range(4)]
     plot.add_events(events)
     segments = plot.current.segments()
-    assert [metric for _, metric in segments] == ["mi", "lncc", "lncc"]
+    assert [metric for _, metric in segments] == ["mi", "lncc/mi", "lncc/mi"]
     assert [len(idx) for idx, _ in segments] == [5, 4, 4]
     _, y = plot.curve_data()
     assert y[0] == -0.5 and y[-1] == -0.2 - 0.3 - 0.06  # raw values kept

@@ -5,10 +5,15 @@ Points add mode. Screenshot: /tmp/napari_reg_landmarks_3d.png."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from qtpy.QtCore import QPoint, Qt
 
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.landmarks_widget import LandmarksWidget
+
+# napari's "Non-orthogonal slicing ... not fully supported" warning means a layer we made
+# would be drawn in the wrong place (napari #7310): an error in these tests.
+pytestmark = pytest.mark.filterwarnings("error:Non-orthogonal slicing:UserWarning")
 
 SHAPE = (40, 40, 40)
 BALL = (20.0, 10.0, 20.0)  # voxel centre of a bright ball, off the volume's centre in depth

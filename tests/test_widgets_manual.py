@@ -18,6 +18,10 @@ from napari_reg.widgets.manual_widget import ManualWidget, rigid_motion
 from napari_reg.widgets.overlay import warp_to_grid
 from napari_reg.widgets.register_widget import RegisterWidget
 
+# napari's "Non-orthogonal slicing ... not fully supported" warning means a layer we made
+# would be drawn in the wrong place (napari #7310): an error in these tests.
+pytestmark = pytest.mark.filterwarnings("error:Non-orthogonal slicing:UserWarning")
+
 
 def _down(volume: Volume, step: int = 3) -> Volume:
     scale = np.diag([step] * 3 + [1.0])

@@ -268,7 +268,7 @@ def test_a_previewed_transform_is_drawn_through_its_preview():
 def test_separable_upsampling_is_exact_for_linear_coordinates(step):
     """The live preview interpolates sampled coordinates; a linear map must come back
     exactly, whatever the grid size (odd, even, a sample past the end)."""
-    from napari_reg.widgets.overlay import _upsample_axis
+    from napari_reg.widgets._grid_warp import _upsample_axis
 
     shape = (7, 8, 5)
     counts = [int(np.ceil((n - 1) / step)) + 1 for n in shape]

@@ -1,6 +1,6 @@
 """QC panel on known pairs: every view checked against expected pixels, flicker / fade,
 before/after numbers, deformable views. Screenshot: /tmp/napari_reg_qc.png (the shipped
-MNI pair registered by its ground truth: checkerboard with the fixed edges on top)."""
+MNI pair registered by its ground truth: checkerboard)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_reg._sample_data import load_mni_pair
+from napari_reg.core import qc
 from napari_reg.core.engine.result import RegistrationResult
 from napari_reg.core.image import Volume
 from napari_reg.core.transforms.base import MatrixTransform
@@ -78,7 +79,11 @@ def test_checkerboard_difference_flicker_fade_edges(make_napari_viewer, qtbot, e
     widget.fade.value = 0.3
     shown = viewer.layers[QC_PREFIX + "warped"]
     assert shown.opacity == pytest.approx(0.3)
-    np.testing.assert_array_equal(shown.data, warped.data)
+    # fixed and warped in grey (each scaled 0-1), warped on top: fade shows one through
+    # the other, flicker toggles the warped one
+    np.testing.assert_allclose(shown.data, qc.normalize_intensity(warped.data, (0.5, 99.5)))
+    names = [lyr.name for lyr in viewer.layers]
+    assert names[-2:] == [QC_PREFIX + "fixed", QC_PREFIX + "warped"], names
     flips: list[bool] = []
     shown.events.visible.connect(lambda e: flips.append(shown.visible))
     widget.flicker_ms.value = 100
@@ -145,7 +150,21 @@ def test_numbers_and_deformation_on_known_pairs(make_napari_viewer, errors) -> N
     np.testing.assert_allclose(jac.data, expected, atol=1e-5)
     np.testing.assert_array_equal(folds.data, expected <= 0)
     assert folds.data[8, 10, 8] == 1 and folds.data[2, 10, 8] == 0
-    assert "folded" in widget.status.value and grid.data.max() == 1
+    assert "folded" in widget.status.value
+    # the grid: line segments in the viewed plane, each grid point x drawn at T(x)
+    assert grid.data.ndim == 3 and grid.data.shape[1:] == (2, 3) and len(grid.data) > 10
+    assert grid.data[:, 0, 0].min() >= -20.0 - 20.0 - 1e-9  # nothing wild
+    starts, steps = grid.data[:, 0], grid.data[:, 1]
+    normal = viewer.dims.not_displayed[0]
+    assert np.allclose(starts[:, normal], viewer.dims.point[normal])
+    viewer.dims.order = (2, 0, 1)  # an axial plane (x, y in view): the slice's grid follows
+    grid = widget.qc_layers.find("deformed grid")
+    starts, steps = grid.data[:, 0], grid.data[:, 1]
+    assert np.allclose(starts[:, 2], viewer.dims.point[2])
+    # lines along y sit at x ticks -16, -8, 0, 8, 16 (8 mm grid) moved by u(x):
+    # 0, -4, -20, -20, -20 mm (x local = x + 20; u = -2 (x_local - 10) on (10, 20))
+    along_y = starts[np.abs(steps[:, 1]) > 0, 0]
+    np.testing.assert_allclose(np.unique(np.round(along_y, 6)), [-20.0, -16.0, -12.0, -4.0])
     assert not errors, errors
 
 
@@ -173,8 +192,6 @@ def test_mni_pair_by_its_ground_truth_and_the_current_alignment(make_napari_view
     assert numbers["MI"][1] > numbers["MI"][0]
     widget.square.value = 15.0
     board = widget.checkerboard()
-    widget.edges()
-    viewer.layers[QC_PREFIX + "warped"].visible = False
     viewer.dims.order = (2, 1, 0)
     viewer.reset_view()
     viewer.screenshot(path="/tmp/napari_reg_qc.png", canvas_only=False)

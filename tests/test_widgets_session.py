@@ -1,6 +1,7 @@
 """Save the whole registration session as a folder, restore it in a fresh viewer, and
-replay it headless: the same images, roles, alignment, landmarks, Register fields and
-result. Screenshot of the restored viewer: /tmp/napari_reg_session_restored.png."""
+replay it headless: the same images, roles (the moving-image mask too), alignment,
+landmarks, Register fields and result. Screenshot of the restored viewer:
+/tmp/napari_reg_session_restored.png."""
 
 from __future__ import annotations
 
@@ -29,8 +30,17 @@ pair_files, reg_plugin, notes = (register_tests.pair_files, register_tests.reg_p
 def test_session_save_restore_and_replay(make_napari_viewer, qtbot, tmp_path, pair_files,
                                          reg_plugin, notes):
     viewer = make_napari_viewer()
-    _, reg, export = _panels(viewer, pair_files, qtbot)
+    load, reg, export = _panels(viewer, pair_files, qtbot)
     session = get_session(viewer)
+    # a moving-image mask (a block of "missing tissue" left out), chosen in the Load panel
+    moving_layer = session.moving_layer
+    keep = np.ones(moving_layer.data.shape, np.uint8)
+    keep[: keep.shape[0] // 3, : keep.shape[1] // 3] = 0
+    mask_affine = np.array(moving_layer.affine.affine_matrix)  # the moving file's grid
+    mask_layer = viewer.add_labels(keep, name="moving keep", affine=mask_affine)
+    load.reset_choices()
+    load.moving_mask.value = mask_layer
+    assert session.moving_mask_layer is mask_layer
     reg.seed.value, reg.iterations.value = 7, "30, 15"
     qtbot.mouseClick(reg.run_button.native, Qt.LeftButton)
     qtbot.waitUntil(lambda: not reg.running, timeout=60_000)
@@ -67,6 +77,10 @@ def test_session_save_restore_and_replay(make_napari_viewer, qtbot, tmp_path, pa
     np.testing.assert_array_equal(s2.fixed_layer.data, session.fixed_layer.data)
     np.testing.assert_array_equal(s2.moving_layer.data, session.moving_layer.data)
     np.testing.assert_allclose(get_alignment(other).matrix, shift, atol=1e-9)
+    assert s2.moving_mask_layer is not None and s2.moving_mask_layer.name == "moving keep"
+    np.testing.assert_array_equal(s2.moving_mask_layer.data, keep)
+    np.testing.assert_allclose(s2.moving_mask_layer.affine.affine_matrix, mask_affine,
+                               atol=1e-6)
     assert reg2.fields() == fields
     restored = s2.outcome
     np.testing.assert_allclose(restored.result.matrix, outcome.result.matrix, atol=1e-9)
@@ -86,6 +100,7 @@ def test_session_save_restore_and_replay(make_napari_viewer, qtbot, tmp_path, pa
 
     job = build_job(Args())
     assert Path(job.fixed).parent == folder / "inputs"
+    assert Path(job.moving_mask) == folder / "inputs" / "moving_mask.nii.gz"
     replayed = run_job(job, tmp_path / "replay")
     np.testing.assert_allclose(read_itk_transform(replayed["transform"]),
                                outcome.result.matrix, atol=1e-5)

@@ -30,6 +30,7 @@ _FRONT_DOOR: dict[str, str] = {
     "register": "napari_reg.core.engine.register:register",
     "RegistrationResult": "napari_reg.core.engine.result:RegistrationResult",
     "RegistrationError": "napari_reg.core.engine.errors:RegistrationError",
+    "NapariRegError": "napari_reg.core.errors:NapariRegError",
     "ProgressEvent": "napari_reg.core.engine.events:ProgressEvent",
     "EventKind": "napari_reg.core.engine.events:EventKind",
     "PRESETS": "napari_reg.core.engine.presets:PRESETS",

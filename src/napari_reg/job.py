@@ -28,6 +28,7 @@ from .core.engine.events import ProgressEvent
 from .core.engine.presets import DEFORMABLE_MODELS
 from .core.engine.register import register
 from .core.engine.result import RegistrationResult
+from .core.errors import NapariRegError
 from .core.image import Volume
 from .core.optimize import CancelToken
 from .core.transforms.field import DisplacementField
@@ -61,7 +62,7 @@ DEFORMABLE_OUTPUT_NAMES = {"affine_mat": AFFINE_MAT, "warp": WARP,
                            "jacobian": JACOBIAN}
 
 
-class JobError(ValueError):
+class JobError(NapariRegError):
     """A job that cannot run as described (missing file, output over an input, ...)."""
 
 

@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from .core.errors import NapariRegError
+
 __all__ = ["RunnerError", "connect", "runner", "as_completed", "executor_mapper", "run_now"]
 
 
-class RunnerError(ValueError):
+class RunnerError(NapariRegError):
     """Work that cannot start where it was asked to run (no ``distributed``, no scheduler)."""
 
 

@@ -7,7 +7,8 @@ as relative paths, replayed by ``napari-reg register --replay FOLDER``)::
     session.json                  roles, Register panel settings, alignment, result info
     run.json                      the job: inputs/..., parameters, landmarks, initial
     inputs/fixed.nii.gz           the images as registered (file affines), so the folder
-    inputs/moving.nii.gz          stands alone; inputs/fixed_mask.nii.gz if there is one
+    inputs/moving.nii.gz          stands alone; inputs/fixed_mask.nii.gz and
+                                  inputs/moving_mask.nii.gz if there are masks
     landmarks/fixed.csv, moving.csv   paired landmarks, id,x,y,z world RAS mm
     initial.tfm                   the manual / landmark alignment (ITK, fixed -> moving)
     result/transform.tfm          the kept result: its linear part (ITK),
@@ -30,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from .core.engine.result import LevelRecord, RegistrationResult
+from .core.errors import NapariRegError
 from .core.image import Volume
 from .core.transforms.base import MatrixTransform
 from .io.displacement_fields import load_displacement_field, save_displacement_field
@@ -45,7 +47,7 @@ SESSION_FILE = "session.json"
 SESSION_VERSION = 1
 
 
-class SessionError(ValueError):
+class SessionError(NapariRegError):
     """A folder that is not a readable session."""
 
 
@@ -57,6 +59,7 @@ class SessionState:
     fixed: Volume
     moving: Volume
     fixed_mask: Volume | None = None
+    moving_mask: Volume | None = None  # on its own grid (non-zero = moving voxels to use)
     names: dict[str, str] = field(default_factory=dict)  # role -> layer name
     register_settings: dict[str, Any] = field(default_factory=dict)  # the panel's fields
     parameters: dict[str, Any] = field(default_factory=dict)  # register() keywords
@@ -74,6 +77,8 @@ def _planned(state: SessionState) -> list[str]:
     names = [SESSION_FILE, "run.json", "inputs/fixed.nii.gz", "inputs/moving.nii.gz"]
     if state.fixed_mask is not None:
         names.append("inputs/fixed_mask.nii.gz")
+    if state.moving_mask is not None:
+        names.append("inputs/moving_mask.nii.gz")
     if state.landmarks is not None:
         names += ["landmarks/fixed.csv", "landmarks/moving.csv"]
     if not _is_identity(state.alignment):
@@ -95,13 +100,16 @@ def save_session(folder: str | os.PathLike, state: SessionState, overwrite: bool
                      planned=_planned(state))
     job = Job(fixed="inputs/fixed.nii.gz", moving="inputs/moving.nii.gz",
               parameters={k: v for k, v in state.parameters.items()
-                          if k not in ("landmarks", "initial", "fixed_mask")})
+                          if k not in ("landmarks", "initial", "fixed_mask", "moving_mask")})
     with plan as out:
         save_volume(state.fixed, out.path("inputs/fixed.nii.gz"))
         save_volume(state.moving, out.path("inputs/moving.nii.gz"))
         if state.fixed_mask is not None:
             save_volume(state.fixed_mask, out.path("inputs/fixed_mask.nii.gz"))
             job.fixed_mask = "inputs/fixed_mask.nii.gz"
+        if state.moving_mask is not None:  # replayed as register(..., moving_mask=...)
+            save_volume(state.moving_mask, out.path("inputs/moving_mask.nii.gz"))
+            job.moving_mask = "inputs/moving_mask.nii.gz"
         if state.landmarks is not None:
             for side, lm in zip(("fixed", "moving"), state.landmarks, strict=True):
                 write_landmarks(lm, out.path(f"landmarks/{side}.csv"))
@@ -169,8 +177,11 @@ def load_session(folder: str | os.PathLike) -> SessionState:
     fixed = load_volume(folder / "inputs/fixed.nii.gz")
     moving = load_volume(folder / "inputs/moving.nii.gz")
     mask_path = folder / "inputs/fixed_mask.nii.gz"
+    moving_mask_path = folder / "inputs/moving_mask.nii.gz"
     state = SessionState(fixed=fixed, moving=moving,
                          fixed_mask=load_volume(mask_path) if mask_path.exists() else None,
+                         moving_mask=(load_volume(moving_mask_path)
+                                      if moving_mask_path.exists() else None),
                          names=dict(session.get("names") or {}),
                          register_settings=dict(session.get("register_settings") or {}),
                          parameters=dict(session.get("parameters") or {}))

@@ -2,7 +2,8 @@
 
 The MNI T1 (fixed, grey) and the moved T2-like image (moving, magenta, additive) open in
 world space (RAS mm) through the plugin's own sample-data contribution; the all-in-one
-napari-reg dock (every panel as a section) is docked on the right and the ortho views
+napari-reg dock (every panel as a section) is docked (a tab beside napari's layer
+controls on a screen narrower than 1600 px, else on the right) and the ortho views
 (axial on the main canvas, coronal and sagittal below, one crosshair) are on. The window
 fills the screen (it fits 1280x800). The views start at the fixed image's centre, anterior
 / superior up and the subject's right on the right of the screen (neurological display).

@@ -55,9 +55,10 @@ def add_parser(subparsers) -> None:
     adv.add_argument("--optimizer", choices=["lbfgs", "gd"], default="lbfgs")
     adv.add_argument("--bins", type=int, help="histogram bins for mi/nmi")
     adv.add_argument("--seed", type=int, default=0, help="random seed of the sample draws")
-    adv.add_argument("--deformable-metric", choices=["lncc", "ssd", "ncc", "mi", "nmi"],
-                     help="metric of the bspline/syn stage (default: --metric for bspline, "
-                     "lncc (local NCC) for syn; use mi for multi-modal syn)")
+    adv.add_argument("--deformable-metric", choices=["auto", "lncc", "ssd", "ncc", "mi", "nmi"],
+                     help="metric of the bspline/syn stage (default: --metric for bspline; "
+                     "auto for syn: lncc (local NCC) for one contrast, mi when the images "
+                     "look like two)")
     adv.add_argument("--grid-spacing", type=float, metavar="MM",
                      help="bspline control-point spacing at the finest level (mm, default 10)")
     adv.add_argument("--bending-weight", type=float,

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import NapariRegError
+
 __all__ = ["Volume", "VolumeError", "apply_affine"]
 
 
-class VolumeError(ValueError):
+class VolumeError(NapariRegError):
     """Raised for an image that cannot be used for registration (with the reason)."""
 
 

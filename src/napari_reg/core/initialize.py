@@ -19,6 +19,7 @@ from itertools import permutations, product
 
 import numpy as np
 
+from .errors import NapariRegError
 from .image import Volume, VolumeError
 
 __all__ = ["LandmarkError", "init_geometry", "center_of_mass", "init_center_of_mass",
@@ -29,7 +30,7 @@ _DEGENERATE_RTOL = 1e-3  # spread along the weakest direction / strongest, below
 _EQUAL_MOMENTS_RTOL = 0.1  # principal moments closer than this may swap their ranks
 
 
-class LandmarkError(ValueError):
+class LandmarkError(NapariRegError):
     """Landmarks that cannot define the requested transform (with the reason)."""
 
 

@@ -28,6 +28,7 @@ from scipy import ndimage
 from .engine.errors import RegistrationError
 from .engine.events import ProgressEvent
 from .engine.register import register
+from .errors import NapariRegError
 from .image import Volume
 from .intensity_drift import apply_gain, fit_gain
 from .optimize import CancelToken
@@ -50,7 +51,7 @@ PARAMETER_NAMES = ("rot_x_deg", "rot_y_deg", "rot_z_deg", "trans_x_mm", "trans_y
 _MIN_AXIS = 4  # register() needs 4 voxels along every axis
 
 
-class MotionError(ValueError):
+class MotionError(NapariRegError):
     """A series (or its reference, mask, settings) that cannot be motion corrected."""
 
 

@@ -13,10 +13,12 @@ look right.
   image and a thin edge mask (non-maximum suppression + hysteresis: Canny-like).
 * :func:`dice_per_label`, :func:`target_registration_error`, :func:`similarity` (NCC / MI
   through :mod:`napari_reg.core.metrics`).
-* :func:`jacobian_determinant`, :func:`folding_fraction`: reuse
-  :func:`napari_reg.core.transforms.field.jacobian_determinant_map`.
-* :func:`deformed_grid`: planes at regular moving-space positions pulled back onto the
-  fixed grid, showing how T bends space.
+* :func:`surface_level`: where to draw an image's iso-surface (Otsu's threshold).
+* From :mod:`napari_reg.core.qc_deformation`: :func:`jacobian_determinant`,
+  :func:`folding_fraction`, :func:`deformed_grid` (raster), :func:`grid_lines` (line
+  segments in one viewed plane, optionally the deformation without the affine part).
+* From :mod:`napari_reg.core.qc_multimodal`: :func:`local_ncc_map` and
+  :func:`local_mismatch`, which read for two modalities (contrast is not misalignment).
 """
 
 from __future__ import annotations
@@ -26,33 +28,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .image import Volume, apply_affine
+from ._qc_common import QCError, check_affine, normalize_intensity, same_shape, voxel_spacing
+from .image import Volume
 from .metrics import make_metric
+from .qc_deformation import deformed_grid, folding_fraction, grid_lines, jacobian_determinant
+from .qc_multimodal import local_mismatch, local_ncc_map
 from .transforms.base import MatrixTransform, Transform
-from .transforms.field import DisplacementField, jacobian_determinant_map
 
 __all__ = ["QCError", "checkerboard", "checkerboard_parity", "normalize_intensity",
            "difference", "edge_map", "edges", "dice_per_label", "target_registration_error",
-           "similarity", "jacobian_determinant", "folding_fraction", "deformed_grid"]
-
-
-class QCError(ValueError):
-    """Inputs a QC view cannot be built from (the message says which and why)."""
-
-
-def _same_shape(a: np.ndarray, b: np.ndarray, what: str = "fixed and warped images") -> None:
-    if np.shape(a) != np.shape(b):
-        raise QCError(f"{what} must be on the same grid: shapes {np.shape(a)} and "
-                      f"{np.shape(b)} differ (resample the moving image onto the fixed grid)")
-
-
-def _check_affine(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    d = len(shape)
-    affine = np.asarray(affine, dtype=np.float64)
-    if d not in (2, 3) or affine.shape != (d + 1, d + 1):
-        raise QCError(f"expected a 2D or 3D image with a {(d + 1, d + 1)} voxel->world affine, "
-                      f"got shape {shape} and affine {affine.shape}")
-    return affine
+           "similarity", "jacobian_determinant", "folding_fraction", "deformed_grid",
+           "grid_lines", "local_ncc_map", "local_mismatch", "surface_level"]
 
 
 def _world_axis(shape: tuple[int, ...], affine: np.ndarray, k: int) -> np.ndarray:
@@ -74,28 +60,11 @@ def checkerboard_parity(shape: tuple[int, ...], affine: np.ndarray,
     if not np.isfinite(square_mm) or square_mm <= 0:
         raise QCError(f"checkerboard square size must be a positive number of mm, got "
                       f"{square_mm}")
-    affine = _check_affine(tuple(shape), affine)
+    affine = check_affine(tuple(shape), affine)
     total = np.zeros(shape, dtype=np.int64)
     for k in range(len(shape)):
         total += np.floor(_world_axis(tuple(shape), affine, k) / square_mm).astype(np.int64)
     return (total % 2).astype(bool)
-
-
-def normalize_intensity(data: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0),
-                        mask: np.ndarray | None = None) -> np.ndarray:
-    """Map robust ``percentiles`` of ``data`` (inside ``mask``) to 0 and 1 (float32, clipped).
-
-    Two modalities (T1 vs T2) then share one display scale; a constant image maps to 0.
-    """
-    values = np.asarray(data, dtype=np.float32)
-    sample = values[mask.astype(bool)] if mask is not None else values
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return np.zeros(values.shape, np.float32)
-    lo, hi = np.percentile(sample, percentiles)
-    if hi <= lo:
-        return np.zeros(values.shape, np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def checkerboard(fixed_data: np.ndarray, warped_data: np.ndarray, square_mm: float,
@@ -107,7 +76,7 @@ def checkerboard(fixed_data: np.ndarray, warped_data: np.ndarray, square_mm: flo
     are first scaled to [0, 1] (robust percentiles), so squares of two modalities are
     comparable; otherwise the raw values are copied (float32).
     """
-    _same_shape(fixed_data, warped_data)
+    same_shape(fixed_data, warped_data)
     odd = checkerboard_parity(np.shape(fixed_data), affine, square_mm)
     if normalize:
         f, w = normalize_intensity(fixed_data), normalize_intensity(warped_data)
@@ -123,23 +92,18 @@ def difference(fixed_data: np.ndarray, warped_data: np.ndarray,
 
     For one modality, 0 means agreement; for two, only the structure of the map matters.
     """
-    _same_shape(fixed_data, warped_data)
+    same_shape(fixed_data, warped_data)
     if normalize:
         return normalize_intensity(fixed_data) - normalize_intensity(warped_data)
     return (np.asarray(fixed_data, np.float32) - np.asarray(warped_data, np.float32))
-
-
-def _spacing(affine: np.ndarray) -> np.ndarray:
-    d = affine.shape[0] - 1
-    return np.linalg.norm(affine[:d, :d], axis=0)
 
 
 def edge_map(data: np.ndarray, affine: np.ndarray, sigma_mm: float = 1.0) -> np.ndarray:
     """Gradient magnitude (intensity per mm) of ``data`` smoothed by a Gaussian of
     ``sigma_mm`` world mm (per axis converted to voxels through the affine). float32."""
     data = np.asarray(data, dtype=np.float32)
-    affine = _check_affine(data.shape, affine)
-    spacing = _spacing(affine)
+    affine = check_affine(data.shape, affine)
+    spacing = voxel_spacing(affine)
     if sigma_mm < 0 or not np.isfinite(sigma_mm):
         raise QCError(f"edge smoothing must be >= 0 mm, got {sigma_mm}")
     smooth = ndimage.gaussian_filter(data, sigma_mm / spacing) if sigma_mm > 0 else data
@@ -158,10 +122,10 @@ def edges(data: np.ndarray, affine: np.ndarray, sigma_mm: float = 1.0,
     ``low_ratio`` times that; weak edges survive only when connected to strong ones.
     """
     data = np.asarray(data, dtype=np.float32)
-    affine = _check_affine(data.shape, affine)
+    affine = check_affine(data.shape, affine)
     if not 0.0 < high_quantile < 1.0 or not 0.0 < low_ratio <= 1.0:
         raise QCError("edge thresholds: need 0 < high_quantile < 1 and 0 < low_ratio <= 1")
-    spacing = _spacing(affine)
+    spacing = voxel_spacing(affine)
     smooth = (ndimage.gaussian_filter(data, sigma_mm / spacing) if sigma_mm > 0 else data)
     grads = np.gradient(smooth, *spacing)
     mag = np.sqrt(sum(g ** 2 for g in grads))
@@ -198,7 +162,7 @@ def dice_per_label(a: Volume | np.ndarray, b: Volume | np.ndarray,
     """
     a_data = a.data if isinstance(a, Volume) else np.asarray(a)
     b_data = b.data if isinstance(b, Volume) else np.asarray(b)
-    _same_shape(a_data, b_data, "label maps")
+    same_shape(a_data, b_data, "label maps")
     if isinstance(a, Volume) and isinstance(b, Volume) and not a.same_grid(b, atol=1e-3):
         raise QCError("label maps must be on the same grid: their voxel->world affines "
                       "differ (resample one onto the other's grid, nearest, first)")
@@ -242,13 +206,13 @@ def similarity(fixed_data: np.ndarray, warped_data: np.ndarray, metric: str = "n
     (sign flipped back: higher is better). At most ``max_samples`` voxels (random, fixed
     ``seed``) are used, enough for 3 significant digits.
     """
-    _same_shape(fixed_data, warped_data)
+    same_shape(fixed_data, warped_data)
     f = np.asarray(fixed_data, dtype=np.float64)
     w = np.asarray(warped_data, dtype=np.float64)
     if mask is None:
         mask = (f != 0) | (w != 0)
     else:
-        _same_shape(fixed_data, mask, "image and mask")
+        same_shape(fixed_data, mask, "image and mask")
     sel = np.flatnonzero(np.asarray(mask, bool).ravel() & np.isfinite(f).ravel()
                          & np.isfinite(w).ravel())
     if sel.size < 10:
@@ -263,55 +227,22 @@ def similarity(fixed_data: np.ndarray, warped_data: np.ndarray, metric: str = "n
         raise QCError(f"{metric.upper()} is undefined here: {exc}") from None
 
 
-def _transform_field(transform: Transform, shape: tuple[int, ...],
-                     affine: np.ndarray) -> DisplacementField:
-    if isinstance(transform, DisplacementField) and transform.same_grid(shape, affine):
-        return transform
-    return DisplacementField.from_transform(transform, shape, affine)
-
-
-def jacobian_determinant(transform: Transform, shape: tuple[int, ...],
-                         affine: np.ndarray) -> np.ndarray:
-    """``det(dT/dx)`` of a fixed->moving transform at the voxel centres of a grid.
-
-    ``(shape, affine)`` is the grid (voxel->world RAS mm), usually the fixed image's or a
-    coarser copy. 1 = volume kept, < 1 shrinks, <= 0 folds. float64 ``shape`` array.
-    """
-    affine = _check_affine(tuple(shape), affine)
-    field = _transform_field(transform, tuple(shape), affine)
-    return jacobian_determinant_map(field.components, field.affine)
-
-
-def folding_fraction(jacobian: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Fraction of (masked) voxels whose Jacobian determinant is <= 0 (folded)."""
-    jac = np.asarray(jacobian)
-    if mask is not None:
-        _same_shape(jac, mask, "Jacobian map and mask")
-        jac = jac[np.asarray(mask, bool)]
-    return float(np.mean(jac <= 0.0)) if jac.size else 0.0
-
-
-def deformed_grid(transform: Transform, shape: tuple[int, ...], affine: np.ndarray,
-                  spacing_mm: float = 10.0, line_mm: float | None = None) -> np.ndarray:
-    """Grid planes of the moving space seen on the fixed grid (float32 0/1 image).
-
-    A voxel at fixed world ``x`` is 1 when ``T(x)`` lies within ``line_mm / 2`` of a
-    plane ``y_k = n * spacing_mm`` (any world axis k). For the identity this is a
-    regular grid; a deformation bends its lines, a fold makes them cross.
-    ``line_mm`` defaults to the largest voxel size of the grid (lines stay visible).
-    """
-    affine = _check_affine(tuple(shape), affine)
-    if not np.isfinite(spacing_mm) or spacing_mm <= 0:
-        raise QCError(f"grid spacing must be a positive number of mm, got {spacing_mm}")
-    if line_mm is None:
-        line_mm = float(_spacing(affine).max())
-    n = int(np.prod(shape))
-    out = np.zeros(n, dtype=np.float32)
-    flat_shape = tuple(shape)
-    chunk = 262144
-    for s in range(0, n, chunk):
-        vox = np.stack(np.unravel_index(np.arange(s, min(n, s + chunk)), flat_shape), axis=-1)
-        y = transform.transform_points(apply_affine(affine, vox))
-        dist = np.abs(y / spacing_mm - np.rint(y / spacing_mm)) * spacing_mm
-        out[s:s + chunk] = np.any(dist <= line_mm / 2.0, axis=1)
-    return out.reshape(flat_shape)
+def surface_level(data: np.ndarray, bins: int = 256) -> float:
+    """An intensity that separates an image's object from its background (Otsu's
+    threshold over the non-zero voxels): where to draw an iso-surface of it."""
+    values = np.asarray(data, dtype=np.float64)
+    values = values[np.isfinite(values) & (values != 0)]
+    if values.size == 0 or values.min() == values.max():
+        raise QCError("the image is empty or constant: it has no surface to draw")
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts).astype(np.float64)  # voxels below each candidate level
+    mass = np.cumsum(counts * centres)
+    total, total_mass = weight[-1], mass[-1]
+    above = total - weight
+    ok = (weight > 0) & (above > 0)
+    mean_below = np.divide(mass, weight, out=np.zeros_like(mass), where=ok)
+    mean_above = np.divide(total_mass - mass, above, out=np.zeros_like(mass), where=ok)
+    between = np.where(ok, weight * above * (mean_below - mean_above) ** 2, -1.0)
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float(edges[int(np.median(best)) + 1])  # the middle of an empty gap

@@ -4,9 +4,15 @@ Conventions: points are world RAS mm; a transform maps **fixed/reference** world
 **moving** world points, and ``resample`` computes ``out(x) = moving(T(x))`` for every
 voxel centre ``x`` of the reference grid (backward warping: no holes).
 
-A point is *inside* an image when its continuous voxel index lies in ``[0, n-1]`` on
-every axis (voxel centres at integers; a tolerance of 1e-6 voxel absorbs round-off).
-Outside points get the ``fill`` value, as ``scipy.ndimage`` does with ``mode="constant"``.
+For :func:`sample_with_gradient` (the registration hot path) a point is *inside* an image
+when its continuous voxel index lies in ``[0, n-1]`` on every axis (voxel centres at
+integers; a tolerance of 1e-6 voxel absorbs round-off); outside points get value and
+gradient 0. :func:`resample` (warping whole images: apply, export, overlays, the stages'
+warped images) and :func:`sample` follow ITK, greedy and ANTs: a voxel covers
+``[-0.5, 0.5]`` around its centre, so points up to half a voxel past the edge centres
+take the edge value (the neighbours are clamped) and only points beyond get ``fill``.
+Why: the same transform applied by ``napari-reg apply`` and by ``antsApplyTransforms``
+then gives the same border.
 
 ``sample_with_gradient`` is the registration hot path (called at every optimiser
 iteration with 5k-200k points): trilinear/bilinear interpolation written by hand in
@@ -15,6 +21,8 @@ It is fastest on float32 data stored C- or F-contiguous (no copy is made then).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -160,25 +168,24 @@ def sample_with_gradient(volume: Volume, points_world: np.ndarray
 
 def sample(volume: Volume, points_world: np.ndarray, order: int = 1,
            fill: float = 0.0) -> np.ndarray:
-    """Values of ``volume`` at ``(N, d)`` world points (mm); ``fill`` outside the grid.
+    """Values of ``volume`` at ``(N, d)`` world points (mm), as :func:`resample` reads it:
+    up to half a voxel past the edge centres the edge value, beyond that ``fill``.
 
-    ``order`` 1 (linear) uses the fast hand-written interpolator; 0 (nearest) and 3 (cubic
-    B-spline, prefiltered on every call: a full pass over the image) use
-    ``scipy.ndimage.map_coordinates``. Returns float64 values.
+    ``order`` 0 (nearest), 1 (linear) or 3 (cubic B-spline, prefiltered on every call: a
+    full pass over the image). Returns float64 values. (The registration hot path is
+    :func:`sample_with_gradient`, which counts only ``[0, n-1]`` as inside.)
     """
     points = _check_points(volume, points_world)
-    if order == 1:
-        values, _, inside = _linear_interp(volume, points, want_gradient=False)
-        values[~inside] = fill
-        return values
-    if order not in (0, 3):
+    if order not in (0, 1, 3):
         raise ValueError(f"interpolation order must be 0, 1 or 3, got {order}")
     vox = volume.world_to_voxel(points)
     data = _spline_coefficients(volume.data) if order == 3 else volume.data
     if data.dtype == bool:
         data = data.astype(np.uint8)
-    return ndimage.map_coordinates(data, vox.T, order=order, mode="constant", cval=fill,
-                                   prefilter=False, output=np.float64)
+    values = ndimage.map_coordinates(data, vox.T, order=order, mode=_edge_mode(order),
+                                     prefilter=False, output=np.float64)
+    values[~_inside_voxels(vox, volume.shape)] = fill
+    return values
 
 
 def _spline_coefficients(data: np.ndarray) -> np.ndarray:
@@ -198,7 +205,8 @@ def _snap(matrix: np.ndarray, tol: float = 1e-9) -> np.ndarray:
 
 
 def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarray,
-             interpolation: str = "linear", fill: float = 0.0) -> Volume:
+             interpolation: str = "linear", fill: float = 0.0,
+             check: Callable[[], None] | None = None) -> Volume:
     """Warp ``moving`` onto the grid of ``reference``: ``out(x) = moving(T(x))``.
 
     Parameters
@@ -214,6 +222,9 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
         and ``"cubic"`` (B-spline order 3, prefiltered) return float32.
     fill
         Value for reference voxels that map outside the moving grid.
+    check
+        A cancellation hook (e.g. ``CancelToken.raise_if_cancelled``), called before each
+        slab of a non-linear warp (a 1 mm brain is warped in a dozen slabs).
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation '{interpolation}': use one of "
@@ -240,10 +251,11 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
         # one voxel->voxel map: reference voxel -> reference world -> moving world -> voxel
         vv = _snap(moving.inverse_affine @ transform.matrix @ reference.affine)
         ndimage.affine_transform(data, vv[:d, :d], offset=vv[:d, d], output_shape=reference.shape,
-                                 output=out, order=order, mode="constant", cval=fill,
+                                 output=out, order=order, mode=_edge_mode(order),
                                  prefilter=False)
+        out[~_inside_linear(vv, reference.shape, moving.shape)] = fill
     else:
-        _resample_slabs(data, moving, reference, transform, order, fill, out)
+        _resample_slabs(data, moving, reference, transform, order, fill, out, check)
     if out.dtype != out_dtype:
         out = out.astype(out_dtype)
     return Volume(out, reference.affine.copy(), moving.name,
@@ -251,7 +263,8 @@ def resample(moving: Volume, reference: Volume, transform: Transform | np.ndarra
 
 
 def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transform: Transform,
-                    order: int, fill: float, out: np.ndarray) -> None:
+                    order: int, fill: float, out: np.ndarray,
+                    check: Callable[[], None] | None = None) -> None:
     """Map the reference grid through a general transform slab by slab (bounded memory)."""
     shape = reference.shape
     field = transform if isinstance(transform, DisplacementField) else None
@@ -260,6 +273,8 @@ def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transfo
     rows = max(1, _SLAB_POINTS // per_row)
     other_axes = [np.arange(n, dtype=np.float64) for n in shape[1:]]
     for start in range(0, shape[0], rows):
+        if check is not None:
+            check()
         stop = min(shape[0], start + rows)
         grid = np.meshgrid(np.arange(start, stop, dtype=np.float64), *other_axes, indexing="ij")
         ijk = np.stack([g.ravel() for g in grid], axis=1)
@@ -271,6 +286,45 @@ def _resample_slabs(data: np.ndarray, moving: Volume, reference: Volume, transfo
         else:
             world = transform.transform_points(world)
         vox = moving.world_to_voxel(world)
-        out[start:stop] = ndimage.map_coordinates(
-            data, vox.T, order=order, mode="constant", cval=fill, prefilter=False,
-            output=out.dtype).reshape((stop - start, *shape[1:]))
+        values = ndimage.map_coordinates(data, vox.T, order=order, mode=_edge_mode(order),
+                                         prefilter=False, output=out.dtype)
+        values[~_inside_voxels(vox, moving.shape)] = fill
+        out[start:stop] = values.reshape((stop - start, *shape[1:]))
+
+
+def _edge_mode(order: int) -> str:
+    """How scipy extends the image past its edge for the half-voxel border: the edge value
+    repeated for nearest/linear; for cubic the mirror the coefficients were computed with
+    (:func:`_spline_coefficients`; another mode would change values inside the grid)."""
+    return "mirror" if order == 3 else "nearest"
+
+
+def _inside_voxels(vox: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(N,)`` True where continuous voxel indices ``vox (N, d)`` lie within half a
+    voxel of the grid's edge centres (ITK's buffer test)."""
+    upper = np.asarray(shape, dtype=np.float64) - 0.5 + _EPS
+    return np.all((vox >= -0.5 - _EPS) & (vox <= upper), axis=1)
+
+
+def _inside_linear(vv: np.ndarray, out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+                   ) -> np.ndarray:
+    """Boolean mask on the output grid of :func:`_inside_voxels` for the affine voxel map
+    ``vv`` (output index -> input index), without forming every coordinate: along the
+    last output axis each input coordinate is linear, so the inside part of every row is
+    one interval, found per row."""
+    d = len(out_shape)
+    lead = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in out_shape[:-1]],
+                       indexing="ij")
+    lo = np.full(out_shape[:-1], -np.inf)
+    hi = np.full(out_shape[:-1], np.inf)
+    for a in range(d):
+        base = vv[a, d] + sum(vv[a, b] * lead[b] for b in range(d - 1))
+        low, high = -0.5 - _EPS - base, in_shape[a] - 0.5 + _EPS - base  # step*k in here
+        step = vv[a, d - 1]
+        if abs(step) < 1e-12:
+            lo = np.where((low <= 0) & (high >= 0), lo, np.inf)
+        else:
+            lo = np.maximum(lo, np.minimum(low / step, high / step))
+            hi = np.minimum(hi, np.maximum(low / step, high / step))
+    k = np.arange(out_shape[-1], dtype=np.float64)
+    return (k >= lo[..., None]) & (k <= hi[..., None])

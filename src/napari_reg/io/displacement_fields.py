@@ -22,6 +22,7 @@ import os
 import nibabel as nib
 import numpy as np
 
+from ..core.errors import NapariRegError
 from ..core.image import Volume
 from ..core.transforms.base import Transform
 from ..core.transforms.field import DisplacementField
@@ -34,7 +35,7 @@ INTENT_VECTOR = 1007
 INTENT_DISPVECT = 1006
 
 
-class DisplacementFieldFileError(ValueError):
+class DisplacementFieldFileError(NapariRegError):
     """A displacement-field file with the wrong shape, intent, values or grid."""
 
 

@@ -23,13 +23,15 @@ import numpy as np
 
 from napari_reg.core.image import Volume
 
+from ..core.errors import NapariRegError
+
 __all__ = ["FlatError", "PlanarPair", "embed_matrix", "flatten", "is_flat", "plane_of",
            "reduce_matrix", "reduce_points", "unflatten", "was_2d_file"]
 
 _TOL = 1e-6
 
 
-class FlatError(ValueError):
+class FlatError(NapariRegError):
     """A one-slice volume that cannot be treated as a 2D image (the message says why)."""
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from napari_reg.core.image import Volume
 
+from ..core.errors import NapariRegError
+
 __all__ = ["InputError", "check_landmarks", "check_linear_transform", "check_warped"]
 
 # A registration between images of one subject or species never scales beyond 1000x, and
@@ -25,7 +27,7 @@ MAX_SCALE, MIN_SCALE = 1e3, 1e-3
 MAX_TRANSLATION_MM = 1e5
 
 
-class InputError(ValueError):
+class InputError(NapariRegError):
     """An input that parses but cannot be meant: the message names the file and its role."""
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from napari_reg.core.errors import NapariRegError
 from napari_reg.io._slicer_csv import slicer_fields
 from napari_reg.io.atomic import atomic_path
 
@@ -43,7 +44,7 @@ _COLUMN_RES = (re.compile(r"^([a-z])$"), re.compile(r"^([a-z])\s*[_ ]\s*(\w+)$")
                re.compile(r"^([a-z])\s*[(\[]\s*(\w+)\s*[)\]]$"))
 
 
-class LandmarkError(ValueError):
+class LandmarkError(NapariRegError):
     """Invalid landmarks (duplicate ids, bad coordinates, mismatched dimensions)."""
 
 

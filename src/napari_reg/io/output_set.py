@@ -49,6 +49,8 @@ from pathlib import Path
 
 from napari_reg.io.atomic import STAGING_PREFIX, current_umask, host_tag, staging_prefix
 
+from ..core.errors import NapariRegError
+
 __all__ = ["OutputSet", "OutputSetError", "STAGING_PREFIX", "check_output_plan",
            "clean_stale", "deferred_signals", "interrupted_outputs_note", "staging_prefix"]
 
@@ -58,7 +60,7 @@ _OWNER_RE = re.compile(r"^\.napari-reg-(\d+)-([0-9a-f]{8})-")
 _FOREIGN_STALE_S = 24 * 3600.0
 
 
-class OutputSetError(ValueError):
+class OutputSetError(NapariRegError):
     """An output set that must not be written (it would replace an input, ...)."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import NapariRegError
 from ..core.image import Volume
 from ..core.transforms.base import CompositeTransform, MatrixTransform, Transform
 from ..core.transforms.field import DisplacementField
@@ -64,7 +65,7 @@ FILE_DIRECTIONS = {
 }
 
 
-class ResultFolderError(ValueError):
+class ResultFolderError(NapariRegError):
     """A result folder without the files a chain needs."""
 
 

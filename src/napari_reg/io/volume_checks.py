@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import NapariRegError
+
 __all__ = ["DEFAULT_BUDGET_GB", "VolumeRefused", "check_claimed_size", "check_geometry",
            "memory_budget_bytes"]
 
@@ -37,7 +39,7 @@ _CHUNK = 1 << 20
 _MAX_DEFLATE_RATIO = 1032
 
 
-class VolumeRefused(ValueError):
+class VolumeRefused(NapariRegError):
     """A header refused before its data were read; the message names the file."""
 
 

@@ -27,6 +27,8 @@ from napari_reg.core.image import Volume, VolumeError
 from napari_reg.io.atomic import atomic_path
 from napari_reg.io.volume_checks import VolumeRefused, check_claimed_size, check_geometry
 
+from ..core.errors import NapariRegError
+
 __all__ = [
     "VOLUME_EXTENSIONS",
     "VolumeReadError",
@@ -47,11 +49,11 @@ VOLUME_EXTENSIONS: tuple[str, ...] = (
 _WRITE_EXTENSIONS = (".nii.gz", ".nii")
 
 
-class VolumeReadError(ValueError):
+class VolumeReadError(NapariRegError):
     """A volume file could not be read; the message names the file and the problem."""
 
 
-class VolumeWriteError(ValueError):
+class VolumeWriteError(NapariRegError):
     """A volume could not be written; the message names the file and the problem."""
 
 
@@ -205,18 +207,9 @@ def load_volume(path: str | os.PathLike) -> Volume:
     copy of the file's header), ``format`` and ``stored_dtype``.
     """
     path = Path(path)
-    img = _load_image(path)
-    affine = _checked_affine(img, path)
-    data = _squeeze_extra_axes(read_image_array(img, path))
-    if data.ndim > 3:
-        raise VolumeReadError(
-            f"{path}: has {data.ndim} dimensions (shape {tuple(data.shape)}); registration "
-            "needs one 3D volume. Extract a single volume first (e.g. the first time point)."
-        )
-    if data.ndim < 3:
-        data = data.reshape(data.shape + (1,) * (3 - data.ndim))
-    if data.size == 0:
-        raise VolumeReadError(f"{path}: the volume is empty (shape {tuple(data.shape)})")
+    img, data, affine = _read_checked(
+        path, 3, "registration needs one 3D volume. Extract a single volume first (e.g. the "
+        "first time point).")
     try:
         return Volume(data, affine, volume_name(path), _metadata(img, path, affine))
     except VolumeError as exc:
@@ -231,19 +224,26 @@ def load_volume_stack(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
     More than one non-singleton extra axis raises :class:`VolumeReadError`.
     """
     path = Path(path)
+    img, data, affine = _read_checked(
+        path, 4, "only 3D volumes and 4D stacks of volumes can be opened")
+    return data, affine, _metadata(img, path, affine)
+
+
+def _read_checked(path: Path, max_ndim: int, too_many: str
+                  ) -> tuple[nib.spatialimages.SpatialImage, np.ndarray, np.ndarray]:
+    """``(image, data with at least 3 axes, 4x4 affine)`` of a file, refusing more than
+    ``max_ndim`` non-singleton axes (``too_many`` says what to do) and empty arrays."""
     img = _load_image(path)
     affine = _checked_affine(img, path)
     data = _squeeze_extra_axes(read_image_array(img, path))
-    if data.ndim > 4:
+    if data.ndim > max_ndim:
         raise VolumeReadError(
-            f"{path}: has {data.ndim} dimensions (shape {tuple(data.shape)}); only 3D volumes "
-            "and 4D stacks of volumes can be opened"
-        )
+            f"{path}: has {data.ndim} dimensions (shape {tuple(data.shape)}); {too_many}")
     if data.ndim < 3:
         data = data.reshape(data.shape + (1,) * (3 - data.ndim))
     if data.size == 0:
         raise VolumeReadError(f"{path}: the volume is empty (shape {tuple(data.shape)})")
-    return data, affine, _metadata(img, path, affine)
+    return img, data, affine
 
 
 def _output_dtype(data: np.ndarray, dtype) -> np.dtype:

@@ -1,17 +1,21 @@
 """The "current alignment" shared by the manual and landmark panels (one per viewer).
 
-Where it lives: in the moving image layer's *displayed* affine, relative to the affine
-its file gave. That is the contract the Register panel already reads for its
-"Current manual alignment" initialisation
+Where it lives: beside the moving image layer, as the world->world motion it is shown
+moved by (``metadata[SHOWN_MOTION_KEY]``, see
+:func:`napari_reg.widgets._layer_volumes.placed_affine`), relative to where its file puts
+it. The Register panel reads it for its "Current manual alignment" initialisation
 (:func:`napari_reg.widgets._layer_volumes.manual_initial`): a fixed->moving world matrix
-``T`` is stored by showing the moving layer at ``S_f T^-1 A_file`` (``S_f`` = any
+``T`` is stored as showing the moving image at ``S_f T^-1 A_file`` (``S_f`` = any
 hand-made move of the fixed layer), so ``manual_initial(fixed, moving) == T`` and a
 registration started from it begins exactly where the user left the images.
 
-Why an overlay as well: napari does not slice a layer whose affine rotates out of the
-viewed plane (napari #7310), so the moved moving layer is hidden while the alignment is
-not the identity and the moving image resampled onto (a coarse copy of) the fixed grid
-by :class:`napari_reg.widgets.overlay.LiveOverlay` is shown instead: right in every view.
+Why not in the layer's ``affine``, and why an overlay: napari does not slice a layer
+whose affine rotates out of the viewed plane (napari #7310: it warns and draws the slice
+in the wrong place), so the moving layer keeps its axis-aligned affine and is hidden
+while the alignment is not the identity; the moving image resampled onto the fixed
+image's axis-aligned display grid by :class:`napari_reg.widgets.overlay.LiveOverlay` is
+shown instead: right in every view. Landmark layers follow on screen through
+:func:`~napari_reg.widgets._layer_volumes.display_to_world`.
 
 A non-linear alignment (a thin-plate spline from landmarks) is previewed through the
 overlay; the moving layer (and a registration's initialisation) get its affine part.
@@ -27,7 +31,14 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from ..core.transforms.base import MatrixTransform, Transform
-from ._layer_volumes import file_affine, layer_affine, layer_volume, manual_initial
+from ._layer_volumes import (
+    SHOWN_MOTION_KEY,
+    file_affine,
+    layer_affine,
+    layer_volume,
+    manual_initial,
+    placed_affine,
+)
 from ._session import get_session, unwrap_viewer
 from .overlay import LiveOverlay
 
@@ -110,10 +121,13 @@ class Alignment:
         for layer in (fixed_layer, moving_layer):
             # a layer not read by our reader: its current placement becomes "the file's"
             layer.metadata.setdefault("original_affine", layer_affine(layer))
-        s_fixed = layer_affine(fixed_layer) @ np.linalg.inv(file_affine(fixed_layer))
+        s_fixed = placed_affine(fixed_layer) @ np.linalg.inv(file_affine(fixed_layer))
         shown = s_fixed @ np.linalg.inv(matrix) @ file_affine(moving_layer)
-        inner = np.linalg.inv(moving_layer.affine.affine_matrix) @ layer_affine(moving_layer)
-        moving_layer.affine = shown @ np.linalg.inv(inner)
+        motion = shown @ np.linalg.inv(layer_affine(moving_layer))
+        if _is_identity(motion):
+            moving_layer.metadata.pop(SHOWN_MOTION_KEY, None)
+        else:  # kept beside the layer's affine: napari cannot slice a rotated layer
+            moving_layer.metadata[SHOWN_MOTION_KEY] = motion
         self.refresh_overlay()
         self.changed.emit(self.transform)
 

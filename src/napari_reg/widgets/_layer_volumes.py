@@ -5,6 +5,13 @@ is the *displayed* placement. For a layer read from a NIfTI file it starts equal
 file's voxel->world affine (RAS mm), kept in ``layer.metadata['original_affine']`` by
 the reader; if the user then moves the layer by hand, the difference between the two is
 the "current manual alignment" that can start a registration.
+
+The panels' own alignment (manual sliders, landmark fits) is not put into the moving
+layer's ``affine``: napari cannot slice a layer rotated out of the viewed plane (napari
+#7310; it warns and draws it in the wrong place). It is kept as a world->world motion in
+``layer.metadata[SHOWN_MOTION_KEY]`` (the layer is then hidden behind a resampled
+overlay, see ``_alignment``), and :func:`placed_affine` is where the layer's voxels are
+meant to be: that motion after the layer's own transform.
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ import numpy as np
 from ..core.image import Volume, apply_affine
 from ..layers import layer_world_affine, shows_display_copy, volume_from_layer
 
-__all__ = ["layer_affine", "file_affine", "layer_volume", "manual_initial", "paired_landmarks",
+__all__ = ["SHOWN_MOTION_KEY", "display_to_world", "layer_affine", "file_affine",
+           "layer_volume", "manual_initial", "paired_landmarks", "placed_affine",
            "points_world", "source_path"]
+
+# metadata key of a world->world motion (homogeneous, RAS mm) the layer is shown moved by
+SHOWN_MOTION_KEY = "napari_reg_shown_motion"
 
 
 def layer_affine(layer: Any) -> np.ndarray:
@@ -28,6 +39,23 @@ def layer_affine(layer: Any) -> np.ndarray:
     composition is what places voxels on screen, so that is what we read.
     """
     return layer_world_affine(layer)
+
+
+def placed_affine(layer: Any) -> np.ndarray:
+    """Where the layer's voxels are meant to be shown (homogeneous, world mm): its napari
+    transform, then the hand alignment kept in its metadata (see the module doc)."""
+    motion = (getattr(layer, "metadata", None) or {}).get(SHOWN_MOTION_KEY)
+    shown = layer_affine(layer)
+    if motion is None or np.shape(motion) != shown.shape:
+        return shown
+    return np.asarray(motion, dtype=np.float64) @ shown
+
+
+def display_to_world(image: Any) -> np.ndarray:
+    """Matrix from where ``image`` is shown to where its file puts it (world mm):
+    identity until the image is moved by hand. A landmark clicked on the shown image at
+    ``p`` lies at ``display_to_world(image) @ p`` in the image's world."""
+    return file_affine(image) @ np.linalg.inv(placed_affine(image))
 
 
 def file_affine(layer: Any) -> np.ndarray:
@@ -77,21 +105,23 @@ def layer_volume(layer: Any, use_file_affine: bool = False) -> Volume:
 def manual_initial(fixed_layer: Any, moving_layer: Any) -> np.ndarray:
     """The fixed->moving world matrix implied by hand-moved layers (identity if none moved).
 
-    A layer whose file puts voxel ``v`` at ``A_file v`` is shown at ``A_shown v``, i.e.
+    A layer whose file puts voxel ``v`` at ``A_file v`` is shown at ``A_shown v``
+    (:func:`placed_affine`), i.e.
     its file world is displaced by ``S = A_shown A_file^-1``. A fixed point ``x`` and a
     moving point ``y`` that the user has made coincide on screen satisfy
     ``S_f x = S_m y``, so ``T = S_m^-1 S_f`` (fixed file world -> moving file world).
     """
-    s_fixed = layer_affine(fixed_layer) @ np.linalg.inv(file_affine(fixed_layer))
-    s_moving = layer_affine(moving_layer) @ np.linalg.inv(file_affine(moving_layer))
+    s_fixed = placed_affine(fixed_layer) @ np.linalg.inv(file_affine(fixed_layer))
+    s_moving = placed_affine(moving_layer) @ np.linalg.inv(file_affine(moving_layer))
     return np.linalg.inv(s_moving) @ s_fixed
 
 
 def points_world(layer: Any) -> np.ndarray:
     """A Points layer's points in world mm, ``(N, d)``.
 
-    Through the file's affine, not the displayed one: a landmark layer follows its
-    image's manual alignment on screen, but its points stay where the file put them.
+    Through ``metadata['original_affine']`` (see :func:`file_affine`): a landmark layer's
+    data are where its points are shown (world mm; they follow their image's manual
+    alignment on screen), that matrix maps them to where the image's file puts them.
     """
     data = np.asarray(layer.data, dtype=np.float64)
     if data.size == 0:

@@ -21,10 +21,16 @@ from napari.utils.notifications import show_error
 
 from ..core.engine.events import EventKind
 from ..core.image import Volume
+from ._live_planes import focus_index
 from ._register_settings import LIVE_LAYER_NAME
 from .overlay import LiveOverlay
 
-__all__ = ["LiveRunView"]
+__all__ = ["LiveRunView", "FRAME_INTERVAL_S"]
+
+# Live frames at most 12 a second: >= 10 refreshes/s with some slack, while every frame
+# costs the GUI thread a repaint of the whole window (software OpenGL under Xvfb; the
+# painting holds the GIL the registration thread needs; benchmarks/bench_responsiveness).
+FRAME_INTERVAL_S = 1.0 / 12.0
 
 
 def warped_style(moving_layer: Any) -> dict[str, Any]:
@@ -55,12 +61,25 @@ class LiveRunView:
         """A run starts with the live view on: prepare an overlay (its layer appears with
         the first frame, or reuses the previous run's layer)."""
         self.close()
+        # in a 2D view the frames are the planes on screen at full resolution
         self.overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
                                    max_voxels=max_voxels, layer_kwargs=warped_style(moving_layer),
-                                   on_ready=on_ready)
+                                   on_ready=on_ready, min_interval_s=FRAME_INTERVAL_S,
+                                   focus=self._focus)
         self.overlay.layer = existing = self.existing_layer()
+        # another slice or 2D/3D: redraw the current state there at once (SyN's states
+        # come ~2 s apart on a busy machine)
+        self._viewer.dims.events.current_step.connect(self._view_moved)
+        self._viewer.dims.events.ndisplay.connect(self._view_moved)
         if existing is not None:  # a previous run's layer: show this moving image's range
             existing.contrast_limits = tuple(moving_layer.contrast_limits)
+
+    def _view_moved(self, _event: Any = None) -> None:
+        if self.overlay is not None:
+            self.overlay.refocus()
+
+    def _focus(self, grid: Volume) -> tuple[int, ...] | None:
+        return focus_index(self._viewer, grid.shape, grid.affine)
 
     def request(self, events: list) -> None:
         """Draw the newest transform of a batch (cheap: the warp runs elsewhere)."""
@@ -98,8 +117,10 @@ class LiveRunView:
             overlay.layer = self.existing_layer()
         overlay.show_final(warped)
         self._session.warped_layer = overlay.layer
-        overlay.close()
-        self.overlay = None
+        if overlay is self.overlay:
+            self.close()
+        else:
+            overlay.close()
         self.show_after(self.after)
 
     def show_last_valid(self) -> None:
@@ -140,4 +161,7 @@ class LiveRunView:
         """Drop the overlay's background thread (pending frames are discarded)."""
         if self.overlay is not None:
             self.overlay.close()
+            dims = self._viewer.dims.events
+            dims.current_step.disconnect(self._view_moved)
+            dims.ndisplay.disconnect(self._view_moved)
         self.overlay = None

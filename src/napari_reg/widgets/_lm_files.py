@@ -1,9 +1,12 @@
 """Landmark layers: made on an image, and to / from landmark files (CSV, Slicer .fcsv /
 .mrk.json, through io.landmarks).
 
-Files hold world RAS mm (Slicer files: LPS or RAS as they say); layers hold voxel
-coordinates of their image with the file affine in ``metadata['original_affine']``
-(see ``_lm_model``), so reading converts world -> voxel with that affine.
+Files hold world RAS mm (Slicer files: LPS or RAS as they say). A landmark layer made
+here has no affine (napari's world = RAS mm): its data are where the points are shown,
+and ``metadata['original_affine']`` maps them to where the image's file puts them
+(identity until the image is aligned by hand; see ``_lm_model``), so reading converts
+world -> shown with its inverse. No layer affine, so nothing for napari to slice
+obliquely, whatever the image's voxel axes or alignment.
 """
 
 from __future__ import annotations
@@ -15,27 +18,40 @@ import numpy as np
 
 from ..core.image import apply_affine
 from ..io.landmarks import Landmarks, read_landmarks, write_landmarks
-from ._layer_volumes import file_affine, layer_affine
+from ._layer_volumes import display_to_world, file_affine, placed_affine
 from ._lm_model import ids_of, world_points
 
-__all__ = ["add_landmark_layer", "pair_paths", "save_pair", "read_for_layer", "outside"]
+__all__ = ["add_landmark_layer", "follow_image", "pair_paths", "save_pair", "read_for_layer",
+           "outside"]
 
 
 def add_landmark_layer(viewer: Any, image: Any, side: str, colour: str) -> Any:
-    """An empty Points layer ``"<side> landmarks"`` placed like ``image``.
+    """An empty Points layer ``"<side> landmarks"`` for ``image``, in world mm.
 
-    It carries the image layer's displayed affine (points are voxel coordinates of the
-    image, clicked where the image is shown) and the image file's affine as
-    ``metadata['original_affine']`` (world RAS mm of a point, see ``_lm_model``); an
-    ``id`` feature shown as text; about 4 mm large.
+    No affine: a point's data are where it is shown (world RAS mm, where ``image`` is
+    shown); ``metadata['original_affine']`` is
+    :func:`~napari_reg.widgets._layer_volumes.display_to_world` of the image (world RAS
+    mm of a point, see ``_lm_model``). An ``id`` feature shown as text; 4 mm large.
     """
-    spacing = float(np.mean(np.linalg.norm(file_affine(image)[:-1, :-1], axis=0)))
     return viewer.add_points(
         np.zeros((0, image.ndim)), ndim=image.ndim, name=f"{side} landmarks",
-        affine=layer_affine(image), features={"id": np.array([], dtype=object)},
+        features={"id": np.array([], dtype=object)},
         text={"string": "{id}", "color": colour, "size": 10, "anchor": "upper_left"},
-        face_color=colour, border_color="black", size=4.0 / spacing,
-        metadata={"original_affine": file_affine(image), "napari_reg_side": side})
+        face_color=colour, border_color="black", size=4.0,
+        axis_labels=tuple("xyz"[: image.ndim]),
+        metadata={"original_affine": display_to_world(image), "napari_reg_side": side})
+
+
+def follow_image(layer: Any, image: Any) -> np.ndarray | None:
+    """Once ``image`` is shown elsewhere (a hand alignment): the matrix taking ``layer``'s
+    data to where the image now shows the same world points (homogeneous, world mm), after
+    updating its ``original_affine``; None when nothing moved."""
+    now = display_to_world(image)
+    before = np.asarray(layer.metadata.get("original_affine", now), dtype=np.float64)
+    if before.shape == now.shape and np.allclose(before, now, atol=1e-12):
+        return None
+    layer.metadata["original_affine"] = now
+    return np.linalg.inv(now) @ before
 
 
 def pair_paths(path: str | Path) -> tuple[Path, Path]:
@@ -63,7 +79,7 @@ def save_pair(fixed_layer: Any, moving_layer: Any, path: str | Path,
 
 
 def read_for_layer(path: str | Path, layer: Any) -> tuple[np.ndarray, list[str]]:
-    """``(voxel data (N, d), ids)`` of a landmark file for ``layer``.
+    """``(layer data (N, d): where shown, world mm), ids)`` of a landmark file.
 
     Raises ValueError (``LandmarkFileError`` naming file and problem, or a dimension
     mismatch).
@@ -77,7 +93,11 @@ def read_for_layer(path: str | Path, layer: Any) -> tuple[np.ndarray, list[str]]
 
 
 def outside(data: np.ndarray, ids: list[str], image: Any) -> list[str]:
-    """Ids of voxel positions outside ``image``'s voxel grid (half a voxel of slack)."""
-    shape = np.asarray(image.data.shape[-data.shape[1]:]) if len(data) else np.zeros(0)
-    return [i for i, p in zip(ids, data, strict=True)
+    """Ids of points (where shown, world mm) outside ``image``'s voxel grid as the image
+    is shown (half a voxel of slack)."""
+    if not len(data):
+        return []
+    voxels = apply_affine(np.linalg.inv(placed_affine(image)), np.asarray(data, float))
+    shape = np.asarray(image.data.shape[-data.shape[1]:])
+    return [i for i, p in zip(ids, voxels, strict=True)
             if np.any(p < -0.5) or np.any(p > shape - 0.5)]

@@ -2,11 +2,11 @@
 
 A landmark layer is a napari Points layer whose ``features['id']`` column holds one
 string id per point; a fixed and a moving point with the same id form a pair. Points
-are stored in the *voxel* coordinates of their image (the layer carries the image's
-affine, so napari shows them where they belong), and
-``layer.metadata['original_affine']`` is the image file's voxel->world matrix: the world
-RAS mm position of a landmark is ``original_affine @ data`` whatever hand-made move the
-image layer shows (the convention of the registration core and of landmark files).
+are stored where they are shown, in world mm (the layer has no affine), and
+``layer.metadata['original_affine']`` (when present) maps them to where the image's file
+puts them: the world RAS mm position of a landmark is ``original_affine @ data`` whatever
+hand-made move the image shows (the convention of the registration core and of landmark
+files). Layers without it (e.g. the sample data's) hold world RAS mm directly.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..core.thin_plate import fit_thin_plate
 from ..core.transforms.base import MatrixTransform, Transform
 from ._layer_volumes import file_affine
 
-__all__ = ["PairRow", "Snapshot", "UndoStack", "FitOutcome", "fit_rows", "ids_of",
+__all__ = ["PairRow", "Snapshot", "UndoStack", "FitOutcome", "fit_rows", "fit_summary", "ids_of",
            "leave_one_out", "next_id", "pair_rows", "world_points", "natural_key"]
 
 
@@ -124,6 +124,13 @@ class UndoStack:
     def clear(self) -> None:
         self._items.clear()
 
+    def move_moving(self, change: np.ndarray) -> None:
+        """The moving points are now shown moved by ``change`` (homogeneous): so are the
+        kept states, so that an undo restores the same world points."""
+        for snap in self._items:
+            if len(snap.moving_data):
+                snap.moving_data = apply_affine(change, snap.moving_data)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -137,6 +144,19 @@ class FitOutcome:
     residuals: np.ndarray
     unpaired: list[str]
     leave_one_out: np.ndarray | None = None  # error at each pair when fitted without it
+
+
+def fit_summary(result: FitOutcome, label: str) -> str:
+    """One line for the panel: the fit's residuals (mm), leave-one-out error, unpaired."""
+    res = result.residuals
+    text = (f"{label} from {len(res)} pairs: residual mean {res.mean():.3f} mm, "
+            f"max {res.max():.3f} mm")
+    loo = result.leave_one_out
+    if loo is not None and np.isfinite(loo).any():
+        text += f"; leave-one-out mean {np.nanmean(loo):.3f} mm"
+    if result.unpaired:
+        text += f"; ignored unpaired: {', '.join(result.unpaired)}"
+    return text
 
 
 def _fit(f: np.ndarray, m: np.ndarray, kind: str, smoothing: float) -> Transform:

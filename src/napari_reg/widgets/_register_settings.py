@@ -51,8 +51,9 @@ def as_text(value: Any) -> str:
 
 def stage_metrics(settings: dict[str, Any]) -> dict[str, str]:
     """The metric each stage of a run minimises, by stage name (``register()``'s rules:
-    linear stages use ``metric``; the deformable stage ``deformable_metric``, or local
-    NCC ("lncc") for SyN and ``metric`` for a B-spline)."""
+    linear stages use ``metric``; the deformable stage ``deformable_metric``, or for SyN
+    "lncc/mi" (it picks local NCC or MI after the affine stage, by the pair's contrasts)
+    and ``metric`` for a B-spline)."""
     transform = str(settings.get("transform", "affine")).lower()
     stages = [s.lower() for s in settings.get("stages") or ()] or (
         ["affine", transform] if transform in ("bspline", "syn") else [transform])
@@ -60,6 +61,6 @@ def stage_metrics(settings: dict[str, Any]) -> dict[str, str]:
     out = {name: metric for name in stages}
     last = stages[-1]
     if last in ("bspline", "syn"):
-        out[last] = str(settings.get("deformable_metric") or
-                        ("lncc" if last == "syn" else metric)).lower()
+        chosen = str(settings.get("deformable_metric") or "auto").lower()
+        out[last] = (chosen if chosen != "auto" else "lncc/mi" if last == "syn" else metric)
     return out

@@ -98,13 +98,13 @@ class RunProgressView:
         left = (last.elapsed * (1.0 - fraction) / fraction
                 if fraction > 0.02 and last.elapsed > 0.5 else None)
         self._set_overall(fraction, f"~{left:.0f} s left" if left is not None else "")
-        if last.kind == EventKind.DONE:  # its level numbers are not the last stage's own
+        where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
+        if last.kind == EventKind.DONE:  # the last stage's last level: the final warp runs
             self.set_bar(1, 1)
-            self.status.value = "Optimised; warping at full resolution..."
+            self.status.value = f"Optimised ({where}); warping at full resolution..."
             return
         self.set_bar(int(last.iteration) + 1, int(last.max_iterations))
         metric = self.metrics.get(last.stage_name, "cost")
-        where = f"{last.stage_name}, level {last.level + 1}/{last.n_levels}"
         self.status.value = (f"{where}, iteration {last.iteration}: {metric} {last.cost:.5g}"
                              if np.isfinite(last.cost) else
                              "Initialised; preparing the image pyramids..."

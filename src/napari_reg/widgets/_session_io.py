@@ -1,6 +1,7 @@
 """Save the viewer's registration session to a folder and restore it (GUI side).
 
-What is gathered: the session's fixed / moving / mask layers (with their file affines),
+What is gathered: the session's fixed / moving / mask layers (the images with their file
+affines; the fixed and moving masks as the Register panel hands them to the run),
 the Register panel's fields and the parameters to replay (the kept result's, else the
 panel's), the current manual / landmark alignment, the Landmarks panel's paired points
 and the kept result. Panels publish what they own on the session
@@ -34,6 +35,7 @@ def gather_session(viewer: Any) -> SessionState:
     """The viewer's session as a :class:`SessionState` (ValueError if no images)."""
     session = get_session(viewer)
     f, m, mask = session.fixed_layer, session.moving_layer, session.mask_layer
+    moving_mask = session.moving_mask_layer
     if f is None or m is None:
         raise ValueError("Choose the fixed and the moving image (Load panel) first.")
     published = dict(session.register_settings or {})
@@ -44,7 +46,9 @@ def gather_session(viewer: Any) -> SessionState:
         fixed=layer_volume(f, use_file_affine=True),
         moving=layer_volume(m, use_file_affine=True),
         fixed_mask=layer_volume(mask) if mask is not None else None,
-        names={"fixed": f.name, "moving": m.name, **({"mask": mask.name} if mask else {})},
+        moving_mask=layer_volume(moving_mask) if moving_mask is not None else None,
+        names={"fixed": f.name, "moving": m.name, **({"mask": mask.name} if mask else {}),
+               **({"moving_mask": moving_mask.name} if moving_mask else {})},
         register_settings=dict(published.get("fields") or {}),
         parameters=parameters,
         alignment=np.asarray(get_alignment(viewer).matrix, dtype=np.float64))
@@ -86,6 +90,9 @@ def restore_viewer_session(viewer: Any, folder: str | Path) -> SessionState:
     mask = (_open(viewer, folder / "inputs/fixed_mask.nii.gz", names.get("mask"))
             if state.fixed_mask is not None else None)
     session.set_roles(fixed, moving, mask)
+    if state.moving_mask is not None:
+        session.moving_mask_layer = _open(viewer, folder / "inputs/moving_mask.nii.gz",
+                                          names.get("moving_mask"))
     if state.alignment is not None and not np.allclose(state.alignment,
                                                        np.eye(len(state.alignment))):
         get_alignment(viewer).set(state.alignment)
@@ -111,6 +118,8 @@ def restore_viewer_session(viewer: Any, folder: str | Path) -> SessionState:
             result=state.result, fixed=state.fixed, moving=state.moving, warped=state.warped,
             fixed_layer_name=fixed.name, moving_layer_name=moving.name,
             inputs={"fixed": source_path(fixed), "moving": source_path(moving),
-                    "fixed_mask": source_path(mask) if mask is not None else None},
+                    "fixed_mask": source_path(mask) if mask is not None else None,
+                    "moving_mask": (source_path(session.moving_mask_layer)
+                                    if session.moving_mask_layer is not None else None)},
             settings=dict(state.parameters)))
     return state

@@ -95,15 +95,25 @@ TOOLTIPS: dict[str, dict[str, str]] = {
                   "landmark alignment.",
         "square": "Side of the checkerboard squares, in mm.",
         "show_checker": "Show fixed and warped images in alternating squares.",
-        "show_difference": "Show warped minus fixed (intensities normalised).",
+        "show_difference": "Show fixed minus warped (each scaled 0-1): for one modality, "
+                           "0 where they agree.",
+        "show_local": "Show 1 - |local correlation| in a window of a few mm: dark where "
+                      "structures line up whatever the contrasts (T1 vs T2), bright where "
+                      "edges are misplaced.",
         "show_edges": "Draw the fixed image's edges over the warped image.",
-        "flicker": "Alternate the warped and fixed images to spot residual motion.",
+        "flicker": "Alternate the warped and fixed images (grey, drawn above the other "
+                   "images) to spot residual motion.",
         "flicker_ms": "How long each image shows while flickering, in milliseconds.",
         "fade": "Opacity of the warped image over the fixed one (0 = fixed only, 1 = "
                 "warped only).",
         "show_deformation": "For deformable results: Jacobian determinant (local volume "
                             "change; <= 0 marks folds) and a deformed grid.",
         "grid_mm": "Spacing of the deformed grid's lines, in mm.",
+        "grid_linear": "Show the deformation alone (the affine part taken out): the grid "
+                       "stays straight and the Jacobian 1 where the map is affine.",
+        "show_3d": "Iso-surfaces of fixed (cyan) and warped (orange) in a 3D view; other "
+                   "layers are hidden until another view is shown.",
+        "clear_button": "Remove every QC layer; your layers are as they were.",
         "fixed_points": "Fixed landmarks for the target registration error (mm).",
         "moving_points": "Moving landmarks for the target registration error (mm).",
         "fixed_labels": "Fixed Labels layer for the Dice overlap.",

@@ -18,6 +18,7 @@ from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
+from ..core.errors import NapariRegError
 from ..core.image import Volume
 from ..core.resample import resample
 from ..core.transforms.base import Transform
@@ -43,7 +44,7 @@ def _is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-class ExportError(ValueError):
+class ExportError(NapariRegError):
     """An export that cannot be done (no result, target is an input file, ...)."""
 
 

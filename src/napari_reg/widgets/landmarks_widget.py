@@ -4,10 +4,10 @@ Pairs are explicit: every point carries an id (``features['id']`` of its Points 
 and a fixed and a moving point with the same id form a pair, whatever the click order.
 A new click gets the id of the pair selected in the table when this side lacks it,
 else the first id that the other side has and this side lacks (so clicking fixed 1, 2, 3
-then moving 1, 2, 3 pairs up as expected), else a new number. Points live
-in their image's voxel coordinates (the Points layer carries the image's affine), so
-they are clicked on 2D slices of 3D volumes and shown where the image is; world RAS mm
-positions come from the image file's affine (see ``_lm_model``).
+then moving 1, 2, 3 pairs up as expected), else a new number. Points live in world mm
+where they are shown (no layer affine, so napari slices them right whatever the image's
+axes), are clicked on 2D slices of 3D volumes and follow a hand-aligned moving image on
+screen; their file world RAS mm positions come through ``original_affine`` (``_lm_model``).
 
 Fits (fixed world RAS mm -> moving world RAS mm): rigid, similarity, affine
 (:func:`napari_reg.core.initialize.fit_landmarks`) or a thin-plate spline
@@ -27,13 +27,13 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.layers import Points
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ..core.image import apply_affine
 from ..core.transforms.base import Transform
 from ._alignment import get_alignment, request_manual_init
-from ._layer_volumes import layer_affine
 from ._lm_clicks import record_ray, surface_point
 from ._lm_file_actions import LandmarkFileActions
-from ._lm_files import add_landmark_layer, outside
-from ._lm_model import Snapshot, UndoStack, fit_rows, ids_of, next_id, pair_rows
+from ._lm_files import add_landmark_layer, follow_image, outside
+from ._lm_model import Snapshot, UndoStack, fit_rows, fit_summary, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._notify import guarded
 from ._session import get_session, unwrap_viewer
@@ -109,6 +109,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
         events.removed.connect(self.reset_choices)
+        self.alignment.changed.connect(self._follow_moving)  # points follow on screen
         self.native.destroyed.connect(self._shutdown)
         self._on_inserted()
         self._on_layers_chosen()
@@ -119,6 +120,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
         events = self._viewer.layers.events
         events.inserted.disconnect(self._on_inserted)
         events.removed.disconnect(self.reset_choices)
+        self.alignment.changed.disconnect(self._follow_moving)
 
     def _points(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Points)]
@@ -157,9 +159,8 @@ class LandmarksWidget(LandmarkFileActions, Container):
                 if cb in layer.mouse_drag_callbacks:
                     layer.mouse_drag_callbacks.remove(cb)
                     continue
-                emitter = (layer.events.affine if cb == self._follow_moving
-                           else layer.events.data)
-                emitter.disconnect(cb)
+                (layer.events.affine if cb == self._follow_moving else layer.events.data
+                 ).disconnect(cb)
             except (RuntimeError, TypeError, ValueError):
                 pass
         self._connected = []
@@ -196,11 +197,16 @@ class LandmarksWidget(LandmarkFileActions, Container):
         self.refresh()
 
     def _follow_moving(self, *_args: Any) -> None:
-        """Keep points we placed on the moving image on it when the image is moved."""
+        """Keep points we placed on the moving image on it when the image is moved: the
+        same world points, shown where the image now is (data, never a layer affine)."""
         for layer in self._layers():
             image = self._follow.get(id(layer)) if layer is not None else None
             if image is not None and image is self._session.moving_layer:
-                layer.affine = layer_affine(image)
+                change = follow_image(layer, image)
+                if change is not None:
+                    self._write(layer, apply_affine(change, np.asarray(layer.data)),
+                                ids_of(layer))
+                    self.undo_stack.move_moving(change)
 
     # ------------------------------------------------------------------ editing
     def snapshot(self) -> Snapshot:
@@ -238,6 +244,9 @@ class LandmarksWidget(LandmarkFileActions, Container):
         ray, refused = self._rays.pop(id(layer), None), ""
         shown = image or (self._session.fixed_layer if side == "fixed"
                           else self._session.moving_layer)
+        overlay = self.alignment.overlay  # an aligned moving image is shown resampled
+        if side == "moving" and overlay is not None and getattr(overlay.layer, "visible", 0):
+            shown = overlay.layer
         if ray is not None and shown is not None:  # a 3D click: onto what is shown
             point, refused = surface_point(shown, ray)
             if point is not None:  # image voxel -> world -> this layer's coordinates
@@ -282,10 +291,10 @@ class LandmarksWidget(LandmarkFileActions, Container):
         for name, image in images.items():
             if image is not None and image in self._viewer.layers:
                 image.visible = side is None or name == side
-        if side is not None and overlay is not None and overlay in self._viewer.layers:
-            overlay.visible = False
-        if side is None:
+        if side in (None, "moving"):  # a hand-aligned moving image: clicked where shown
             self.alignment.refresh_overlay()
+        elif overlay is not None and overlay in self._viewer.layers:
+            overlay.visible = False
 
     def delete_selected(self) -> None:
         """Delete the selected pair (both points) from the table."""
@@ -356,16 +365,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
         kind = kind or self._fit_kind
         result = fit_rows(rows, kind, float(self.smoothing.value))
         self.fit, self._fit_kind = result.transform, kind
-        res = result.residuals
-        label = dict((v, k) for k, v in FIT_CHOICES)[kind]
-        text = (f"{label} from {len(res)} pairs: residual mean {res.mean():.3f} mm, "
-                f"max {res.max():.3f} mm")
-        loo = result.leave_one_out
-        if loo is not None and np.isfinite(loo).any():
-            text += f"; leave-one-out mean {np.nanmean(loo):.3f} mm"
-        if result.unpaired:
-            text += f"; ignored unpaired: {', '.join(result.unpaired)}"
-        self.summary.value = text
+        self.summary.value = fit_summary(result, dict((v, k) for k, v in FIT_CHOICES)[kind])
         return result.transform
 
     def run_fit(self) -> Transform:

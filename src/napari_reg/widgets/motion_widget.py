@@ -35,8 +35,10 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
+from ..core.image import Volume
 from ..core.motion import MOTION_TRANSFORMS, MotionSettings
-from ..layers import stack_from_layer_data
+from ..core.resample import resample
+from ..layers import shows_display_copy, stack_from_layer_data, state_world_affine
 from ..motion.live import FrameStep, MotionCorrection
 from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
 from ._layer_volumes import layer_volume, source_path
@@ -58,8 +60,18 @@ _METRICS = [("NCC (robust to drift)", "ncc"), ("MI (mutual information)", "mi"),
 def _series_of(layer: Image) -> tuple[np.ndarray, np.ndarray]:
     """``(data (X, Y, Z, T), 4x4 voxel->world RAS mm)`` of a 4D layer as displayed."""
     meta = {"name": layer.name, "affine": layer.affine.affine_matrix, "scale": layer.scale,
-            "translate": layer.translate, "rotate": layer.rotate, "shear": layer.shear}
+            "translate": layer.translate, "rotate": layer.rotate, "shear": layer.shear,
+            # an oblique series is shown as an axis-aligned copy: the metadata leads back
+            # to the file's own voxels, which are what gets registered
+            "metadata": layer.metadata}
     return stack_from_layer_data(layer.data, meta)
+
+
+def _display_grid_of(layer: Image) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(spatial shape, voxel->world RAS mm)`` of the grid a 4D layer is displayed on."""
+    matrix = state_world_affine(4, layer.affine.affine_matrix, layer.scale, layer.translate,
+                                layer.rotate, layer.shear)
+    return tuple(np.shape(layer.data)[1:]), matrix[1:, 1:]
 
 
 class MotionWidget(Container):
@@ -114,6 +126,8 @@ class MotionWidget(Container):
         self.native.layout().addWidget(self.plot)
         self.correction: MotionCorrection | None = None
         self.corrected_layer: Image | None = None
+        # (shape, voxel->world) of the displayed grid when the series is an oblique copy
+        self._display_target: tuple[tuple[int, ...], np.ndarray] | None = None
         self.runs = RunController("napari-reg-motion")
         self.runs.progress.connect(self._on_progress)
         self.runs.finished.connect(self._on_finished)
@@ -201,8 +215,18 @@ class MotionWidget(Container):
         return self.runs.start(functools.partial(correction.run))
 
     def _show_corrected(self, layer: Image, correction: MotionCorrection) -> None:
-        """The corrected series as a layer that views the correction's array (T first)."""
+        """The corrected series as a layer that views the correction's array (T first).
+
+        An oblique series is registered on the file's voxels but shown resliced on an
+        axis-aligned grid; its corrected frames are resliced the same way as they arrive
+        (:meth:`_fill_display`), so both layers sit on the same displayed grid.
+        """
         view = np.moveaxis(correction.corrected, 3, 0)
+        self._display_target = None
+        if shows_display_copy(layer):
+            shape, grid = _display_grid_of(layer)
+            self._display_target = (shape, grid)
+            view = np.zeros((correction.n_frames, *shape), np.float32)
         name = layer.name + CORRECTED_SUFFIX
         existing = [lyr for lyr in self._viewer.layers if lyr.name == name]
         if existing:
@@ -225,6 +249,7 @@ class MotionWidget(Container):
         if not steps or self.correction is None:
             return
         if self.corrected_layer is not None:
+            self._fill_display(steps)
             self.corrected_layer.refresh()
         last = steps[-1]
         done = len(self.correction.results)
@@ -235,6 +260,18 @@ class MotionWidget(Container):
         self._redraw()
         if self.follow.value:
             self.go_to_frame(last.index, follow=True)
+
+    def _fill_display(self, steps: list[FrameStep]) -> None:
+        """Reslice finished frames of an oblique series onto the displayed grid."""
+        if self._display_target is None or self.correction is None:
+            return
+        shape, grid = self._display_target
+        target = Volume(np.broadcast_to(np.float32(0), shape), grid, "display grid")
+        shown = np.asarray(self.corrected_layer.data)
+        for step in steps:
+            frame = Volume(step.corrected, self.correction.affine, "corrected frame")
+            fill = float(np.nanmin(step.corrected)) if step.corrected.size else 0.0
+            shown[step.index] = resample(frame, target, np.eye(4), fill=fill).data
 
     def _redraw(self, _value: Any = None) -> None:
         if self.correction is None:

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._alignment import ALIGNMENT_LAYER_NAME
 from ._mirror import LayerMirror
 from ._session import get_session, unwrap_viewer
 
@@ -159,11 +160,15 @@ class _Pane(QWidget):
 
 def _on_side(session: Any, side: str) -> Any:
     """A layer filter: the session's ``side`` ("fixed"/"moving") image and that side's
-    Points layers (marked by the landmark panel, else named so)."""
+    Points layers (marked by the landmark panel, else named so); on the moving side also
+    the hand-alignment overlay, which shows the moving image (hidden meanwhile) where its
+    landmarks are while an alignment is set."""
 
     def include(layer: Any) -> bool:
         image = session.fixed_layer if side == "fixed" else session.moving_layer
         if image is not None and layer is image:
+            return True
+        if side == "moving" and layer.name == ALIGNMENT_LAYER_NAME:
             return True
         marked = (getattr(layer, "metadata", None) or {}).get("napari_reg_side")
         return layer._type_string == "points" and (

@@ -5,11 +5,12 @@ rotates out of the viewed plane (napari issue #7310), so setting the moving laye
 affine is only right for in-plane motion. The overlay layer lives on the FIXED grid, so
 every view (axial, coronal, sagittal, 3D) shows the correct warped moving image.
 
-Speed: during a run the warp goes to a coarser copy of the fixed grid (at most
-``max_voxels`` voxels, ~1 M by default, about 30 ms for a linear map) computed on a
-single background thread at a lower CPU priority, at most ~15 times a second; the GUI
-thread only swaps the finished array in (``poll``).
-The layer's affine is the coarse grid's voxel->world affine, so it lines up with the
+Speed: during a run each frame is computed on a single background thread at a lower CPU
+priority, at most ~12 times a second, and the GUI thread only swaps the finished frame in
+(``poll``). In a 2D view a frame is the three orthogonal planes through the current
+point at the display grid's full resolution (``focus``, :mod:`._live_planes`: ~130 k
+voxels for a 1 mm brain); in 3D a coarser copy of the fixed grid (at most ``max_voxels``
+voxels, ~1 M by default, about 30 ms for a linear map), whose affine lines it up with the
 fixed image. When the run ends, :meth:`LiveOverlay.show_final` swaps in the
 full-resolution warp on the fixed grid, computed by the worker thread right after the
 optimiser (:func:`warp_volume`), so the GUI thread never warps a whole volume.
@@ -23,111 +24,20 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.image import Volume
-from ..core.preview import affine_points, preview_of
-from ..core.resample import resample
+from ..core.preview import preview_of
 from ..core.transforms.base import Transform
-from ..core.transforms.field import DisplacementField
 from ..display_grid import axis_aligned_grid, display_copy
+from ._final_warp import warp_volume
+from ._grid_warp import LIVE_MAP_STEP, coarse_grid, warp_to_grid
+from ._live_planes import PlaneCanvas, plane_grids
 
 __all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay", "LIVE_MAP_STEP"]
-
-# Live preview of a non-linear map: evaluate T on every 2nd coarse voxel per axis (1/8
-# of the points in 3D) and interpolate; see _warp_sampled_map.
-LIVE_MAP_STEP = 2
-
-
-def coarse_grid(reference: Volume, max_voxels: int = 1_000_000) -> tuple[tuple[int, ...],
-                                                                           np.ndarray]:
-    """A grid covering ``reference``'s extent with at most ``max_voxels`` voxels.
-
-    Returns ``(shape, affine)``: ``affine`` maps coarse voxel indices to world RAS mm.
-    The first and last coarse voxel centres coincide with the reference's, so the
-    coarse grid spans exactly the same box. The finest axes (smallest mm spacing) are
-    coarsened first, so anisotropic volumes become closer to isotropic.
-    """
-    shape = np.asarray(reference.shape, dtype=int)
-    spacing = reference.spacing
-    factor = np.ones(len(shape))
-    out = shape.copy()
-    while np.prod(out) > max_voxels:
-        # coarsen the axis whose coarse spacing is currently smallest
-        axis = int(np.argmin(spacing * factor + (out <= 2) * 1e9))
-        if out[axis] <= 2:
-            break
-        factor[axis] += 1
-        out = np.maximum(np.ceil(shape / factor).astype(int), 2)
-        out = np.minimum(out, shape)
-    step = np.where(out > 1, (shape - 1) / np.maximum(out - 1, 1), 1.0)
-    scale = np.eye(len(shape) + 1)
-    scale[: len(shape), : len(shape)] = np.diag(step)
-    return tuple(int(v) for v in out), reference.affine @ scale
-
-
-def warp_to_grid(moving: Volume, transform: Transform, shape: tuple[int, ...],
-                 grid_affine: np.ndarray, order: int = 1, map_step: int = 1) -> np.ndarray:
-    """``moving(T(x))`` for every voxel centre x of the grid ``(shape, grid_affine)``.
-
-    ``transform`` maps fixed world RAS mm -> moving world RAS mm. Linear maps go through
-    one ``scipy.ndimage.affine_transform`` with the combined voxel matrix
-    ``inv(A_moving) @ T @ A_grid`` (grid voxel -> moving voxel); others through
-    :func:`napari_reg.core.resample.resample`, or, with ``map_step > 1`` (the live
-    preview), through :func:`_warp_sampled_map`. Outside the moving image: 0. float32.
-    """
-    d = moving.ndim
-    if transform.is_linear:
-        m = np.linalg.inv(moving.affine) @ np.asarray(transform.matrix) @ grid_affine
-        # Snap round-off (inv(A) @ A is not exactly I): a voxel centre computed as -1e-15
-        # would fall "outside" and show as the fill value along the edges.
-        nearest = np.round(m)
-        m = np.where(np.abs(m - nearest) < 1e-9, nearest, m)
-        # integer inputs work with a float32 output: no per-frame conversion copy
-        data = moving.data if moving.data.dtype != bool else moving.data.view(np.uint8)
-        return ndimage.affine_transform(data, m[:d, :d], offset=m[:d, d], output_shape=shape,
-                                        order=order, mode="constant", cval=0.0,
-                                        output=np.float32, prefilter=False)
-    if map_step > 1 and min(shape) > 2 * map_step:
-        return _warp_sampled_map(moving, transform, shape, grid_affine, order, map_step)
-    from ..core.resample import resample
-
-    reference = Volume(np.zeros(shape, dtype=np.uint8), grid_affine, "grid")
-    out = resample(moving, reference, transform, interpolation="linear" if order else "nearest")
-    return np.asarray(out.data, dtype=np.float32)
-
-
-def _warp_sampled_map(moving: Volume, transform: Transform, shape: tuple[int, ...],
-                      grid_affine: np.ndarray, order: int, step: int) -> np.ndarray:
-    """A fast approximate warp for smooth non-linear maps (live preview only).
-
-    Evaluating a B-spline or velocity-field map costs microseconds per point, so T is
-    evaluated on every ``step``-th grid voxel only (from the first; the last sample may
-    lie just past the grid), the resulting moving-voxel coordinates are interpolated
-    (linearly, separably) to every voxel, and
-    the moving image is sampled there once. Registration deformations are smooth on the
-    scale of a few coarse voxels, so the preview differs from the exact warp only at
-    sharp edges; the final result is always warped exactly.
-    """
-    d = len(shape)
-    # samples at voxels 0, step, 2 step, ... (the last one may lie just past the grid:
-    # T is defined everywhere), so the upsampling below is exact linear interpolation
-    counts = [max(2, int(np.ceil((n - 1) / step)) + 1) for n in shape]
-    axes = [np.arange(m, dtype=np.float64) * step for m in counts]
-    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
-    mapped = transform.transform_points(affine_points(grid_affine, ijk))
-    # moving voxel coordinates in float32 (ample for sampling; half the memory traffic)
-    coords = affine_points(np.linalg.inv(moving.affine), mapped).astype(np.float32)
-    coords = np.moveaxis(coords.reshape(*counts, d), -1, 0)
-    for axis, n in enumerate(shape):
-        coords = _upsample_axis(coords, step, n, axis + 1)
-    data = moving.data if moving.data.dtype != bool else moving.data.view(np.uint8)
-    return ndimage.map_coordinates(data, coords, order=order, mode="constant", cval=0.0,
-                                   output=np.float32, prefilter=False)
-
 
 # CPU priority of the overlay's warp thread (Linux nice, higher = lower priority): on a
 # busy machine the preview yields to the optimiser and to the GUI thread instead of
@@ -148,54 +58,30 @@ def _background_priority() -> None:
         pass
 
 
-def _upsample_axis(values: np.ndarray, step: int, n: int, axis: int) -> np.ndarray:
-    """Linear interpolation by an integer ``step`` along ``axis`` (samples at 0, step,
-    2 step, ...), cropped to ``n``: separable and exact, cheaper than ``ndimage.zoom``."""
-    a = np.moveaxis(values, axis, 0)
-    out = np.empty((step * (a.shape[0] - 1) + 1,) + a.shape[1:], dtype=a.dtype)
-    out[0::step] = a
-    delta = a[1:] - a[:-1]
-    for r in range(1, step):
-        out[r::step] = a[:-1] + np.float32(r / step) * delta
-    return np.moveaxis(out[:n], 0, axis)
+@dataclass
+class _Frame:
+    """One finished live frame (warp thread -> GUI thread): a coarse whole volume
+    ``data`` on the grid ``affine``, or ``planes`` ``(axis, index, plane)`` of the
+    display grid (see :mod:`._live_planes`); ``seconds`` it took."""
+
+    data: np.ndarray | None
+    affine: np.ndarray
+    seconds: float
+    planes: list[tuple[int, int, np.ndarray]] | None = None
 
 
-def _timed_warp(moving: Volume, transform: Transform, shape: tuple[int, ...],
-                grid_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _render(moving: Volume, transform: Transform, shape: tuple[int, ...],
+            grid_affine: np.ndarray, focus: tuple[int, ...] | None = None) -> _Frame:
+    """The frame of ``transform``: the coarse grid ``(shape, grid_affine)``, or with
+    ``focus`` (a voxel of that grid, then the full display grid) its orthogonal planes."""
     start = time.perf_counter()
-    data = warp_to_grid(moving, transform, shape, grid_affine, map_step=LIVE_MAP_STEP)
-    return data, grid_affine, time.perf_counter() - start
-
-
-def warp_volume(moving: Volume, fixed: Volume, transform: Transform,
-                cancel: Any = None, slab_voxels: int = 1_000_000) -> Volume:
-    """The exact full-resolution warped image ``moving(T(x))`` on the fixed grid (float32).
-
-    Safe to call on a worker thread (numpy/scipy only). A non-linear map is warped in
-    slabs along the first voxel axis so that ``cancel`` (a CancelToken) is honoured
-    between slabs: exact B-spline warps of a 1 mm brain take many seconds.
-    """
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    if transform.is_linear:
-        data = warp_to_grid(moving, transform, fixed.shape, fixed.affine)
-    elif isinstance(transform, DisplacementField) and transform.same_grid(fixed.shape,
-                                                                           fixed.affine):
-        # Vectors stored on the fixed grid: one resampling pass, no model evaluation.
-        data = resample(moving, fixed, transform).data.astype(np.float32, copy=False)
-    else:
-        data = np.empty(fixed.shape, dtype=np.float32)
-        per_slice = int(np.prod(fixed.shape[1:]))
-        rows = max(1, slab_voxels // per_slice)
-        for start in range(0, fixed.shape[0], rows):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            stop = min(start + rows, fixed.shape[0])
-            shift = np.eye(fixed.ndim + 1)
-            shift[0, fixed.ndim] = start  # slab voxel (0, j, k) is fixed voxel (start, j, k)
-            data[start:stop] = warp_to_grid(moving, transform, (stop - start,) +
-                                            fixed.shape[1:], fixed.affine @ shift)
-    return Volume(data, fixed.affine.copy(), f"{moving.name} warped")
+    if focus is None:
+        data = warp_to_grid(moving, transform, shape, grid_affine, map_step=LIVE_MAP_STEP)
+        return _Frame(data, grid_affine, time.perf_counter() - start)
+    planes = [(axis, focus[axis], warp_to_grid(moving, transform, plane_shape, plane_affine,
+                                               map_step=LIVE_MAP_STEP))
+              for axis, plane_shape, plane_affine in plane_grids(shape, grid_affine, focus)]
+    return _Frame(None, grid_affine, time.perf_counter() - start, planes)
 
 
 def _display_reference(fixed: Volume) -> Volume:
@@ -230,7 +116,8 @@ class LiveOverlay:
                  max_voxels: int = 1_000_000, layer_kwargs: dict | None = None,
                  target_seconds: float = 0.07, min_voxels: int = 150_000,
                  min_interval_s: float = 1.0 / 15.0,
-                 on_ready: Callable[[], None] | None = None):
+                 on_ready: Callable[[], None] | None = None,
+                 focus: Callable[[Volume], tuple[int, ...] | None] | None = None):
         self.viewer = viewer
         self.fixed = fixed
         self.moving = moving
@@ -246,6 +133,12 @@ class LiveOverlay:
                                             initializer=_background_priority)
         self._pending: Future | None = None
         self._latest: Transform | None = None
+        self._requested: Transform | None = None  # the last transform asked for
+        # ``focus(display_reference)``: the display-grid voxel on screen in a 2D view
+        # (frames are then its planes at full resolution, see _live_planes) or None
+        self._focus = focus
+        self._latest_focus: tuple[int, ...] | None = None
+        self._canvas: PlaneCanvas | None = None
         self.min_interval_s = float(min_interval_s)
         self._on_ready = on_ready
         self._last_start = -np.inf  # when the last warp started (warp thread)
@@ -260,10 +153,18 @@ class LiveOverlay:
         A transform with a cheap display approximation (a SyN snapshot, see
         :mod:`napari_reg.core.preview`) is drawn through that approximation.
         """
+        self._requested = transform
+        focus = self._focus(self.display_reference) if self._focus is not None else None
         with self._lock:
-            self._latest = preview_of(transform)
+            self._latest, self._latest_focus = preview_of(transform), focus
         if self._pending is None:
             self._submit()
+
+    def refocus(self) -> None:
+        """The view moved (another slice, 2D/3D): draw the last requested transform
+        again for what is on screen now, without waiting for the optimiser's next state."""
+        if self._requested is not None:
+            self.request(self._requested)
 
     def _submit(self) -> None:
         """Queue one warp of the newest request; it waits out the pacing interval first."""
@@ -290,17 +191,20 @@ class LiveOverlay:
             self._on_ready()
 
     def _warp_newest(self, delay: float, shape: tuple[int, ...], grid_affine: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, float] | None:
+                     ) -> _Frame | None:
         """Warp thread: wait ``delay`` s, then warp whatever transform is newest *now*
         (requests that arrive while waiting are not lost, older ones are skipped)."""
         if delay > 0:
             time.sleep(delay)
         with self._lock:
-            transform, self._latest = self._latest, None
+            transform, self._latest, focus = self._latest, None, self._latest_focus
         if transform is None:
             return None
         self._last_start = time.perf_counter()
-        return _timed_warp(self.moving, transform, shape, grid_affine)
+        if focus is not None:  # planes of the full-resolution display grid
+            reference = self.display_reference
+            return _render(self.moving, transform, reference.shape, reference.affine, focus)
+        return _render(self.moving, transform, shape, grid_affine)
 
     def poll(self) -> bool:
         """Show a finished warp if there is one (GUI thread). True when the layer changed.
@@ -317,14 +221,26 @@ class LiveOverlay:
         if finished is None:
             self._submit()
             return False
-        data, affine, seconds = finished
-        self._show(data, affine)
         n = int(np.prod(self.shape))
-        if seconds > self.target_seconds and n > self.min_voxels:
-            budget = max(self.min_voxels, int(n * 0.8 * self.target_seconds / seconds))
+        if finished.planes is None and finished.seconds > self.target_seconds and \
+                n > self.min_voxels:
+            budget = max(self.min_voxels, int(n * 0.8 * self.target_seconds / finished.seconds))
             self.shape, self.grid_affine = coarse_grid(self.display_reference, budget)
-        self._submit()  # queue the next one at once if a newer transform is waiting
+        # queue the next warp (if a newer transform waits) *before* this frame is put on
+        # screen: the warp thread works while the GUI thread updates the layer and the
+        # window repaints, instead of the two taking turns (frames/s on a busy machine)
+        self._submit()
+        self._show_frame(finished)
         return True
+
+    def _show_frame(self, frame: _Frame) -> None:
+        """Put a finished frame on screen (GUI thread): planes go into the canvas."""
+        if frame.planes is None:
+            self._show(frame.data, frame.affine)
+            return
+        if self._canvas is None:
+            self._canvas = PlaneCanvas(self.display_reference.shape)
+        self._show(self._canvas.write(frame.planes), frame.affine)
 
     def _show(self, data: np.ndarray, affine: np.ndarray) -> None:
         layer = self.layer
@@ -359,5 +275,5 @@ class LiveOverlay:
 
     def close(self) -> None:
         """Stop the background thread (pending work is dropped)."""
-        self._latest = None
+        self._latest = self._requested = None
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import NapariRegError
 from ..image import Volume
 from ..resample import resample
 from ..transforms.base import MatrixTransform, Transform
@@ -41,7 +42,7 @@ __all__ = [
 PROPAGATION_METHODS = ("nearest", "linear")
 
 
-class LabelError(ValueError):
+class LabelError(NapariRegError):
     """A label map that cannot be used (not integer, wrong dimension, unknown method)."""
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
+from ..errors import NapariRegError
 from ..image import Volume
 from ..initialize import init_center_of_mass
 from ..optimize import CancelToken
@@ -59,7 +60,7 @@ __all__ = ["TemplateError", "TemplateIteration", "TemplateProgress", "TemplateRe
 AFFINE_MEANS = ("log", "arithmetic")
 
 
-class TemplateError(ValueError):
+class TemplateError(NapariRegError):
     """Template construction that cannot run (too few images, mixed dimensions, ...)."""
 
 

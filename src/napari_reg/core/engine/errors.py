@@ -8,10 +8,12 @@ is one line naming the problem, so the GUI and the command line catch one type. 
 
 from __future__ import annotations
 
+from ..errors import NapariRegError
+
 __all__ = ["RegistrationError", "OverlapError", "DeformableError"]
 
 
-class RegistrationError(ValueError):
+class RegistrationError(NapariRegError):
     """A registration that cannot run or cannot go on, with the reason in words."""
 
 

@@ -69,6 +69,9 @@ class Reporter:
         self.callback = callback
         self.t_start = time.perf_counter() if t_start is None else t_start
         self.total_iterations = 0
+        # where the run is: the stage level of the last event sent (``(record, n_levels)``),
+        # so that the final event names the last stage's own level count
+        self.position: tuple[LevelRecord, int] | None = None
 
     def emit(self, kind: EventKind, record: LevelRecord, n_levels: int, iteration: int,
              max_iterations: int, cost: float,
@@ -81,6 +84,8 @@ class Reporter:
         """
         if kind == EventKind.ITERATION:
             self.total_iterations += 1
+        if kind != EventKind.DONE:
+            self.position = (record, n_levels)
         if self.callback is None:
             return
         snapshot = transform() if callable(transform) and not isinstance(

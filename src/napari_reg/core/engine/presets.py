@@ -54,5 +54,7 @@ LINEAR_MI_OPTIONS: dict[str, Any] = {"bins": 64, "regions": 3}
 
 
 def default_deformable_metric(model: str, metric: str) -> str:
-    """SyN compares local NCC by default (as ANTs' SyN); the B-spline the run's metric."""
-    return "lncc" if model == "syn" else metric
+    """SyN chooses by default ("auto": local NCC as ANTs' SyN for one contrast, MI when
+    the pair looks like two, :func:`~napari_reg.core.stages.syn_rules.choose_metric`);
+    the B-spline uses the run's metric."""
+    return "auto" if model == "syn" else metric

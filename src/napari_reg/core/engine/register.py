@@ -141,8 +141,9 @@ def register(
         around a head carries no information, and sampling it only dilutes the metric)
         or ``all``.
     deformable_metric, deformable_options
-        The deformable stage's metric (default: ``metric`` for ``bspline``; local NCC,
-        ``lncc``, for ``syn`` as in ANTs' SyN — pass ``mi`` for multi-modal pairs) and
+        The deformable stage's metric (default: ``metric`` for ``bspline``; ``auto`` for
+        ``syn``: local NCC as in ANTs' SyN when the pair shows one contrast, MI when it
+        shows two; ``result.diagnostics["metric"]`` says which ran) and
         keyword options of :func:`~napari_reg.core.stages.bspline.register_bspline` (e.g.
         ``grid_spacing_mm``, ``bending_weight``) or
         :func:`~napari_reg.core.stages.syn.register_syn`
@@ -159,7 +160,8 @@ def register(
         Optional mask of the moving image (any grid; non-zero = use): sample points that
         the map sends outside it leave the metric (cost-function masking, e.g. missing
         tissue or a lesion in a post-operative scan). Used by the linear stages and the
-        B-spline stage, re-evaluated at each level's start; SyN's dense forces do not use it.
+        B-spline stage, re-evaluated at each level's start; SyN warps it with the moving
+        image every iteration and its similarity ignores what it leaves out.
 
     For deformable runs ``result.transform`` is the whole fixed->moving map (the linear
     part ``result.linear_matrix`` after the deformation) and ``result.deformable`` holds
@@ -262,10 +264,23 @@ def register(
         deformable=deformable,
     )
     ctx.stage_index = len(stage_names) - 1
+    n_last = _last_stage_levels(ctx, outcome, schedule.n_levels)
     ctx.report(EventKind.DONE, LevelRecord(len(stage_names) - 1, stage_names[-1],
-                                           schedule.n_levels - 1, [], 0.0, 0),
-               schedule.n_levels, 0, 0, outcome.final_cost, current)
+                                           n_last - 1, [], 0.0, 0),
+               n_last, 0, 0, outcome.final_cost, current)
     return result
+
+
+def _last_stage_levels(ctx: RunContext, outcome: StageResult, run_levels: int) -> int:
+    """How many pyramid levels the last stage had: what its own events said (a
+    deformable stage has its own schedule, e.g. SyN's 3 or 4 levels after a 4-level
+    affine stage), else what its records say, else the run's schedule."""
+    position = ctx.reporter.position
+    if position is not None and position[0].stage == ctx.stage_index:
+        return int(position[1])
+    if outcome.levels:
+        return max(r.level for r in outcome.levels) + 1
+    return run_levels
 
 
 # -------------------------------------------------------------------- checks
@@ -299,6 +314,8 @@ def _build_stages(names: list[str], metric: str, metric_options: dict[str, Any] 
     model = names[-1]
     if model in DEFORMABLE_MODELS:
         model_metric = (deformable_metric or default_deformable_metric(model, metric)).lower()
+        if model_metric == "auto" and model == "bspline":  # only SyN chooses per pair
+            model_metric = metric
         # the user's metric options (e.g. MI bins) also apply to the same metric here;
         # the linear stages' own MI defaults (regions) do not: the FFD keeps 48 bins
         model_metric_options = ({"bins": DEFAULT_BINS} if model_metric in ("mi", "nmi")

@@ -56,11 +56,20 @@ def force_field(derivative: np.ndarray, image: np.ndarray, affine: np.ndarray) -
     return grad
 
 
+def _serial_map(fn: Callable, items: list) -> list:
+    return [fn(x) for x in items]
+
+
 class DenseMetric:
     """Interface: ``value_and_derivatives(fixed, moving, mask=None) -> (cost, dC/dfixed,
-    dC/dmoving)`` with arrays of the grid's shape; costs are minimised."""
+    dC/dmoving)`` with arrays of the grid's shape; costs are minimised.
+
+    ``map``: how independent filters of one evaluation are run, ``map(fn, items) ->
+    list``; serial by default, a caller with a thread pool may set its own (the local
+    NCC's box sums release the GIL)."""
 
     name = ""
+    map: Callable[[Callable, list], list] = staticmethod(_serial_map)
 
     def setup(self, fixed: np.ndarray, moving: np.ndarray) -> None:
         """Called once per pyramid level with the level's images (ranges, scales)."""
@@ -135,15 +144,12 @@ class LocalNCC(DenseMetric):
         sd_i, sd_j = mom_i[1], mom_j[1]
         box = self._box
         n = self._counts(i.shape)
-        mu_i = box(i)
+        # the five window sums are independent: one batch for the caller's map
+        mu_i, mu_j, s_ii, s_jj, s_ij = self.map(box, [i, j, i * i, j * j, i * j])
         mu_i /= n
-        mu_j = box(j)
         mu_j /= n
-        s_ii = box(i * i)
         s_ii -= mu_i * mu_i * n
-        s_jj = box(j * j)
         s_jj -= mu_j * mu_j * n
-        s_ij = box(i * j)
         s_ij -= mu_i * mu_j * n
         # eps scaled to a full window of unit-variance images
         eps = np.float32(self.eps * float(n.max()) ** 2)
@@ -173,17 +179,18 @@ class LocalNCC(DenseMetric):
         b_i = r
         b_i *= s_jj
         del s_ii, s_jj, s_ij
-        s_a = box(a)
+        # the seven adjoint window sums: one more independent batch
+        s_a, s_a_mu_i, s_b_j, s_b_j_mu_j, s_a_mu_j, s_b_i, s_b_i_mu_i = self.map(
+            box, [a, a * mu_i, b_j, b_j * mu_j, a * mu_j, b_i, b_i * mu_i])
+        del a, b_j, b_i
         d_j = i * s_a
-        d_j -= box(a * mu_i)
-        d_j -= j * box(b_j)
-        b_j *= mu_j
-        d_j += box(b_j)
+        d_j -= s_a_mu_i
+        d_j -= j * s_b_j
+        d_j += s_b_j_mu_j
         d_i = j * s_a
-        d_i -= box(a * mu_j)
-        d_i -= i * box(b_i)
-        b_i *= mu_i
-        d_i += box(b_i)
+        d_i -= s_a_mu_j
+        d_i -= i * s_b_i
+        d_i += s_b_i_mu_i
         # sign (cost = -mean cc) and the chain rule through the standardisation
         d_i *= np.float32(-1.0 / sd_i)
         d_j *= np.float32(-1.0 / sd_j)

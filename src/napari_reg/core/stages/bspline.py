@@ -190,7 +190,7 @@ class BSplineStage(Stage):
             "curvature": curvatures, "bending_energy": chain.bending_energy()}
         if self.structure_check:
             verdict = structure_verdict(fixed, moving, matrix, chain, mask,
-                                        float(final_spacing.max()))
+                                        float(final_spacing.max()), ctx.cancel.raise_if_cancelled)
             diagnostics["structure_check"] = verdict.as_dict()
             if not verdict.accepted:
                 # the deformation did not line up the edges: keep the linear map unbent

@@ -79,8 +79,10 @@ def metric_curvature(similarity: Callable[[np.ndarray], float], n_parameters: in
 
 
 def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: BSplineChain,
-                      mask: np.ndarray | None, block_mm: float) -> StructureCheck:
-    """Do the deformed map's edges line up better than the linear map's? (fixed grid)"""
+                      mask: np.ndarray | None, block_mm: float,
+                      check: Callable[[], None] | None = None) -> StructureCheck:
+    """Do the deformed map's edges line up better than the linear map's? (fixed grid)
+    ``check`` (a cancellation hook) is called between the steps and slabs."""
     step = 1 if fixed.data.size <= CHECK_FULL_GRID_VOXELS else 2
     sub = tuple(slice(None, None, step) for _ in range(fixed.ndim))
     affine = fixed.affine.copy()
@@ -90,8 +92,9 @@ def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: 
         mask = foreground_mask(fixed.data)
     region = (np.ones(grid.shape, bool) if mask is None else np.asarray(mask, bool)[sub])
     linear = resample(moving, grid, MatrixTransform(matrix)).data
-    deformation = chain.to_field(grid.shape, grid.affine)
+    deformation = chain.to_field(grid.shape, grid.affine, check)
     moved = np.sqrt(np.sum(deformation.components.astype(np.float64) ** 2, axis=0))
-    deformed = resample(moving, grid, compose_linear(deformation, matrix)).data
+    deformed = resample(moving, grid, compose_linear(deformation, matrix, check),
+                        check=check).data
     return check_structure(grid.data, linear, deformed, grid.spacing, region, block_mm,
                            moved_mm=moved)

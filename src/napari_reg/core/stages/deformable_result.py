@@ -14,6 +14,7 @@ grid that maps fixed->moving on its own (what the field writer saves).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy import ndimage
 from ..engine.errors import RegistrationError
 from ..engine.result import StageResult
 from ..image import Volume
+from ..optimize import CancelToken
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
 from ..transforms.bspline import BSplineTransform
 from ..transforms.bspline_chain import BSplineChain
@@ -29,6 +31,8 @@ from ..transforms.field import DisplacementField
 from ..transforms.velocity import StationaryVelocityField
 
 __all__ = ["DeformableResult", "compose_linear", "regrid"]
+
+_SLAB_VOXELS = 1 << 20  # voxels per slab of compose_linear (a cancel check between slabs)
 
 
 @dataclass(kw_only=True)
@@ -63,13 +67,20 @@ class DeformableResult(StageResult):
             inv = deform.inverse()
         return CompositeTransform([MatrixTransform(np.linalg.inv(self.linear_matrix)), inv])
 
-    def displacement_field(self, reference: Volume | None = None) -> DisplacementField:
+    def displacement_field(self, reference: Volume | None = None,
+                           cancel: CancelToken | None = None) -> DisplacementField:
         """The whole fixed->moving map (linear part included) as one dense field.
 
         Sampled on ``reference``'s grid (default: the fixed image grid), world RAS mm:
         ``T(x) = x + u(x)``. Ready for
         :func:`napari_reg.io.displacement_fields.save_displacement_field`.
+        ``cancel`` (a CancelToken) is checked between the steps and slabs of the work
+        (several seconds on a 1 mm brain), so Stop ends it with
+        :class:`~napari_reg.core.optimize.Cancelled`.
         """
+        check = cancel.raise_if_cancelled if cancel is not None else None
+        if check is not None:
+            check()
         if reference is not None:
             shape, affine = reference.shape, reference.affine
         else:
@@ -78,40 +89,62 @@ class DeformableResult(StageResult):
             raise RegistrationError("no reference grid: pass the fixed image")
         deform = self.deformation
         if isinstance(deform, BSplineTransform | BSplineChain):
-            dfield = deform.to_field(shape, affine)
+            dfield = deform.to_field(shape, affine, check=check)
         elif isinstance(deform, StationaryVelocityField | DisplacementField):
             # dense models: interpolate the stored grid onto the reference grid in one
             # affine_transform per component (no per-point world conversions)
-            dense = deform.exp() if isinstance(deform, StationaryVelocityField) else deform
-            comps = regrid(dense.components, dense.affine, tuple(shape), affine)
+            dense = (deform.exp(check=check) if isinstance(deform, StationaryVelocityField)
+                     else deform)
+            comps = regrid(dense.components, dense.affine, tuple(shape), affine, check)
             dfield = DisplacementField.from_components(comps, affine)
         else:
             dfield = DisplacementField.from_transform(deform, shape, affine)
-        return compose_linear(dfield, self.linear_matrix)
+        return compose_linear(dfield, self.linear_matrix, check)
 
 
-def compose_linear(dfield: DisplacementField, matrix: np.ndarray) -> DisplacementField:
-    """Field of ``x -> M (x + u(x))`` on ``dfield``'s grid (vectorised, world mm)."""
+def compose_linear(dfield: DisplacementField, matrix: np.ndarray,
+                   check: Callable[[], None] | None = None) -> DisplacementField:
+    """Field of ``x -> M (x + u(x))`` on ``dfield``'s grid (vectorised, world mm).
+
+    Computed in slabs along the first voxel axis (bounded temporaries); ``check`` (a
+    cancellation hook) is called before each slab."""
     d = dfield.ndim
     m = np.asarray(matrix, np.float64)
-    x = np.moveaxis(dfield.grid_points(), -1, 0).astype(np.float32)  # (d, *shape)
-    y = x + dfield.components
-    out = (np.tensordot(m[:d, :d].astype(np.float32), y, axes=1)
-           + m[:d, d].astype(np.float32).reshape((d,) + (1,) * d) - x)
+    lin = m[:d, :d].astype(np.float32)
+    shift = m[:d, d].astype(np.float32).reshape((d,) + (1,) * d)
+    shape = dfield.shape
+    out = np.empty((d,) + tuple(shape), np.float32)
+    axes = [np.arange(n, dtype=np.float64) for n in shape[1:]]
+    rows = max(1, _SLAB_VOXELS // max(int(np.prod(shape[1:])), 1))
+    for start in range(0, shape[0], rows):
+        if check is not None:
+            check()
+        stop = min(start + rows, shape[0])
+        ijk = np.stack(np.meshgrid(np.arange(start, stop, dtype=np.float64), *axes,
+                                   indexing="ij"), axis=-1)
+        x = np.moveaxis(ijk @ dfield.affine[:d, :d].T + dfield.affine[:d, d], -1,
+                        0).astype(np.float32)  # world mm of the slab's voxels, (d, ...)
+        y = x + dfield.components[:, start:stop]
+        out[:, start:stop] = np.tensordot(lin, y, axes=1) + shift - x
     return DisplacementField.from_components(out, dfield.affine)
 
 
 # ----------------------------------------------------------------------------- helpers
 def regrid(components: np.ndarray, affine_from: np.ndarray, shape_to: tuple[int, ...],
-           affine_to: np.ndarray) -> np.ndarray:
+           affine_to: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
     """A world-mm vector field ``(d, *shape)`` linearly interpolated onto another grid.
 
     The vectors themselves are kept (they are world mm, not voxels); outside the source
-    grid the nearest border vector is used, as in :class:`DisplacementField`.
+    grid the nearest border vector is used, as in :class:`DisplacementField`. ``check``
+    (a cancellation hook) is called before each component.
     """
     d = components.shape[0]
     vv = np.linalg.inv(affine_from) @ np.asarray(affine_to, np.float64)
-    return np.stack([
-        ndimage.affine_transform(c, vv[:d, :d], offset=vv[:d, d], output_shape=tuple(shape_to),
-                                 order=1, mode="nearest", output=np.float32)
-        for c in components])
+    out = np.empty((d,) + tuple(shape_to), np.float32)
+    for c in range(d):
+        if check is not None:
+            check()
+        ndimage.affine_transform(components[c], vv[:d, :d], offset=vv[:d, d],
+                                 output_shape=tuple(shape_to), order=1, mode="nearest",
+                                 output=out[c])
+    return out

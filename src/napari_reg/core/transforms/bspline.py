@@ -26,11 +26,13 @@ x-components first (as ITK orders B-spline parameters by component).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import product
 
 import numpy as np
 from scipy import sparse
 
+from ..errors import NapariRegError
 from ..image import Volume
 from .base import ParametricTransform, PointJacobian
 from .field import DisplacementField
@@ -38,7 +40,7 @@ from .field import DisplacementField
 __all__ = ["BSplineTransform", "BSplineGridError", "cubic_bspline_basis"]
 
 
-class BSplineGridError(ValueError):
+class BSplineGridError(NapariRegError):
     """A control grid that cannot be built (spacing below a voxel, mismatched sizes...)."""
 
 
@@ -243,11 +245,13 @@ class BSplineTransform(ParametricTransform):
         evaluation costs two sparse products."""
         return _BSplinePointJacobian(self, points, then)
 
-    def to_field(self, shape: tuple[int, ...], affine: np.ndarray) -> DisplacementField:
+    def to_field(self, shape: tuple[int, ...], affine: np.ndarray,
+                 check: Callable[[], None] | None = None) -> DisplacementField:
         """``u`` sampled on a voxel grid as a :class:`DisplacementField` (world mm).
 
         Axis-aligned grids (diagonal affine) use the separable tensor product: one small
-        matrix per axis, no per-voxel 64-term sums.
+        matrix per axis, no per-voxel 64-term sums. ``check`` (a cancellation hook) is
+        called before each component.
         """
         affine = np.asarray(affine, np.float64)
         d = self.ndim
@@ -260,6 +264,8 @@ class BSplineTransform(ParametricTransform):
                                                int(self.n_cells[a])))
             comps = np.empty((d,) + tuple(shape), np.float32)
             for c in range(d):
+                if check is not None:
+                    check()
                 out = self._coef[c]
                 for a in range(d):
                     out = np.tensordot(mats[a], out, axes=([1], [a]))

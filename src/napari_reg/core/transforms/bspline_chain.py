@@ -18,7 +18,7 @@ after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -64,19 +64,21 @@ class BSplineChain(Transform):
             out = ffd.transform_points(out)
         return out
 
-    def to_field(self, shape: tuple[int, ...], affine: np.ndarray) -> DisplacementField:
+    def to_field(self, shape: tuple[int, ...], affine: np.ndarray,
+                 check: Callable[[], None] | None = None) -> DisplacementField:
         """The chain's displacement on a voxel grid (world mm), fast.
 
         Each FFD is sampled on the grid by its separable tensor product; the next one is
         then read at the displaced positions by linear interpolation of its sampled
         field (a cubic spline over >= 1 voxel cells: the interpolation error is a tiny
         fraction of a voxel), instead of summing 4^d basis terms per voxel and FFD.
+        ``check`` (a cancellation hook) is called between the steps.
         """
         affine = np.asarray(affine, np.float64)
         d = self.ndim
         if not self.ffds:
             return DisplacementField.identity(tuple(shape), affine)
-        u = self.ffds[0].to_field(shape, affine).components.copy()
+        u = self.ffds[0].to_field(shape, affine, check).components.copy()
         if len(self.ffds) == 1:
             return DisplacementField.from_components(u, affine)
         inv = np.linalg.inv(affine)
@@ -84,7 +86,7 @@ class BSplineChain(Transform):
                                      indexing="ij"))
         lin = inv[:d, :d].astype(np.float32)
         for ffd in self.ffds[1:]:
-            nxt = ffd.to_field(shape, affine).components
+            nxt = ffd.to_field(shape, affine, check).components
             # voxel position of x + u(x): index + A^-1 u
             vox = index + np.tensordot(lin, u, axes=1)
             u += _interpolate(nxt, vox)

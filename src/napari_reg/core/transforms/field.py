@@ -22,13 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
+from ..errors import NapariRegError
 from ..image import apply_affine
 from .base import CompositeTransform, Transform
 
 __all__ = ["DisplacementField", "FieldGridError", "jacobian_determinant_map"]
 
 
-class FieldGridError(ValueError):
+class FieldGridError(NapariRegError):
     """A displacement field whose grid does not fit (shape, affine or vector length)."""
 
 

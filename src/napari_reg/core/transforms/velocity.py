@@ -65,14 +65,15 @@ def exp_voxel(velocity_vox: np.ndarray, n_steps: int | None = None,
 
 
 def exp_velocity(components: np.ndarray, affine: np.ndarray, n_steps: int | None = None,
-                 scale: float = 1.0) -> np.ndarray:
+                 scale: float = 1.0, check: Callable[[], None] | None = None) -> np.ndarray:
     """``exp(scale * v)`` as displacement components ``(d, *shape)`` in world mm.
 
     ``components`` is ``(d, *shape)`` velocity in world mm on the grid ``affine``.
-    The composition is done in voxel units (one conversion in, one out).
+    The composition is done in voxel units (one conversion in, one out). ``check``: a
+    cancellation hook called before every squaring (see :func:`exp_voxel`).
     """
     u = _to_voxel_vectors(components, affine) * np.float32(scale)
-    return _to_world_vectors(exp_voxel(u, n_steps), affine)
+    return _to_world_vectors(exp_voxel(u, n_steps, check=check), affine)
 
 
 class StationaryVelocityField(Transform):
@@ -128,12 +129,14 @@ class StationaryVelocityField(Transform):
         """``(*shape, d)`` view of the velocities (world mm)."""
         return np.moveaxis(self._v, 0, -1)
 
-    def exp(self, scale: float = 1.0) -> DisplacementField:
-        """``exp(scale * v)`` as a :class:`DisplacementField` on the same grid."""
+    def exp(self, scale: float = 1.0, check: Callable[[], None] | None = None
+            ) -> DisplacementField:
+        """``exp(scale * v)`` as a :class:`DisplacementField` on the same grid; ``check``
+        (a cancellation hook) is called before every squaring."""
         if scale == 1.0 and self._exp is not None:
             return self._exp
         field = DisplacementField.from_components(
-            exp_velocity(self._v, self.affine, self.n_steps, scale), self.affine)
+            exp_velocity(self._v, self.affine, self.n_steps, scale, check), self.affine)
         if scale == 1.0:
             self._exp = field
         return field

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.errors import NapariRegError
+
 __all__ = ["TransformFileError", "check_matrix", "homogeneous", "lps_flip", "numbers",
            "nitransforms_io", "read_bytes", "read_text", "text_rows", "write_text"]
 
 
-class TransformFileError(ValueError):
+class TransformFileError(NapariRegError):
     """A transform file that cannot be read or written (the message names file and problem)."""
 
 

@@ -1,0 +1,67 @@
+"""Live frames of only the planes on screen, at the display grid's full resolution.
+
+Why: during a run the live layer is redrawn ~10 times a second while the optimiser needs
+the CPU (2 cores shared with napari's painting). A 2D view shows one plane of the 3D
+volume (ortho views: the three planes through the cursor), so warping the three
+orthogonal planes through the current point costs ``n1 n2 + n0 n2 + n0 n1`` voxels
+(~130 k for a 1 mm brain) instead of a whole coarse volume (1 M voxels at 2 mm): about
+8x less work per frame, at full resolution instead of half. In 3D display, or for a
+volume that is not 3D, the caller falls back to a coarse whole volume.
+
+Frames land in one persistent array on the display grid (:class:`PlaneCanvas`); planes
+not on screen keep what they last showed until the view moves there, when the next
+frame (a tenth of a second later) draws them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["focus_index", "plane_grids", "PlaneCanvas"]
+
+
+def focus_index(viewer: Any, shape: tuple[int, ...], affine: np.ndarray
+                ) -> tuple[int, ...] | None:
+    """The voxel of the grid ``(shape, affine)`` (voxel -> world RAS mm, axis-aligned)
+    at the viewer's current point, when the viewer shows 2D slices of a 3D grid; else
+    None (3D display, or a 2D image: show the whole volume). GUI thread only."""
+    dims = viewer.dims
+    if len(shape) != 3 or dims.ndisplay != 2 or dims.ndim < 3:
+        return None
+    world = np.ones(4)
+    world[:3] = np.asarray(dims.point, dtype=np.float64)[-3:]  # our layer's world axes
+    ijk = (np.linalg.inv(affine) @ world)[:3]
+    return tuple(int(np.clip(np.rint(v), 0, n - 1)) for v, n in zip(ijk, shape, strict=True))
+
+
+def plane_grids(shape: tuple[int, ...], affine: np.ndarray, index: tuple[int, ...]
+                ) -> list[tuple[int, tuple[int, ...], np.ndarray]]:
+    """The orthogonal planes through voxel ``index``: ``(axis, plane shape, plane
+    affine)`` per voxel axis, each plane one voxel thick along ``axis`` (its affine
+    maps the plane's voxels to world RAS mm, so ``warp_to_grid`` draws it directly)."""
+    d = len(shape)
+    out = []
+    for axis in range(d):
+        plane_shape = tuple(1 if a == axis else n for a, n in enumerate(shape))
+        shift = np.eye(d + 1)
+        shift[axis, d] = index[axis]  # plane voxel (.., 0, ..) is grid voxel (.., i, ..)
+        out.append((axis, plane_shape, np.asarray(affine, np.float64) @ shift))
+    return out
+
+
+class PlaneCanvas:
+    """A float32 volume on the display grid that live planes are written into (GUI
+    thread); its ``data`` is what the live layer shows."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.data = np.zeros(shape, dtype=np.float32)
+
+    def write(self, planes: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+        """Write ``(axis, index, plane)`` planes (plane shaped 1 along ``axis``)."""
+        for axis, index, plane in planes:
+            where = [slice(None)] * self.data.ndim
+            where[axis] = slice(index, index + 1)
+            self.data[tuple(where)] = plane
+        return self.data

@@ -1,0 +1,135 @@
+"""Live frames of only the planes on screen (widgets/_live_planes.py): in a 2D view a
+frame is the three orthogonal planes through the current point, at the display grid's
+full resolution, equal to the same planes of a whole warp; in 3D a coarse volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_reg.core.image import Volume
+from napari_reg.core.transforms.base import MatrixTransform
+from napari_reg.core.transforms.bspline import BSplineTransform
+from napari_reg.display_grid import axis_aligned_grid
+from napari_reg.widgets._grid_warp import LIVE_MAP_STEP, warp_to_grid
+from napari_reg.widgets._live_planes import focus_index, plane_grids
+from napari_reg.widgets.overlay import LiveOverlay
+from phantoms import homogeneous, phantom_volume, rotation
+from test_widgets_overlay import _oblique_volume, _RecordingViewer
+
+
+class _Dims:
+    def __init__(self, point, ndisplay=2):
+        self.point, self.ndisplay, self.ndim = tuple(point), ndisplay, len(point)
+
+
+def _planes_of(volume: np.ndarray, index) -> list[np.ndarray]:
+    return [np.take(volume, [i], axis=a) for a, i in enumerate(index)]
+
+
+def test_focus_is_the_voxel_under_the_viewers_point_in_2d_only():
+    affine = np.diag([2.0, -1.5, 3.0, 1.0])
+    affine[:3, 3] = [10.0, 20.0, -5.0]
+    shape = (20, 30, 10)
+    viewer = type("V", (), {})()
+    voxel = np.array([4, 7, 9])
+    world = (affine @ np.r_[voxel, 1.0])[:3]
+    viewer.dims = _Dims((0.0, *world))  # a 4D viewer (time first): our axes are the last 3
+    assert focus_index(viewer, shape, affine) == tuple(voxel)
+    viewer.dims = _Dims(world + [100.0, 0, 0])  # beyond the grid: clipped to its edge
+    assert focus_index(viewer, shape, affine)[0] == shape[0] - 1
+    viewer.dims = _Dims(world, ndisplay=3)  # 3D display: the whole volume is shown
+    assert focus_index(viewer, shape, affine) is None
+
+
+@pytest.mark.parametrize("kind", ["affine", "bspline"])
+def test_plane_frames_equal_the_planes_of_a_whole_warp(kind):
+    fixed = phantom_volume((26, 30, 22), (2.0, 1.5, 2.5), name="fixed")
+    moving = phantom_volume((26, 30, 22), (2.0, 1.5, 2.5), name="moving")
+    if kind == "affine":
+        transform = MatrixTransform(homogeneous(rotation(0.1, -0.05, 0.2), [3.0, -2.0, 1.0]))
+    else:
+        transform = BSplineTransform.over_volume(fixed, 12.0)
+        transform.parameters = np.random.default_rng(1).normal(0, 1.5, transform.n_parameters)
+    index = (11, 17, 5)
+    whole = warp_to_grid(moving, transform, fixed.shape, fixed.affine)
+    grids = plane_grids(fixed.shape, fixed.affine, index)
+    assert [axis for axis, _, _ in grids] == [0, 1, 2]
+    for (_, shape, affine), expected in zip(grids, _planes_of(whole, index), strict=True):
+        exact = warp_to_grid(moving, transform, shape, affine)
+        np.testing.assert_allclose(exact, expected, atol=1e-5)
+        preview = warp_to_grid(moving, transform, shape, affine, map_step=LIVE_MAP_STEP)
+        # the live preview samples a smooth map on every 2nd in-plane voxel only
+        tolerance = 1e-5 if kind == "affine" else 0.05 * np.ptp(expected)
+        assert np.abs(preview - expected).mean() <= tolerance
+
+
+def test_overlay_draws_the_planes_on_screen_and_a_coarse_volume_in_3d():
+    fixed = _oblique_volume(shape=(34, 30, 26), seed=21)  # shown on an axis-aligned grid
+    moving = _oblique_volume(shape=(34, 30, 26), seed=22)
+    viewer = _RecordingViewer()
+    shape, affine = axis_aligned_grid(fixed)
+    focus = {"index": (10, 12, 8)}
+    overlay = LiveOverlay(viewer, fixed, moving, max_voxels=3000,
+                          focus=lambda grid: focus["index"])
+    m = MatrixTransform(homogeneous(rotation(0.0, 0.1, 0.0), [1.0, 2.0, 0.0]))
+    display = Volume(np.zeros(shape, np.float32), affine, "display")
+    whole = warp_to_grid(moving, m, shape, affine)
+
+    def frame():
+        overlay.request(m)
+        overlay._pending.result(timeout=10)
+        assert overlay.poll()
+        return overlay.layer.data
+
+    try:
+        data = frame()
+        assert data.shape == tuple(shape)  # full resolution, on the display grid
+        np.testing.assert_allclose(overlay.layer.affine.affine_matrix, display.affine)
+        for got, expected in zip(_planes_of(data, focus["index"]),
+                                 _planes_of(whole, focus["index"]), strict=True):
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+        untouched = np.ones(shape, bool)
+        for a, i in enumerate(focus["index"]):
+            np.moveaxis(untouched, a, 0)[i] = False
+        assert not data[untouched].any()  # nothing else was computed
+        focus["index"] = (20, 3, 15)  # the user moved: the next frame draws the new planes
+        data = frame()
+        for got, expected in zip(_planes_of(data, focus["index"]),
+                                 _planes_of(whole, focus["index"]), strict=True):
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+        focus["index"] = None  # 3D display: a coarse whole volume
+        data = frame()
+        assert data.shape == overlay.shape and np.prod(data.shape) <= 3000
+        np.testing.assert_allclose(data, warp_to_grid(moving, m, overlay.shape,
+                                                      overlay.grid_affine), atol=1e-5)
+    finally:
+        overlay.close()
+
+
+def test_refocus_draws_the_last_state_where_the_view_moved():
+    """Scrolling during a run: the current state is drawn on the new planes at once,
+    without a new state from the optimiser."""
+    fixed = phantom_volume((24, 26, 20), (2.0, 2.0, 2.0), name="fixed")
+    moving = phantom_volume((24, 26, 20), (2.0, 2.0, 2.0), name="moving")
+    viewer = _RecordingViewer()
+    focus = {"index": (5, 6, 7)}
+    overlay = LiveOverlay(viewer, fixed, moving, min_interval_s=0.0,
+                          focus=lambda grid: focus["index"])
+    m = MatrixTransform(homogeneous(rotation(0.05, 0.0, 0.1), [2.0, 0.0, -1.0]))
+    whole = warp_to_grid(moving, m, fixed.shape, fixed.affine)
+    try:
+        overlay.refocus()  # nothing requested yet: nothing to draw
+        assert overlay._pending is None
+        overlay.request(m)
+        overlay._pending.result(timeout=10)
+        overlay.poll()
+        focus["index"] = (17, 20, 2)
+        overlay.refocus()
+        overlay._pending.result(timeout=10)
+        assert overlay.poll() and overlay.n_updates == 2
+        for got, expected in zip(_planes_of(overlay.layer.data, focus["index"]),
+                                 _planes_of(whole, focus["index"]), strict=True):
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+    finally:
+        overlay.close()
