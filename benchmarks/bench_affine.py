@@ -5,10 +5,10 @@ Usage (from the repository root, in the peers' venv, see benchmarks/README.md)::
     /work/benchvenv/bin/python benchmarks/bench_affine.py [--pairs N] [--quick]
         [--tools napari_reg,elastix,...] [--seed S] [--out FILE]
 
-For every held-out pair (benchmarks/pairs.py: MNI152 T1 vs itself or a T2-like contrast
-moved by a known random affine) every tool runs in its own fresh child process
-(multiprocessing "spawn"), so that one tool's libraries, threads and heap cannot affect
-another's numbers. In the child:
+For every held-out pair (benchmarks/pairs.py: MNI152 T1 vs itself or a T2-like contrast,
+the latter also under a smooth +-10 % bias field, moved by a known random affine) every
+tool runs in its own fresh child process (multiprocessing "spawn"), so that one tool's
+libraries, threads and heap cannot affect another's numbers. In the child:
 
 * the tool's modules are imported and the pair is loaded first (not timed; the import
   time is reported separately);
@@ -200,6 +200,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + ",".join(DEFAULT_TOOLS)
         + ")",
     )
+    p.add_argument(
+        "--modalities",
+        default=",".join(pairs_mod.MODALITIES),
+        help="comma list from " + ",".join(pairs_mod.MODALITIES) + " (default: all; "
+        "T1-T2like+bias is the held-out-like case: a +-10 %% bias field on the moving image)",
+    )
     p.add_argument("--seed", type=int, default=20261124, help="RNG seed of the pairs")
     p.add_argument("--out", type=Path, default=None, help="markdown output file")
     p.add_argument(
@@ -223,6 +229,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown tools {unknown}; choose from {ALL_TOOLS}")
     args.tools = tools
+    modalities = tuple(args.modalities.split(","))
+    bad = [m for m in modalities if m not in pairs_mod.MODALITIES]
+    if bad:
+        p.error(f"unknown modalities {bad}; choose from {list(pairs_mod.MODALITIES)}")
+    args.modalities = modalities
     return args
 
 
@@ -243,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print(f"# affine benchmark {info['date']} on {info['nproc']} x {info['cpu']}", flush=True)
     t0 = time.perf_counter()
-    pairs = pairs_mod.make_pairs(args.pairs, seed=args.seed)
+    pairs = pairs_mod.make_pairs(args.pairs, seed=args.seed, modalities=args.modalities)
     print(f"built {len(pairs)} pairs in {time.perf_counter() - t0:.1f} s", flush=True)
     records = []
     with tempfile.TemporaryDirectory(prefix="bench_affine_") as tmp:

@@ -32,6 +32,8 @@ __all__ = [
     "load_mni",
     "random_affine",
     "t2_like",
+    "bias_field",
+    "MODALITIES",
     "tre",
 ]
 
@@ -40,6 +42,10 @@ MAX_ROTATION_DEG = 12.0
 MAX_TRANSLATION_MM = 15.0
 MAX_SCALE = 0.08
 MAX_SHEAR = 0.04
+# Held-out-like multi-modal pairs: the T2-like contrast under a smooth multiplicative bias
+# field of up to +-10 % (coil inhomogeneity, never corrected in the held-out pairs).
+MAX_BIAS = 0.10
+MODALITIES = ("T1-T1", "T1-T2like", "T1-T2like+bias")
 
 
 @dataclass
@@ -165,6 +171,22 @@ def t2_like(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return np.where(brain, inside, outside).astype(np.float32)
 
 
+def bias_field(shape: tuple[int, ...], rng: np.random.Generator,
+               amplitude: float = MAX_BIAS) -> np.ndarray:
+    """A smooth multiplicative bias field (float32, mean ~1) over the voxel grid.
+
+    A random second-order polynomial of the normalised voxel coordinates in [-1, 1]
+    (linear ramps plus quadratic and cross terms, as coil sensitivity looks over a head),
+    scaled so that its extreme over the grid is exactly ``1 +- amplitude``.
+    """
+    g = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape],
+                    indexing="ij")
+    terms = [*g] + [g[a] * g[b] for a in range(len(g)) for b in range(a, len(g))]
+    poly = sum(c * t for c, t in zip(rng.uniform(-1.0, 1.0, len(terms)), terms, strict=True))
+    poly -= 0.5 * (poly.max() + poly.min())
+    return (1.0 + amplitude * poly / np.abs(poly).max()).astype(np.float32)
+
+
 def _pull(content: np.ndarray, affine: np.ndarray, t_true: np.ndarray) -> np.ndarray:
     """``moving(y) = content(t_true^{-1}(y))`` on the same voxel grid (cubic spline).
 
@@ -187,8 +209,10 @@ def make_pairs(
 
     The fixed image is always the MNI T1. Mono-modal moving images are the T1 itself,
     multi-modal ones the T2-like contrast plus mild Gaussian noise (sigma 2 % of 255,
-    added after resampling). Fixed and moving share the template grid (1 mm, or
-    ``step`` mm). Each pair gets its own random affine about the brain's centre.
+    added after resampling); ``T1-T2like+bias`` multiplies that moving image by a
+    smooth +-10 % bias field (:func:`bias_field`) before the noise. Fixed and moving
+    share the template grid (1 mm, or ``step`` mm). Each pair gets its own random
+    affine about the brain's centre.
     """
     t1, gm, wm, affine = load_mni(step)
     mask = brain_mask(gm, wm)
@@ -198,17 +222,19 @@ def make_pairs(
     rng = np.random.default_rng(seed)
     pairs = []
     for modality in modalities:
-        if modality not in ("T1-T1", "T1-T2like"):
-            raise ValueError(f"unknown modality {modality!r}: use 'T1-T1' or 'T1-T2like'")
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}: use one of {MODALITIES}")
         for i in range(n_per_modality):
             t_true = random_affine(rng, center)
             if modality == "T1-T1":
                 moving = _pull(t1, affine, t_true)
             else:
                 moving = _pull(t2, affine, t_true)
+                if modality == "T1-T2like+bias":
+                    moving *= bias_field(moving.shape, rng)
                 moving += rng.normal(0.0, 0.02 * 255.0, size=moving.shape).astype(np.float32)
                 moving = np.clip(moving, 0.0, None)
-            tag = "t1t1" if modality == "T1-T1" else "t1t2"
+            tag = {"T1-T1": "t1t1", "T1-T2like": "t1t2", "T1-T2like+bias": "t1t2b"}[modality]
             pairs.append(
                 Pair(f"{tag}-{i}", modality, t1, affine.copy(), moving, affine.copy(), mask, t_true)
             )

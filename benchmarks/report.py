@@ -77,8 +77,10 @@ def render_markdown(records: list[dict], info: dict, args: dict) -> str:
         "",
         f"Command: `bench_affine.py --pairs {args['pairs']} --seed {args['seed']} --tools "
         f"{','.join(args['tools'])}`. Pairs: MNI152 2009a 1 mm T1 (197x233x189) vs itself "
-        "(T1-T1) or a T2-like contrast with 2 % noise (T1-T2like), moved by a known random "
-        "affine (rotation <= 12 deg, translation <= 15 mm, scale <= 8 %, shear <= 0.04). "
+        "(T1-T1) or a T2-like contrast with 2 % noise (T1-T2like), the latter also under a "
+        "smooth +-10 % multiplicative bias field (T1-T2like+bias, held-out-like), moved "
+        "by a known random affine (rotation <= 12 deg, translation <= 15 mm, scale <= 8 %, "
+        "shear <= 0.04). "
         "Each tool runs in its own fresh process with 2 threads; time = wall time of the "
         "registration call (image objects from numpy -> transform read back), imports "
         "excluded; CPU = user + system seconds of all threads over that call; peak RSS "

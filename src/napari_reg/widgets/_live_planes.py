@@ -19,7 +19,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["focus_index", "plane_grids", "PlaneCanvas"]
+__all__ = ["focus_index", "plane_grids", "plane_map_step", "PlaneCanvas", "PLANE_SAMPLE_MM"]
+
+# A non-linear map is evaluated on a plane every ~4 mm (and interpolated in between), the
+# spacing the coarse-volume frames used (every 2nd voxel of a ~2 mm grid): registration
+# maps are smooth on that scale (B-spline control points 10 mm apart, SyN's smoothed
+# velocity), and evaluating them is what a B-spline frame spends its time on.
+PLANE_SAMPLE_MM = 4.0
+
+
+def plane_map_step(affine: np.ndarray, minimum: int = 2) -> int:
+    """Voxels between evaluations of a non-linear map on planes of the grid ``affine``:
+    about ``PLANE_SAMPLE_MM`` along its finest axis, at least ``minimum``."""
+    spacing = np.linalg.norm(np.asarray(affine, np.float64)[:-1, :-1], axis=0)
+    return max(int(minimum), int(PLANE_SAMPLE_MM // max(float(spacing.min()), 1e-6)))
 
 
 def focus_index(viewer: Any, shape: tuple[int, ...], affine: np.ndarray

@@ -35,7 +35,7 @@ from ..core.transforms.base import Transform
 from ..display_grid import axis_aligned_grid, display_copy
 from ._final_warp import warp_volume
 from ._grid_warp import LIVE_MAP_STEP, coarse_grid, warp_to_grid
-from ._live_planes import PlaneCanvas, plane_grids
+from ._live_planes import PlaneCanvas, plane_grids, plane_map_step
 
 __all__ = ["coarse_grid", "warp_to_grid", "warp_volume", "LiveOverlay", "LIVE_MAP_STEP"]
 
@@ -78,8 +78,9 @@ def _render(moving: Volume, transform: Transform, shape: tuple[int, ...],
     if focus is None:
         data = warp_to_grid(moving, transform, shape, grid_affine, map_step=LIVE_MAP_STEP)
         return _Frame(data, grid_affine, time.perf_counter() - start)
+    step = plane_map_step(grid_affine, LIVE_MAP_STEP)
     planes = [(axis, focus[axis], warp_to_grid(moving, transform, plane_shape, plane_affine,
-                                               map_step=LIVE_MAP_STEP))
+                                               map_step=step))
               for axis, plane_shape, plane_affine in plane_grids(shape, grid_affine, focus)]
     return _Frame(None, grid_affine, time.perf_counter() - start, planes)
 

@@ -20,8 +20,9 @@ anatomy:
   NCC and MI (on a 2D brain pair the Jacobian's spread differed by < 1.6x between the
   three, against ~5000x in curvature between SSD and NCC before).
 * **Do no harm.** The result is kept only if the images' *edges* align better than
-  under ``M`` alone in a clear majority of control-point cells
-  (:mod:`napari_reg.core.structure_check`); otherwise the stage returns ``M`` unbent
+  under ``M`` alone in a clear majority of the blocks it moved (control-point cells, or
+  half-size blocks for a small local correction; :mod:`napari_reg.core.structure_check`);
+  otherwise the stage returns ``M`` unbent
   (``diagnostics["structure_check"]`` says why).
 """
 
@@ -247,7 +248,7 @@ def register_bspline(fixed: Volume, moving: Volume,
         half its injectivity bound).
     structure_check
         Keep the deformation only if it aligns edges better than the linear map in a clear
-        majority of control-point cells (:mod:`napari_reg.core.structure_check`); False
+        majority of the blocks it moved (:mod:`napari_reg.core.structure_check`); False
         keeps whatever the optimiser found.
     levels, shrink_factors, sigmas_mm
         Pyramid schedule (defaults from :func:`napari_reg.core.pyramid.default_schedule`).

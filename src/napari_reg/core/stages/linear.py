@@ -69,6 +69,8 @@ class LinearStage(Stage):
                                                     ctx.moving_mask)
             metric.setup(representative_values(level_fixed.data, ctx.rng),
                          representative_values(level_moving.data, ctx.rng))
+            if hasattr(metric, "assign_regions"):  # conditional MI: regions of these samples
+                metric.assign_regions(points)
             record = ctx.record(self.name, level, schedule, len(points))
             records.append(record)
             objective = sampled_objective(model, metric, level_moving, points, fixed_values,

@@ -186,17 +186,24 @@ class BSplineTransform(ParametricTransform):
             raise ValueError(f"expected (N, {self.ndim}) points, got {points.shape}")
         n = points.shape[0]
         tau = (points - self.start) / self.spacing
-        idx = np.zeros((n, 1), dtype=np.int64)
+        # the flat index of row i's k-th weight is base_i + offset_k: the 4^d offsets of a
+        # 4 x ... x 4 block are the same for every point (C order over the grid), so only
+        # one (N,) base index and one (N, 4^d) product of the per-axis weights are built
+        strides = np.cumprod((self.grid_shape[1:] + (1,))[::-1])[::-1]
+        base = np.zeros(n, dtype=np.int64)
+        offsets = np.zeros(1, dtype=np.int64)
         w = np.ones((n, 1))
         for a in range(self.ndim):
             cell, s = _cells(tau[:, a], int(self.n_cells[a]))
-            b = cubic_bspline_basis(s)  # (n, 4)
-            ia = cell[:, None] + np.arange(4)[None, :]
-            idx = (idx[:, :, None] * self.grid_shape[a] + ia[:, None, :]).reshape(n, -1)
-            w = (w[:, :, None] * b[:, None, :]).reshape(n, -1)
+            base += cell.astype(np.int64) * int(strides[a])
+            offsets = (offsets[:, None] + np.arange(4) * int(strides[a])).ravel()
+            w = (w[:, :, None] * cubic_bspline_basis(s)[:, None, :]).reshape(n, -1)
         k = w.shape[1]
-        return sparse.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)),
-                                 shape=(n, int(np.prod(self.grid_shape))))
+        n_control = int(np.prod(self.grid_shape))
+        index_type = np.int32 if max(n_control, n * k) < 2**31 - 1 else np.int64
+        indices = (base.astype(index_type)[:, None] + offsets.astype(index_type)).ravel()
+        indptr = np.arange(0, n * k + 1, k, dtype=index_type)
+        return sparse.csr_matrix((w.ravel(), indices, indptr), shape=(n, n_control))
 
     def displacement_at(self, points: np.ndarray, weights: sparse.csr_matrix | None = None,
                         chunk: int = 131072) -> np.ndarray:
