@@ -309,10 +309,8 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
         level's finest axis (the kernels are isotropic in mm on anisotropic grids). The
         defaults, 2.0 and 0.5, are greedy's recommended ``-s 2.0vox 0.5vox``.
         ``update_sigma_voxels`` may be a list, one per level (coarse to fine, the finest
-        at the end). A smooth deformation is followed better with 3.0 (the synthetic
-        1 mm case: 0.32 mm error instead of 0.46), real anatomy of different subjects
-        with 2.0 (Colin27 -> ICBM at 1 mm: tissue Dice 0.728 vs 0.713 with 3.0; at 2 mm
-        and on 2D slices 0.803 vs 0.794 with 3.0 on the coarse levels).
+        at the end). Real anatomy of different subjects prefers 2.0 (2D slices and
+        Colin27 -> ICBM at 2 mm: tissue Dice 0.803, 0.794 with 3.0 on the coarse levels).
     exp_shrink
         The iterations' exponentials ``exp(+-v/2)`` run on every ``exp_shrink``-th voxel
         and are interpolated back (default 2: on the 1 mm MNI benchmark SyN went from
