@@ -142,7 +142,8 @@ def test_output_set_is_whole_with_header_timing(corrected_run) -> None:
 
 
 def test_transform_direction_through_simpleitk(corrected_run) -> None:
-    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is in the test extra")
+    import SimpleITK as sitk  # in the test extra
+
     series, truth, affine, out = corrected_run
     lps = np.diag([-1.0, -1.0, 1.0])
     x_ras = np.array([7.0, -5.0, 3.0])
@@ -184,7 +185,8 @@ def test_mean_reference_and_deformable_with_time_smoothing(tmp_path) -> None:
 
 
 def test_frames_on_a_dask_cluster(tmp_path) -> None:
-    distributed = pytest.importorskip("distributed", reason="Dask runs need the batch extra")
+    import distributed  # in the test extra (and the batch extra)
+
     series = tmp_path / "series.nii.gz"
     write_series(series, n_frames=3)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
