@@ -84,8 +84,10 @@ class LiveRunView:
     def request(self, events: list) -> None:
         """Draw the newest transform of a batch (cheap: the warp runs elsewhere)."""
         # "done" carries the final map, whose exact full-resolution warp arrives with the
-        # end of the run anyway (and a deformable one has no cheap preview)
-        newest = next((ev for ev in reversed(events) if ev.kind != EventKind.DONE), None)
+        # end of the run anyway (and a deformable one has no cheap preview); a worker
+        # process sends most events without a transform (runs/worker_main.py)
+        newest = next((ev for ev in reversed(events)
+                       if ev.kind != EventKind.DONE and ev.transform is not None), None)
         if self.overlay is not None and newest is not None:
             self.overlay.request(newest.transform)
 
