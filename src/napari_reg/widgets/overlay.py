@@ -81,7 +81,7 @@ class _Frame:
 
 
 def _render(moving: Volume, transform: Transform, shape: tuple[int, ...],
-            grid_affine: np.ndarray, focus: tuple[int, ...] | None = None) -> _Frame:
+            grid_affine: np.ndarray, focus: tuple[int | None, ...] | None = None) -> _Frame:
     """The frame of ``transform``: the coarse grid ``(shape, grid_affine)``, or with
     ``focus`` (a voxel of that grid, then the full display grid) its orthogonal planes."""
     start = time.perf_counter()
