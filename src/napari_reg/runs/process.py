@@ -194,7 +194,7 @@ class ProcessRun:
     one of ``result``, ``error`` (with ``error_traceback``) or ``cancelled``. ``target``
     and its bound arguments must pickle (a module-level function in a ``partial``).
     Progress events arrive as the worker sends them (:func:`.worker_main.display_event`:
-    a transform only every ~1/15 s, otherwise ``None``).
+    a transform only every ~1/50 s, otherwise ``None``).
     """
 
     def __init__(self, target: Callable[..., Any], name: str = "napari-reg-run",
