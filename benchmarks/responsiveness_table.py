@@ -10,6 +10,7 @@ COLUMNS = [  # (header, row key, format, shown for live off too)
     ("CLI s", "cli_s", ".2f", True),
     ("core s", "core_s", ".2f", True),
     ("GUI/CLI", "gui_cli", ".2f", True),
+    ("click to result s", "wall_s", ".2f", True),
     ("refreshes/s (optimising)", "opt_refresh_hz", ".1f", False),
     ("states/s (optimising)", "opt_states_hz", ".1f", True),
     ("behind p95 ms", "behind_p95_ms", ".0f", False),
