@@ -173,7 +173,10 @@ def serve(conn: Connection) -> None:
             return
         if message[0] == "exit":
             return
-        if message[0] == "job" and not _run_job(conn, send, message[1], recv_lock):
+        try:
+            if message[0] == "job" and not _run_job(conn, send, message[1], recv_lock):
+                return
+        except (EOFError, OSError):  # the parent went away mid-job: nobody to answer
             return
         # a "cancel" between jobs (the job had already ended) needs nothing
 
