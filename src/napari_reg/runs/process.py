@@ -25,13 +25,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..core.optimize import CancelToken
-from .background import BackgroundRun
+from .background import BackgroundRun, RunState
 
 __all__ = ["ProcessRun", "WorkerPool", "warm_up", "WorkerLost", "KILL_AFTER_S"]
 
@@ -186,7 +184,7 @@ def warm_up() -> None:
     _POOL.warm_up()
 
 
-class ProcessRun:
+class ProcessRun(RunState):
     """Run ``target(callback=..., cancel=...)`` in a worker process.
 
     The same interface as :class:`~.background.BackgroundRun`: ``start``, ``cancel``,
@@ -199,22 +197,15 @@ class ProcessRun:
 
     def __init__(self, target: Callable[..., Any], name: str = "napari-reg-run",
                  pool: WorkerPool | None = None):
+        super().__init__()
         self._target = target
         self._name = name
         self._pool = pool or _POOL
-        self.token = CancelToken()
-        self._events: deque[Any] = deque()
         self._reader: threading.Thread | None = None
         self._fallback: BackgroundRun | None = None
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # a cancel is never sent to a worker's next job
         self._cancel_sent_at: float | None = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.error_traceback = ""
-        self.cancelled = False
-        self.started_at = 0.0
-        self.ended_at = 0.0
         self._n_events = 0
 
     @property
@@ -290,12 +281,7 @@ class ProcessRun:
             if not self._fallback.running:
                 self._copy_fallback()
             return events
-        out = []
-        while True:
-            try:
-                out.append(self._events.popleft())
-            except IndexError:
-                return out
+        return super().drain()
 
     def _copy_fallback(self) -> None:
         run = self._fallback
