@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -206,6 +207,7 @@ class ProcessRun(RunState):
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # a cancel is never sent to a worker's next job
         self._cancel_sent_at: float | None = None
+        self._job_sent = False
         self._n_events = 0
 
     @property
@@ -218,12 +220,13 @@ class ProcessRun(RunState):
         self.started_at = time.perf_counter()
         try:
             worker = self._pool.acquire()
-            worker.send(("job", self._target))
-        except (OSError, EOFError) as exc:
+        except OSError as exc:
             _log.warning("no worker process (%s): the run uses a thread instead", exc)
             self._start_in_thread()
             return
         self._worker = worker
+        # the reader thread sends the job: pickling and sending a 1 mm pair took 0.24 s,
+        # which the GUI thread would spend frozen on the click
         self._reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
                                         name=f"{self._name}-reader")
         self._reader.start()
@@ -242,8 +245,8 @@ class ProcessRun(RunState):
             return
         with self._lock:
             worker = self._worker
-            if worker is None or self._cancel_sent_at is not None:
-                return
+            if worker is None or not self._job_sent or self._cancel_sent_at is not None:
+                return  # (a job not sent yet is cancelled right after it is sent)
             self._cancel_sent_at = time.perf_counter()
             try:
                 worker.send(("cancel",))
@@ -292,7 +295,8 @@ class ProcessRun(RunState):
     def _read(self, worker: _Worker) -> None:
         keep_worker = False
         try:
-            keep_worker = self._read_until_end(worker)
+            unsent = self._send_job(worker)
+            keep_worker = self._read_until_end(worker) if unsent is None else unsent
         finally:
             self.ended_at = time.perf_counter()
             with self._lock:
@@ -301,6 +305,26 @@ class ProcessRun(RunState):
                 self._pool.release(worker)
             else:
                 worker.kill()
+
+    def _send_job(self, worker: _Worker) -> bool | None:
+        """Reader thread: hand the job over (then a Stop pressed meanwhile). None when
+        sent; else the run has ended FAILED, and whether the worker can be kept (a target
+        that does not pickle sends nothing)."""
+        with self._lock:
+            try:
+                worker.send(("job", self._target))
+            except (OSError, EOFError):
+                self.error = WorkerLost("the registration process could not be reached; "
+                                        "nothing was changed")
+                return False
+            except Exception as exc:  # noqa: BLE001 - pickling: the worker got nothing
+                self.error, self.error_traceback = exc, traceback.format_exc()
+                return True
+            self._job_sent = True
+            if self.token.cancelled:
+                self._cancel_sent_at = time.perf_counter()
+                worker.send(("cancel",))
+        return None
 
     def _read_until_end(self, worker: _Worker) -> bool:
         """Read the job's messages; True when the worker can serve another job."""
