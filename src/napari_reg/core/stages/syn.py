@@ -46,22 +46,21 @@ from ..engine.result import LevelRecord
 from ..engine.sampling import mask_for_level
 from ..engine.stage import Stage
 from ..image import Volume
-from ..metrics.dense import force_field, make_dense_metric
+from ..metrics.dense import make_dense_metric
 from ..preview import HalfMapSquare, PreviewedTransform
 from ..pyramid import smooth
 from ..resample import resample
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
-from ..transforms.field import _index_grid, _to_voxel_vectors
+from ..transforms.field import _index_grid
 from ..transforms.velocity import StationaryVelocityField
 from .deformable_result import DeformableResult, regrid
 from .standalone import run_alone
 from .syn_ops import (
-    half_maps,
-    moving_mask_mid,
+    intersect_masks,
     moving_mask_on,
-    parallel_map,
+    parallel_imap,
     smooth_components,
-    warp_linear,
+    symmetric_gradient,
 )
 from .syn_rules import (
     choose_metric,
@@ -134,6 +133,7 @@ class SyNStage(Stage):
         iters = per_level(default_iterations(shrink) if self.iterations is None
                           else self.iterations, n_levels, "iterations")
         update_sigmas = per_level_float(self.update_sigma_voxels, n_levels)
+        ctx.release_pyramids()  # the linear stages' (1 mm brain: ~200 MB); SyN has its own
         fixed_pyr = ctx.pyramid(fixed, shrink, sigmas)
         dense = None  # chosen at the first level when the metric is "auto"
         metric, correlation = self.metric, None
@@ -191,7 +191,7 @@ class SyNStage(Stage):
                 dense = make_dense_metric(metric, radius=self.radius, **(
                     self.metric_options if metric == self.metric else {}))
             # the metric's independent filters on the pool, for this level's grid size
-            dense.map = lambda fn, items, size=fimg.size: parallel_map(fn, items, size)
+            dense.map = lambda fn, items, size=fimg.size: parallel_imap(fn, items, size)
             dense.setup(fimg, warped_lin)
             record = ctx.record(self.name, level, schedule, int(fimg.size))
             records.append(record)
@@ -203,25 +203,12 @@ class SyNStage(Stage):
             record.stop_reason = "max_iterations"
             for it in range(iters[level]):
                 cancel.raise_if_cancelled()
-                v_vox = _to_voxel_vectors(v, grid_affine)
-                # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
-                half, half_inv = half_maps(v_vox, self.exp_shrink, check)
+                latest_half = None  # the last half map goes before the next is made
+                cost, update, half = symmetric_gradient(
+                    v, grid_affine, self.exp_shrink, warped_lin, fimg, idx, mask, moving_in,
+                    dense, metric, self.radius, check)
                 latest_half = (half, grid_affine)
-                j_mid, i_mid = parallel_map(lambda pair: warp_linear(*pair), [
-                    (warped_lin, idx + half), (fimg, idx + half_inv)], fimg.size)
-                check()
-                # the fixed mask stays on the fixed grid: the velocity lives there
-                mid_mask = mask if moving_in is None else _and(mask, moving_mask_mid(
-                    moving_in, idx + half, metric, self.radius))
-                cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mid_mask,
-                                                             check=check)
-                check()
-                grad, grad_i = parallel_map(lambda pair: force_field(*pair),
-                                            [(d_j, j_mid, grid_affine),
-                                             (d_i, i_mid, grid_affine)], fimg.size)
-                grad -= grad_i
-                check()
-                update = smooth_components(grad, update_sigma, grid.spacing)
+                smooth_components(update, update_sigma, grid.spacing, in_place=True)
                 norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
                 check()
                 record.costs.append(cost)
@@ -229,8 +216,10 @@ class SyNStage(Stage):
                     record.stop_reason = "zero_gradient"
                     emit(EventKind.ITERATION, record, it, cost)
                     break
-                v -= update * np.float32(step_mm / norm)
-                v = smooth_components(v, self.field_sigma_voxels, grid.spacing)
+                update *= np.float32(step_mm / norm)
+                v -= update
+                del update  # (in place from here on: v and its update are the big arrays)
+                smooth_components(v, self.field_sigma_voxels, grid.spacing, in_place=True)
                 emit(EventKind.ITERATION, record, it, cost)
                 if converged(record.costs, self.convergence_window,
                               tolerance):
@@ -240,11 +229,14 @@ class SyNStage(Stage):
             emit(EventKind.LEVEL_END, record, len(record.costs), cost)
 
         assert v is not None
+        # the iterations' arrays go before the judge builds its own (1 mm brain: ~400 MB)
+        latest_half = idx = mov_s = None  # type: ignore[assignment]
         # Do no harm: keep the deformation only if it removes a real part of the structural
         # (modality-independent) mismatch the linear map left; else the linear map stands.
         judged = structure_check(v, grid_affine, last_spacing, fimg, warped_lin,
-                                 _and(mask_for_level(ctx.sampling_mask(fixed), last_shrink),
-                                      None if moving_in is None else moving_in >= 0.5),
+                                 intersect_masks(
+                                     mask_for_level(ctx.sampling_mask(fixed), last_shrink),
+                                     None if moving_in is None else moving_in >= 0.5),
                                  self.exp_shrink, check)
         kept = judged is None or judged.accepted or not self.no_harm
         if not kept:
@@ -346,7 +338,3 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
                      moving_mask=moving_mask, callback=callback, cancel=cancel,
                      stage_index=stage)
 
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """The intersection of two optional masks (None: no restriction)."""
-    return b if a is None else a if b is None else a & b
