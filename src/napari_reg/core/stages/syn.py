@@ -66,6 +66,7 @@ from .syn_rules import (
     choose_metric,
     converged,
     default_iterations,
+    judged_on_fixed_grid,
     per_level_float,
     structure_check,
 )
@@ -233,11 +234,17 @@ class SyNStage(Stage):
         latest_half = idx = mov_s = None  # type: ignore[assignment]
         # Do no harm: keep the deformation only if it removes a real part of the structural
         # (modality-independent) mismatch the linear map left; else the linear map stands.
-        judged = structure_check(v, grid_affine, last_spacing, fimg, warped_lin,
-                                 intersect_masks(
-                                     mask_for_level(ctx.sampling_mask(fixed), last_shrink),
-                                     None if moving_in is None else moving_in >= 0.5),
-                                 self.exp_shrink, check)
+        if v.shape[1:] == fixed.shape:
+            judged = structure_check(v, grid_affine, last_spacing, fimg, warped_lin,
+                                     intersect_masks(
+                                         mask_for_level(ctx.sampling_mask(fixed), last_shrink),
+                                         None if moving_in is None else moving_in >= 0.5),
+                                     self.exp_shrink, check)
+        else:  # the finest levels were skipped: judge on the fixed grid all the same
+            judged = judged_on_fixed_grid(v, grid_affine, fixed, moving, matrix,
+                                          ctx.sampling_mask(fixed),
+                                          moving_mask_on(ctx.moving_mask, fixed, matrix),
+                                          self.exp_shrink, check)
         kept = judged is None or judged.accepted or not self.no_harm
         if not kept:
             v = np.zeros_like(v)

@@ -210,7 +210,13 @@ class BSplineTransform(ParametricTransform):
         """``u(x)`` in mm at ``(N, d)`` world points (optionally with a precomputed ``W``)."""
         phi = self._coef.reshape(self.ndim, -1).T
         if weights is not None:
-            return np.asarray(weights @ phi)
+            # one product per component: scipy's one-vector CSR kernel ran 2.2x faster
+            # than its multi-vector one on (N, 3) right-hand sides (164 k points of a
+            # 3D brain: 15 vs 33 ms), with the same sums in the same order
+            out = np.empty((weights.shape[0], self.ndim))
+            for c in range(self.ndim):
+                out[:, c] = weights @ self._coef[c].ravel()
+            return out
         points = np.asarray(points, dtype=np.float64)
         out = np.empty(points.shape)
         for s in range(0, points.shape[0], chunk):
