@@ -327,3 +327,19 @@ def test_syn_fields_stay_float32_and_update_in_place():
     assert smooth_components(field, 2.0, np.ones(3), in_place=True) is field
     assert field.dtype == np.float32
     np.testing.assert_allclose(field, smooth_components(v, 2.0, np.ones(3)), atol=1e-6)
+
+
+def test_syn_local_ncc_window_holds_as_many_samples_in_2d_as_in_3d():
+    """Default radius: greedy's NCC 2x2x2 in 3D (125 voxels); in 2D 11 x 11 = 121 pixels
+    (radius 2 gave 25, and trailed greedy on real slices). An explicit radius wins."""
+    from napari_reg.core.stages.syn_rules import default_radius
+
+    assert (default_radius(3), default_radius(2)) == (2, 5)
+    yy, xx = np.mgrid[:48, :48].astype(np.float32)
+    fixed = Volume(np.exp(-((xx - 22) ** 2 + (yy - 25) ** 2) / 60.0), np.eye(3), "fixed")
+    moving = Volume(np.exp(-((xx - 24) ** 2 + (yy - 24) ** 2) / 70.0), np.eye(3), "moving")
+    result = register_syn(fixed, moving, np.eye(3), levels=1, iterations=3, no_harm=False)
+    assert result.parameters["radius"] == 5
+    assert register_syn(FIXED, MOVING, LINEAR, levels=1, iterations=1).parameters["radius"] == 2
+    assert register_syn(fixed, moving, np.eye(3), levels=1, iterations=1,
+                        radius=2).parameters["radius"] == 2

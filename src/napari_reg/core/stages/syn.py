@@ -21,7 +21,9 @@ next level's grid.
 
 Defaults follow greedy's documentation (3 levels, 100x50x10 iterations, update and field
 smoothing 2.0 and 0.5 voxels, local NCC over 5-voxel windows, ``radius=2`` as its ``NCC
-2x2x2``); a pair of two contrasts gets mutual information instead (``metric="auto"``,
+2x2x2``; in 2D a window of as many pixels, 11 x 11:
+:func:`~napari_reg.core.stages.syn_rules.default_radius`); a pair of two contrasts gets
+mutual information instead (``metric="auto"``,
 :func:`~napari_reg.core.stages.syn_rules.choose_metric`). A moving-image mask is warped
 with the moving image each iteration, and the similarity ignores what it leaves out.
 
@@ -66,6 +68,7 @@ from .syn_rules import (
     choose_metric,
     converged,
     default_iterations,
+    default_radius,
     judged_on_fixed_grid,
     per_level_float,
     structure_check,
@@ -89,7 +92,7 @@ class SyNStage(Stage):
 
     name = "syn"
 
-    def __init__(self, *, metric: str = "auto", radius: int = 2,
+    def __init__(self, *, metric: str = "auto", radius: int | None = None,
                  metric_options: dict | None = None, levels: int | None = None,
                  shrink_factors: Sequence[Sequence[int] | int] | None = None,
                  sigmas_mm: Sequence[float] | None = None,
@@ -106,7 +109,8 @@ class SyNStage(Stage):
                 raise RegistrationError(f"{name} must be a finite positive number, got {value}")
         if int(exp_shrink) != exp_shrink or exp_shrink < 1:
             raise RegistrationError(f"exp_shrink must be a positive integer, got {exp_shrink}")
-        self.metric, self.radius = metric, int(radius)
+        self.metric = metric
+        self.radius = None if radius is None else int(radius)
         self.metric_options = dict(metric_options or {})
         self.levels, self.shrink_factors, self.sigmas_mm = levels, shrink_factors, sigmas_mm
         self.iterations, self.step_voxels = iterations, float(step_voxels)
@@ -126,6 +130,7 @@ class SyNStage(Stage):
         d = fixed.ndim
         matrix = np.asarray(transform.matrix, np.float64)  # type: ignore[attr-defined]
         large = fixed.data.size > FULL_RESOLUTION_VOXELS
+        radius = default_radius(d) if self.radius is None else self.radius
         levels = self.levels if self.levels is not None else (4 if large else 3)
         schedule = level_schedule(fixed, levels, self.shrink_factors, self.sigmas_mm)
         shrink, sigmas, n_levels = schedule.shrink_factors, schedule.sigmas_mm, schedule.n_levels
@@ -189,7 +194,7 @@ class SyNStage(Stage):
             if dense is None:
                 metric, correlation = choose_metric(self.metric, fixed, moving, matrix,
                                                     ctx.fixed_mask, ctx.moving_mask)
-                dense = make_dense_metric(metric, radius=self.radius, **(
+                dense = make_dense_metric(metric, radius=radius, **(
                     self.metric_options if metric == self.metric else {}))
             # the metric's independent filters on the pool, for this level's grid size
             dense.map = lambda fn, items, size=fimg.size: parallel_imap(fn, items, size)
@@ -207,7 +212,7 @@ class SyNStage(Stage):
                 latest_half = None  # the last half map goes before the next is made
                 cost, update, half = symmetric_gradient(
                     v, grid_affine, self.exp_shrink, warped_lin, fimg, idx, mask, moving_in,
-                    dense, metric, self.radius, check)
+                    dense, metric, radius, check)
                 latest_half = (half, grid_affine)
                 smooth_components(update, update_sigma, grid.spacing, in_place=True)
                 norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
@@ -250,7 +255,7 @@ class SyNStage(Stage):
             v = np.zeros_like(v)
         svf = StationaryVelocityField.from_components(v, grid_affine)
         parameters: dict[str, Any] = {
-            "metric": metric, "metric_requested": self.metric, "radius": self.radius,
+            "metric": metric, "metric_requested": self.metric, "radius": radius,
             "metric_options": dict(self.metric_options), "shrink_factors": shrink,
             "sigmas_mm": sigmas, "iterations": iters, "step_voxels": self.step_voxels,
             "update_sigma_voxels": update_sigmas,
@@ -289,7 +294,8 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
         :func:`~napari_reg.core.stages.syn_rules.choose_metric`; the choice and the
         correlation are in ``result.diagnostics``). ``"lncc"``: local NCC, box window of
         ``2*radius+1`` voxels (squared, so a locally inverted contrast matches too, but it
-        fits a T1 vs T2 difference rather than anatomy); or ``"ssd"``, ``"mi"``,
+        fits a T1 vs T2 difference rather than anatomy; default radius 2 in 3D, 5 in 2D:
+        :func:`~napari_reg.core.stages.syn_rules.default_radius`); or ``"ssd"``, ``"mi"``,
         ``"nmi"``, ``"ncc"`` (dense versions of :mod:`napari_reg.core.metrics`).
         ``metric_options`` go to the metric named, not to one ``"auto"`` picks.
     levels, shrink_factors, sigmas_mm
