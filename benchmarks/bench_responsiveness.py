@@ -97,6 +97,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     # a warp is tagged with the number of the transform it draws, a frame with its warp's.
     # (ids are looked up while the objects are alive, so a reused id is harmless.)
     emitted: list[tuple[float, str]] = []  # (time, kind) per event, in order
+    stage_of: list[str] = []  # the stage of each of those events
     number_of: dict[int, int] = {}
     frame_number: dict[int, int] = {}
     refreshes: list[tuple[float, int]] = []  # (time, number of the event shown; -1 final)
@@ -113,6 +114,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
             for t in (event.transform, preview_of(event.transform)):
                 number_of[id(t)] = len(emitted)
         emitted.append((time.perf_counter(), event.kind))
+        stage_of.append(event.stage_name)
 
     def tagged_warp(moving, transform, *args):
         out = original[1](moving, transform, *args)
@@ -158,13 +160,16 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     register_panel.live.value = live
     try:
         probe.start()
-        cpu0 = time.thread_time()
+        cpu0, proc0 = time.thread_time(), time.process_time()
         t0 = time.perf_counter()
         register_panel.run()
         watcher.start()
         loop.exec_()
         t1 = time.perf_counter()
         gui_cpu_s = time.thread_time() - cpu0
+        # the whole GUI process: its GUI thread, the live warp thread, the software
+        # rasteriser's threads (and the registration itself when it runs on a thread)
+        proc_cpu_s = time.process_time() - proc0
     finally:
         probe.stop()
         watcher.stop()
@@ -199,7 +204,16 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         first_unseen = (max(numbers) + 1) if numbers else 0
         pending = [t for t, _ in emitted[first_unseen:] if t <= tick]
         behind.append((tick - pending[0]) * 1000.0 if pending else 0.0)
+    # The run's last stage alone (the deformable one of a deformable preset: most of the
+    # run, and the states a user watches): its states/s and the frames shown meanwhile.
+    last_stage = stage_of[-1] if stage_of else ""
+    last_iters = [t for (t, kind), st in zip(emitted, stage_of, strict=True)
+                  if kind == "iteration" and st == last_stage and t <= t_end]
+    last_s = max((t_end - last_iters[0]) if last_iters else 0.0, 1e-9)
     return {
+        "last_stage": last_stage,
+        "last_states_hz": len(last_iters) / last_s,
+        "last_refresh_hz": sum(1 for t in shown if last_iters and t >= last_iters[0]) / last_s,
         "live": live,
         "wall_s": t1 - t0,
         "core_s": core_s,
@@ -222,6 +236,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         # GIL held) and on the CPU at all; window paints per second
         "window_share": in_window["s"] / (t1 - t0),
         "gui_cpu_share": gui_cpu_s / (t1 - t0),
+        "proc_cpu_share": proc_cpu_s / (t1 - t0),
         "paint_hz": in_window["paints"] / (t1 - t0),
     }
 
@@ -361,7 +376,11 @@ def main() -> None:
         "*GUI thread in window events* = share of the run's wall time spent in the main "
         "window's event() (painting and composing the window: C++ run with the GIL held, "
         "because napari reimplements that event() in Python); *GUI thread CPU* = its CPU "
-        "time / wall time. *load avg* = 1-minute load average when the run started. "
+        "time / wall time; *GUI process CPU %* = the CPU time of all the viewer process's "
+        "threads / wall time (with the core in a worker process: what the viewer takes "
+        "from the machine the core runs on); *last stage* columns: the same for the run's "
+        "last stage alone (the deformable one). *load avg* = 1-minute load average when the "
+        "run started. "
         "*slowdown* = core s live on / live off. *busy* = CPU-bound background processes "
         "(0 = as the machine was); *GIL s* = sys.setswitchinterval during GUI runs "
         "(- = Python's default).",

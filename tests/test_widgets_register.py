@@ -466,7 +466,7 @@ def test_diffeomorphic_preset_previews_live_and_ends_exact(make_napari_viewer, q
     # the core reported the initial alignment first, before any iteration
     assert events[0].kind == "initialised" and not np.isfinite(events[0].cost)
     # the worker process sends SyN states as their cheap preview only (no exact map, whose
-    # evaluation is a full exponential), and a transform only every ~1/15 s
+    # evaluation is a full exponential), and a transform only every ~1/50 s
     syn_events = [e for e in events if e.stage_name == "syn" and e.kind != "done"]
     drawn = [e.transform for e in syn_events if e.transform is not None]
     assert any(isinstance(t, HalfMapSquare) for t in drawn), drawn[:2]

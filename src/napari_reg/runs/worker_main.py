@@ -38,9 +38,12 @@ from .process import KEY_ENV
 
 __all__ = ["display_event", "serve", "TRANSFORM_INTERVAL_S"]
 
-# A live view draws at most ~12 frames a second, so a transform is sent at most every
-# 1/15 s (and with every level boundary and the final event); the others go without one.
-TRANSFORM_INTERVAL_S = 1.0 / 15.0
+# A live view draws at most ~13 frames a second; a transform is sent at most every 1/50 s
+# (and with every level boundary and the final event), so that a fresh one is waiting
+# whenever the view may draw again: iterations come in bursts (a B-spline level's ~17/s
+# arrive in pairs), and a longer interval dropped half the states the view could show.
+# The other events go without one (an affine stage makes ~150 a second).
+TRANSFORM_INTERVAL_S = 1.0 / 50.0
 # A SyN state's half field goes at most this large (~3 mm for a 1 mm brain: 4 MB instead
 # of ~100 MB); displays evaluate the map only every ~4 mm anyway.
 DISPLAY_MAX_VOXELS = 1_000_000
@@ -170,8 +173,12 @@ def serve(conn: Connection) -> None:
             return
         if message[0] == "exit":
             return
-        if message[0] == "job" and not _run_job(conn, send, message[1], recv_lock):
+        try:
+            if message[0] == "job" and not _run_job(conn, send, message[1], recv_lock):
+                return
+        except (EOFError, OSError):  # the parent went away mid-job: nobody to answer
             return
+        del message  # an idle worker keeps no images (a CT pair can be a gigabyte)
         # a "cancel" between jobs (the job had already ended) needs nothing
 
 

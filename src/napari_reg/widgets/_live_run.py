@@ -27,10 +27,10 @@ from .overlay import LiveOverlay
 
 __all__ = ["LiveRunView", "FRAME_INTERVAL_S"]
 
-# Live frames at most 12 a second: >= 10 refreshes/s with some slack, while every frame
-# costs the GUI thread a repaint of the whole window (software OpenGL under Xvfb; the
-# painting holds the GIL the registration thread needs; benchmarks/bench_responsiveness).
-FRAME_INTERVAL_S = 1.0 / 12.0
+# Live frames at most 13 a second: >= 10 refreshes/s with slack for the ticker's 40 ms
+# steps, while every frame costs a repaint of the whole window (software OpenGL under
+# Xvfb: ~50 ms CPU; benchmarks/bench_responsiveness).
+FRAME_INTERVAL_S = 1.0 / 13.0
 
 
 def warped_style(moving_layer: Any) -> dict[str, Any]:
