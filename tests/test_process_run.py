@@ -115,3 +115,23 @@ def test_a_late_stop_never_reaches_the_workers_next_job():
     controller.start(functools.partial(targets.counting, 20, 0.005))
     _, end = _finish(controller)
     assert end.status is RunStatus.DONE
+
+
+def test_a_target_that_does_not_pickle_fails_with_its_error_and_the_worker_stays():
+    controller = RunController(runner=ProcessRun)
+    run = controller.start(lambda callback, cancel: None)  # a lambda cannot be sent
+    _, end = _finish(controller)
+    assert end.status is RunStatus.FAILED and "lambda" in str(end.error).lower()
+    assert run.n_events == 0
+    controller.start(functools.partial(targets.counting, 2))
+    _, end = _finish(controller)
+    assert end.status is RunStatus.DONE
+
+
+def test_stop_pressed_before_the_job_is_sent_still_stops_it(monkeypatch):
+    monkeypatch.setattr(process_module, "KILL_AFTER_S", 600.0)  # no kill: a real stop
+    controller = RunController(runner=ProcessRun)
+    run = controller.start(targets.until_cancelled)
+    run.cancel()  # at once: the reader thread may not have sent the job yet
+    _, end = _finish(controller, timeout=10)
+    assert end.status is RunStatus.STOPPED

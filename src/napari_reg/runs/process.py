@@ -25,13 +25,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..core.optimize import CancelToken
-from .background import BackgroundRun
+from .background import BackgroundRun, RunState
 
 __all__ = ["ProcessRun", "WorkerPool", "warm_up", "WorkerLost", "KILL_AFTER_S"]
 
@@ -186,7 +185,7 @@ def warm_up() -> None:
     _POOL.warm_up()
 
 
-class ProcessRun:
+class ProcessRun(RunState):
     """Run ``target(callback=..., cancel=...)`` in a worker process.
 
     The same interface as :class:`~.background.BackgroundRun`: ``start``, ``cancel``,
@@ -199,22 +198,16 @@ class ProcessRun:
 
     def __init__(self, target: Callable[..., Any], name: str = "napari-reg-run",
                  pool: WorkerPool | None = None):
+        super().__init__()
         self._target = target
         self._name = name
         self._pool = pool or _POOL
-        self.token = CancelToken()
-        self._events: deque[Any] = deque()
         self._reader: threading.Thread | None = None
         self._fallback: BackgroundRun | None = None
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # a cancel is never sent to a worker's next job
         self._cancel_sent_at: float | None = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.error_traceback = ""
-        self.cancelled = False
-        self.started_at = 0.0
-        self.ended_at = 0.0
+        self._job_sent = False
         self._n_events = 0
 
     @property
@@ -227,12 +220,13 @@ class ProcessRun:
         self.started_at = time.perf_counter()
         try:
             worker = self._pool.acquire()
-            worker.send(("job", self._target))
-        except (OSError, EOFError) as exc:
+        except OSError as exc:
             _log.warning("no worker process (%s): the run uses a thread instead", exc)
             self._start_in_thread()
             return
         self._worker = worker
+        # the reader thread sends the job: pickling and sending a 1 mm pair took 0.24 s,
+        # which the GUI thread would spend frozen on the click
         self._reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
                                         name=f"{self._name}-reader")
         self._reader.start()
@@ -251,8 +245,8 @@ class ProcessRun:
             return
         with self._lock:
             worker = self._worker
-            if worker is None or self._cancel_sent_at is not None:
-                return
+            if worker is None or not self._job_sent or self._cancel_sent_at is not None:
+                return  # (a job not sent yet is cancelled right after it is sent)
             self._cancel_sent_at = time.perf_counter()
             try:
                 worker.send(("cancel",))
@@ -290,12 +284,7 @@ class ProcessRun:
             if not self._fallback.running:
                 self._copy_fallback()
             return events
-        out = []
-        while True:
-            try:
-                out.append(self._events.popleft())
-            except IndexError:
-                return out
+        return super().drain()
 
     def _copy_fallback(self) -> None:
         run = self._fallback
@@ -306,7 +295,8 @@ class ProcessRun:
     def _read(self, worker: _Worker) -> None:
         keep_worker = False
         try:
-            keep_worker = self._read_until_end(worker)
+            unsent = self._send_job(worker)
+            keep_worker = self._read_until_end(worker) if unsent is None else unsent
         finally:
             self.ended_at = time.perf_counter()
             with self._lock:
@@ -315,6 +305,26 @@ class ProcessRun:
                 self._pool.release(worker)
             else:
                 worker.kill()
+
+    def _send_job(self, worker: _Worker) -> bool | None:
+        """Reader thread: hand the job over (then a Stop pressed meanwhile). None when
+        sent; else the run has ended FAILED, and whether the worker can be kept (a target
+        that does not pickle sends nothing)."""
+        with self._lock:
+            try:
+                worker.send(("job", self._target))
+            except (OSError, EOFError):
+                self.error = WorkerLost("the registration process could not be reached; "
+                                        "nothing was changed")
+                return False
+            except Exception as exc:  # noqa: BLE001 - pickling: the worker got nothing
+                self.error, self.error_traceback = exc, traceback.format_exc()
+                return True
+            self._job_sent = True
+            if self.token.cancelled:
+                self._cancel_sent_at = time.perf_counter()
+                worker.send(("cancel",))
+        return None
 
     def _read_until_end(self, worker: _Worker) -> bool:
         """Read the job's messages; True when the worker can serve another job."""

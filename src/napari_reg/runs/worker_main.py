@@ -178,6 +178,7 @@ def serve(conn: Connection) -> None:
                 return
         except (EOFError, OSError):  # the parent went away mid-job: nobody to answer
             return
+        del message  # an idle worker keeps no images (a CT pair can be a gigabyte)
         # a "cancel" between jobs (the job had already ended) needs nothing
 
 
