@@ -172,8 +172,10 @@ def edge_alignment(fixed: np.ndarray, warped: np.ndarray, spacing: np.ndarray,
                    mask: np.ndarray, sigma_vox: float = 1.0,
                    warped_eps: float | None = None) -> np.ndarray:
     """Per-voxel NGF alignment ``(n_f . n_w)^2`` in [0, 1] on the fixed grid.
-    ``warped_eps``: the warped image's ``eps`` (default its own :func:`edge_scale`)."""
-    nf = _normalised_gradient(fixed, spacing, sigma_vox, mask)
+    ``warped_eps``: the warped image's ``eps`` (default its own :func:`edge_scale`);
+    ``fixed`` may also be its normalised gradient ``(d, *shape)``, computed once."""
+    nf = (fixed if fixed.ndim == warped.ndim + 1
+          else _normalised_gradient(fixed, spacing, sigma_vox, mask))
     nw = _normalised_gradient(warped, spacing, sigma_vox, mask, warped_eps)
     return np.sum(nf * nw, axis=0) ** 2
 
@@ -231,6 +233,7 @@ def check_structure(fixed: np.ndarray, warped_linear: np.ndarray,
     mask = np.asarray(mask, bool)
     spacing = np.asarray(spacing, float)
     d = np.asarray(warped_linear).ndim
+    fixed = _normalised_gradient(fixed, spacing, sigma_vox, mask)  # once for every warp
     mirror_gain = mirror_loss = float("nan")
     if displacement_vox is not None:
         u = np.asarray(displacement_vox, np.float32)
