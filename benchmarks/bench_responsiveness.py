@@ -75,10 +75,17 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     """One run through the Register panel inside a real Qt event loop; measurements."""
     from qtpy.QtCore import QEventLoop, QTimer
 
+    # where the panel's run receives events: the worker process's reader thread, or (older
+    # checkouts, before-and-after runs) the worker thread's callback
     try:
-        from napari_reg.runs.background import BackgroundRun as run_class
-    except ImportError:  # an older checkout (before-and-after runs)
-        from napari_reg.widgets._worker import RegistrationJob as run_class
+        from napari_reg.runs.process import ProcessRun as run_class
+        receive = "_received"
+    except ImportError:
+        receive = "_callback"
+        try:
+            from napari_reg.runs.background import BackgroundRun as run_class
+        except ImportError:
+            from napari_reg.widgets._worker import RegistrationJob as run_class
     import napari_reg.widgets.overlay as overlay
     try:
         from napari_reg.core.preview import preview_of
@@ -90,6 +97,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     # a warp is tagged with the number of the transform it draws, a frame with its warp's.
     # (ids are looked up while the objects are alive, so a reused id is harmless.)
     emitted: list[tuple[float, str]] = []  # (time, kind) per event, in order
+    stage_of: list[str] = []  # the stage of each of those events
     number_of: dict[int, int] = {}
     frame_number: dict[int, int] = {}
     refreshes: list[tuple[float, int]] = []  # (time, number of the event shown; -1 final)
@@ -98,13 +106,15 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     new_style = hasattr(overlay, "_render")
     names = ("_show_frame", "_render") if new_style else ("_show", "_timed_warp")
     original = (getattr(overlay.LiveOverlay, names[0]), getattr(overlay, names[1]),
-                run_class._callback)
+                getattr(run_class, receive))
 
     def numbered_callback(self, event):
         original[2](self, event)  # raises Cancelled on Stop, as before
-        for t in (event.transform, preview_of(event.transform)):
-            number_of[id(t)] = len(emitted)
+        if event.transform is not None:  # a worker process sends some without one
+            for t in (event.transform, preview_of(event.transform)):
+                number_of[id(t)] = len(emitted)
         emitted.append((time.perf_counter(), event.kind))
+        stage_of.append(event.stage_name)
 
     def tagged_warp(moving, transform, *args):
         out = original[1](moving, transform, *args)
@@ -137,7 +147,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
 
     setattr(overlay.LiveOverlay, names[0], counting_show)
     setattr(overlay, names[1], tagged_warp)
-    run_class._callback = numbered_callback
+    setattr(run_class, receive, numbered_callback)
     _QtMainWindow.event = timed_event
     ticks: list[float] = []
     probe = QTimer()
@@ -150,29 +160,35 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     register_panel.live.value = live
     try:
         probe.start()
-        cpu0 = time.thread_time()
+        cpu0, proc0 = time.thread_time(), time.process_time()
         t0 = time.perf_counter()
         register_panel.run()
         watcher.start()
         loop.exec_()
         t1 = time.perf_counter()
         gui_cpu_s = time.thread_time() - cpu0
+        # the whole GUI process: its GUI thread, the live warp thread, the software
+        # rasteriser's threads (and the registration itself when it runs on a thread)
+        proc_cpu_s = time.process_time() - proc0
     finally:
         probe.stop()
         watcher.stop()
         setattr(overlay.LiveOverlay, names[0], original[0])
         setattr(overlay, names[1], original[1])
-        run_class._callback = original[2]
+        setattr(run_class, receive, original[2])
         _QtMainWindow.event = window_event
     outcome = register_panel._session.outcome
     core_s = outcome.result.timings["total_s"]
     # "During the run" = while the core optimises; the end (full-resolution warp swapped
     # into the layer once) is reported apart as the worst gap of the whole run.
     ticks_arr = np.asarray(ticks)
-    during = ticks_arr[ticks_arr <= t0 + core_s]
+    # The core's end on this clock: when its final ("done") event arrived (the core may
+    # run in a worker process that starts after the click), else click + core time.
+    done = [t for t, kind in emitted if kind == "done"]
+    t_end = done[-1] if done else t0 + core_s
+    during = ticks_arr[ticks_arr <= t_end]
     gaps = np.diff(during) * 1000.0 - PROBE_MS if len(during) > 1 else np.array([np.nan])
     all_gaps = np.diff(ticks_arr) * 1000.0 - PROBE_MS
-    t_end = t0 + core_s
     shown = [t for t, _ in refreshes if t <= t_end]
     # While optimising = from the first iteration event to the end of the core: the time
     # in which new transforms exist to be shown (setup emits one initial event only).
@@ -188,7 +204,16 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         first_unseen = (max(numbers) + 1) if numbers else 0
         pending = [t for t, _ in emitted[first_unseen:] if t <= tick]
         behind.append((tick - pending[0]) * 1000.0 if pending else 0.0)
+    # The run's last stage alone (the deformable one of a deformable preset: most of the
+    # run, and the states a user watches): its states/s and the frames shown meanwhile.
+    last_stage = stage_of[-1] if stage_of else ""
+    last_iters = [t for (t, kind), st in zip(emitted, stage_of, strict=True)
+                  if kind == "iteration" and st == last_stage and t <= t_end]
+    last_s = max((t_end - last_iters[0]) if last_iters else 0.0, 1e-9)
     return {
+        "last_stage": last_stage,
+        "last_states_hz": len(last_iters) / last_s,
+        "last_refresh_hz": sum(1 for t in shown if last_iters and t >= last_iters[0]) / last_s,
         "live": live,
         "wall_s": t1 - t0,
         "core_s": core_s,
@@ -211,6 +236,7 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         # GIL held) and on the CPU at all; window paints per second
         "window_share": in_window["s"] / (t1 - t0),
         "gui_cpu_share": gui_cpu_s / (t1 - t0),
+        "proc_cpu_share": proc_cpu_s / (t1 - t0),
         "paint_hz": in_window["paints"] / (t1 - t0),
     }
 
@@ -337,7 +363,9 @@ def main() -> None:
         "",
         "Columns: *CLI s* = the same `register()` call headless, run right before the GUI "
         "runs of the same setting; *core s* = the core's own time in the GUI "
-        "(`register()` total); *GUI/CLI* = core s / CLI s. *While optimising* = from the "
+        "(`register()` total); *GUI/CLI* = core s / CLI s; *click to result s* = from the "
+        "click on Run to the result on screen (the core, the full-resolution warp, and "
+        "with a worker process the transfers). *While optimising* = from the "
         "first iteration event to the end of the core: *refreshes/s* of the live layer "
         "then, *states/s* = iterations the core produced per second then (a view cannot "
         "show more new states than that). *behind p95 ms* = at each probe tick while "
@@ -348,7 +376,11 @@ def main() -> None:
         "*GUI thread in window events* = share of the run's wall time spent in the main "
         "window's event() (painting and composing the window: C++ run with the GIL held, "
         "because napari reimplements that event() in Python); *GUI thread CPU* = its CPU "
-        "time / wall time. *load avg* = 1-minute load average when the run started. "
+        "time / wall time; *GUI process CPU %* = the CPU time of all the viewer process's "
+        "threads / wall time (with the core in a worker process: what the viewer takes "
+        "from the machine the core runs on); *last stage* columns: the same for the run's "
+        "last stage alone (the deformable one). *load avg* = 1-minute load average when the "
+        "run started. "
         "*slowdown* = core s live on / live off. *busy* = CPU-bound background processes "
         "(0 = as the machine was); *GIL s* = sys.setswitchinterval during GUI runs "
         "(- = Python's default).",

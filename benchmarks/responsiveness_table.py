@@ -10,8 +10,11 @@ COLUMNS = [  # (header, row key, format, shown for live off too)
     ("CLI s", "cli_s", ".2f", True),
     ("core s", "core_s", ".2f", True),
     ("GUI/CLI", "gui_cli", ".2f", True),
+    ("click to result s", "wall_s", ".2f", True),
     ("refreshes/s (optimising)", "opt_refresh_hz", ".1f", False),
     ("states/s (optimising)", "opt_states_hz", ".1f", True),
+    ("last stage refreshes/s", "last_refresh_hz", ".1f", False),
+    ("last stage states/s", "last_states_hz", ".1f", True),
     ("behind p95 ms", "behind_p95_ms", ".0f", False),
     ("first frame s", "first_frame_s", ".2f", False),
     ("latency p99 ms", "latency_p99_ms", ".0f", True),
@@ -19,6 +22,7 @@ COLUMNS = [  # (header, row key, format, shown for live off too)
     ("window paints/s", "paint_hz", ".1f", True),
     ("GUI thread in window events %", "window_share", ".0%", True),
     ("GUI thread CPU %", "gui_cpu_share", ".0%", True),
+    ("GUI process CPU %", "proc_cpu_share", ".0%", True),
     ("load avg", "load", ".1f", True),
 ]
 
@@ -42,7 +46,8 @@ def summarise(rows: list[dict]) -> list[str]:
         for live, runs in ((True, on), (False, off)):
             if not runs:
                 continue
-            med = {c[1]: float(np.median([r[c[1]] for r in runs])) for c in COLUMNS}
+            med = {c[1]: float(np.median([r.get(c[1], np.nan) for r in runs]))
+                   for c in COLUMNS}
             cells = [format(med[k], f) if (live or both) else ""
                      for _, k, f, both in COLUMNS]
             slowdown = ""

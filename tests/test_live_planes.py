@@ -95,6 +95,7 @@ def test_overlay_draws_the_planes_on_screen_and_a_coarse_volume_in_3d():
         assert not data[untouched].any()  # nothing else was computed
         focus["index"] = (20, 3, 15)  # the user moved: the next frame draws the new planes
         data = frame()
+        assert overlay.layer.refreshes == 1  # same canvas array: a redraw, not a new layer.data
         for got, expected in zip(_planes_of(data, focus["index"]),
                                  _planes_of(whole, focus["index"]), strict=True):
             np.testing.assert_allclose(got, expected, atol=1e-5)

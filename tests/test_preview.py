@@ -127,3 +127,19 @@ def test_affine_points_equals_apply_affine():
     pts = RNG.normal(0, 50, (1000, 3))
     np.testing.assert_allclose(affine_points(MATRIX @ AFFINE, pts),
                                apply_affine(MATRIX @ AFFINE, pts), rtol=1e-12, atol=1e-9)
+
+
+def test_a_coarsened_half_map_is_small_and_maps_close_to_the_original():
+    """What a worker process sends a display: the half field on every s-th voxel."""
+    v = smooth_velocity()
+    half = exp_voxel(0.5 * _to_voxel_vectors(v, AFFINE), max_step_voxels=0.5)
+    full = HalfMapSquare(half, AFFINE, MATRIX)
+    coarse = full.coarsened(max_voxels=2000)
+    assert coarse.half[0].size <= 2000 and coarse.half.dtype == np.float32
+    assert full.coarsened(max_voxels=half[0].size) is full  # small enough: unchanged
+    pts = interior_points()
+    moved = np.linalg.norm(full.transform_points(pts) - apply_affine(MATRIX, pts), axis=1)
+    err = np.linalg.norm(coarse.transform_points(pts) - full.transform_points(pts), axis=1)
+    assert moved.mean() > 3.0
+    # every 2nd-3rd voxel of a field smooth on a 60 mm scale: well under a voxel (1.5-2.5 mm)
+    assert err.max() < 0.3, err.max()

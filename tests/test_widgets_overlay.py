@@ -89,7 +89,10 @@ class _RecordingViewer:
 
     def add_image(self, data, name, affine, **kwargs):
         class _Layer:
-            pass
+            refreshes = 0  # redraws of an array the layer already holds (live planes)
+
+            def refresh(self, **flags):
+                self.refreshes += 1
 
         layer = _Layer()
         layer.data, layer.name, layer.kwargs = data, name, kwargs

@@ -1,7 +1,8 @@
 """The live view during a run, driven as a user in a real viewer: in a 2D view the
-"warped (live)" layer shows the planes on screen at full resolution, follows the user to
-another slice at once (not at the optimiser's next state), and switches to a coarse
-whole volume in 3D. Screenshot: /tmp/napari_reg_gui_live_scrolled.png."""
+"warped (live)" layer shows the plane on screen at full resolution (the three planes
+through the cursor with the ortho views), follows the user to another slice at once (not
+at the optimiser's next state), and switches to a coarse whole volume in 3D. Screenshots:
+/tmp/napari_reg_gui_live_scrolled.png, /tmp/napari_reg_gui_live_ortho.png."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from qtpy.QtCore import Qt
 import test_widgets_register as register_tests
 from napari_reg.widgets._session import get_session
 from napari_reg.widgets.register_widget import LIVE_LAYER_NAME
+from napari_reg.widgets.view_mode import ViewModeControl
 
 _panels = register_tests._panels
 pair_files, reg_plugin = register_tests.pair_files, register_tests.reg_plugin
@@ -35,27 +37,37 @@ def test_live_planes_follow_the_view(make_napari_viewer, qtbot, pair_files, reg_
     qtbot.waitUntil(lambda: _live(viewer) is not None, timeout=30_000)
     layer = _live(viewer)
     assert layer.data.shape == fixed_layer.data.shape  # full resolution, the display grid
-    i, j, k = reg.live_view._focus(reg.live_view.overlay.display_reference)
     # the voxel napari itself shows at the viewer's point
-    assert (i, j, k) == tuple(int(round(v)) for v in layer.world_to_data(viewer.dims.point))
+    i, j, k = (int(round(v)) for v in layer.world_to_data(viewer.dims.point))
+    # a single 2D view shows one plane: only that one is computed
+    assert reg.live_view._focus(reg.live_view.overlay.display_reference) == (None, None, k)
     assert np.any(layer.data[:, :, k])  # the plane on screen is drawn ...
     other = k - 4
-
-    def off_the_focus_lines(plane):  # a k-plane less its lines on the i- and j-planes
-        return np.delete(np.delete(plane, i, axis=0), j, axis=1)
-
-    # ... and only the three planes through the point
-    assert not np.any(off_the_focus_lines(layer.data[:, :, other]))
+    assert not np.any(layer.data[:, :, other])  # ... and nothing else
+    assert not np.any(np.delete(layer.data[i], k, axis=1))
 
     # the user scrolls: the new slice is drawn from the current state, before the next one
     slow_core.delay = 60.0  # the optimiser now sends no new state for a minute
     qtbot.wait(300)  # (the iteration under way when the delay changed ends first)
     updates = reg.live_view.overlay.n_updates
     viewer.dims.set_point(2, layer.data_to_world([i, j, other])[2])
-    qtbot.waitUntil(lambda: np.any(off_the_focus_lines(layer.data[:, :, other])),
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: np.any(layer.data[:, :, other]), timeout=10_000)
     assert reg.live_view.overlay.n_updates == updates + 1
     viewer.screenshot(path="/tmp/napari_reg_gui_live_scrolled.png", canvas_only=False)
+
+    # ortho views show the coronal and sagittal planes too: all three are drawn
+    modes = ViewModeControl(viewer)
+    modes.set_mode("ortho")
+    viewer.dims.set_point(2, layer.data_to_world([i, j, k])[2])  # (a move draws at once)
+    def beside_the_axial_planes(plane):  # an i- or j-plane less its lines at k and other
+        return np.delete(plane, [k, other], axis=-1)
+
+    qtbot.waitUntil(lambda: np.any(beside_the_axial_planes(layer.data[i]))
+                    and np.any(beside_the_axial_planes(layer.data[:, j])), timeout=10_000)
+    assert reg.live_view._focus(reg.live_view.overlay.display_reference) == (i, j, k)
+    viewer.screenshot(path="/tmp/napari_reg_gui_live_ortho.png", canvas_only=False)
+    modes.set_mode("single")
+    assert not get_session(viewer).ortho_views
 
     # 3D: a coarse whole volume instead of planes
     viewer.dims.ndisplay = 3

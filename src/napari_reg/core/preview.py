@@ -111,6 +111,27 @@ class HalfMapSquare(Transform):
         self._voxel_to_moving = matrix @ affine
         self.ndim = d
 
+    def coarsened(self, max_voxels: int) -> HalfMapSquare:
+        """The same map with the half field kept on every ``s``-th voxel per axis (the
+        smallest ``s`` leaving at most ``max_voxels`` voxels), itself if it is that small.
+
+        For sending a SyN state to a display in another process: a full-resolution half
+        field of a 1 mm brain is ~100 MB, while a display evaluates the map only every
+        few mm (``napari_reg.widgets._live_planes.PLANE_SAMPLE_MM``) and SyN's velocity is
+        smooth on that scale. Displacements are rescaled to the coarse grid's voxel units.
+        """
+        n = int(np.prod(self.half.shape[1:]))
+        if n <= max_voxels:
+            return self
+        step = int(np.ceil((n / max(int(max_voxels), 1)) ** (1.0 / self.ndim)))
+        while int(np.prod([len(range(0, m, step)) for m in self.half.shape[1:]])) > max_voxels:
+            step += 1
+        where = (slice(None),) + (slice(None, None, step),) * self.ndim
+        half = np.ascontiguousarray(self.half[where], dtype=np.float32) / np.float32(step)
+        coarse_affine = self.affine @ np.diag([float(step)] * self.ndim + [1.0])
+        matrix = self._voxel_to_moving @ self._world_to_voxel  # the linear part, M
+        return HalfMapSquare(half, coarse_affine, matrix)
+
     def _step(self, vox: np.ndarray) -> np.ndarray:
         """``h`` at ``(d, N)`` voxel coordinates -> ``(d, N)`` voxel coordinates."""
         moved = np.empty_like(vox)

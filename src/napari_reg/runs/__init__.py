@@ -2,5 +2,7 @@
 
 from .background import BackgroundRun
 from .controller import RunBusyError, RunController, RunEnd, RunStatus
+from .process import ProcessRun, warm_up
 
-__all__ = ["BackgroundRun", "RunBusyError", "RunController", "RunEnd", "RunStatus"]
+__all__ = ["BackgroundRun", "ProcessRun", "RunBusyError", "RunController", "RunEnd", "RunStatus",
+           "warm_up"]

@@ -16,10 +16,36 @@ from typing import Any
 
 from ..core.optimize import Cancelled, CancelToken
 
-__all__ = ["BackgroundRun"]
+__all__ = ["BackgroundRun", "RunState"]
 
 
-class BackgroundRun:
+class RunState:
+    """What every run reports, wherever its target runs: a cancel ``token``, progress
+    events handed over in batches (:meth:`drain`), the start and end times, and once it
+    has ended exactly one of ``result``, ``error`` (with ``error_traceback``) or
+    ``cancelled``."""
+
+    def __init__(self) -> None:
+        self.token = CancelToken()
+        self._events: deque[Any] = deque()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.error_traceback = ""
+        self.cancelled = False
+        self.started_at = 0.0
+        self.ended_at = 0.0
+
+    def drain(self) -> list[Any]:
+        """All events reported since the last call, oldest first."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.popleft())
+            except IndexError:
+                return out
+
+
+class BackgroundRun(RunState):
     """Call ``target(callback=..., cancel=...)`` on a daemon thread.
 
     Bind the images and settings with ``functools.partial``; ``target`` returns the
@@ -32,16 +58,9 @@ class BackgroundRun:
     """
 
     def __init__(self, target: Callable[..., Any], name: str = "napari-reg-run"):
+        super().__init__()
         self._target = target
-        self.token = CancelToken()
-        self._events: deque[Any] = deque()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.error_traceback = ""
-        self.cancelled = False
-        self.started_at = 0.0
-        self.ended_at = 0.0
         self.n_events = 0
 
     # ------------------------------------------------------------------ worker side
@@ -88,12 +107,3 @@ class BackgroundRun:
         """Wait for the thread; True when it has ended."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
-
-    def drain(self) -> list[Any]:
-        """All events reported since the last call, oldest first."""
-        out = []
-        while True:
-            try:
-                out.append(self._events.popleft())
-            except IndexError:
-                return out

@@ -46,7 +46,7 @@ class RunEnd:
 
 
 class RunController:
-    """One run at a time on a background thread.
+    """One run at a time on a background thread (or in a worker process: ``runner``).
 
     Signals (emitted from the thread that calls :meth:`poll`):
     ``started(BackgroundRun)``; ``progress(list)`` with every event since the last poll,
@@ -61,8 +61,11 @@ class RunController:
     progress = Signal(list)
     finished = Signal(object)
 
-    def __init__(self, name: str = "napari-reg-run"):
+    def __init__(self, name: str = "napari-reg-run",
+                 runner: Callable[[Callable[..., Any], str], Any] = BackgroundRun):
         self._name = name
+        # BackgroundRun (a thread) or ProcessRun (a worker process: the target must pickle)
+        self._runner = runner
         self.run: BackgroundRun | None = None
         self.context: Any = None
         self.last: RunEnd | None = None
@@ -74,11 +77,11 @@ class RunController:
         return self.run is not None
 
     def start(self, target: Callable[..., Any], context: Any = None) -> BackgroundRun:
-        """Run ``target(callback=..., cancel=...)`` on a new thread; RunBusyError if one
+        """Run ``target(callback=..., cancel=...)`` with the runner; RunBusyError if one
         is running. ``context`` comes back in the :class:`RunEnd`."""
         if self.run is not None:
             raise RunBusyError("a run is already in progress: wait for it or stop it")
-        self.run, self.context, self._abandoned = BackgroundRun(target, self._name), context, False
+        self.run, self.context, self._abandoned = self._runner(target, self._name), context, False
         self.run.start()
         self.started.emit(self.run)
         return self.run

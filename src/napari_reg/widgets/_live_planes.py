@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["focus_index", "plane_grids", "plane_map_step", "PlaneCanvas", "PLANE_SAMPLE_MM"]
+__all__ = ["focus_index", "sliced_axes", "plane_grids", "plane_map_step", "PlaneCanvas",
+           "PLANE_SAMPLE_MM"]
 
 # A non-linear map is evaluated on a plane every ~4 mm (and interpolated in between), the
 # spacing the coarse-volume frames used (every 2nd voxel of a ~2 mm grid): registration
@@ -49,14 +50,27 @@ def focus_index(viewer: Any, shape: tuple[int, ...], affine: np.ndarray
     return tuple(int(np.clip(np.rint(v), 0, n - 1)) for v, n in zip(ijk, shape, strict=True))
 
 
-def plane_grids(shape: tuple[int, ...], affine: np.ndarray, index: tuple[int, ...]
+def sliced_axes(viewer: Any, affine: np.ndarray) -> set[int]:
+    """The voxel axes of the axis-aligned grid ``affine`` that the viewer slices through
+    in a 2D view (the plane on screen is orthogonal to them). GUI thread only."""
+    dims = viewer.dims
+    first = dims.ndim - 3  # our layer's world axes are the viewer's last three
+    world = [a - first for a in dims.not_displayed if a >= first]
+    columns = np.abs(np.asarray(affine, np.float64)[:3, :3])
+    return {int(np.argmax(columns[w])) for w in world}
+
+
+def plane_grids(shape: tuple[int, ...], affine: np.ndarray, index: tuple[int | None, ...]
                 ) -> list[tuple[int, tuple[int, ...], np.ndarray]]:
     """The orthogonal planes through voxel ``index``: ``(axis, plane shape, plane
     affine)`` per voxel axis, each plane one voxel thick along ``axis`` (its affine
-    maps the plane's voxels to world RAS mm, so ``warp_to_grid`` draws it directly)."""
+    maps the plane's voxels to world RAS mm, so ``warp_to_grid`` draws it directly).
+    An axis whose index is None (its plane is on no screen) has no plane."""
     d = len(shape)
     out = []
     for axis in range(d):
+        if index[axis] is None:
+            continue
         plane_shape = tuple(1 if a == axis else n for a, n in enumerate(shape))
         shift = np.eye(d + 1)
         shift[axis, d] = index[axis]  # plane voxel (.., 0, ..) is grid voxel (.., i, ..)

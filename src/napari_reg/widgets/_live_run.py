@@ -21,16 +21,16 @@ from napari.utils.notifications import show_error
 
 from ..core.engine.events import EventKind
 from ..core.image import Volume
-from ._live_planes import focus_index
+from ._live_planes import focus_index, sliced_axes
 from ._register_settings import LIVE_LAYER_NAME
 from .overlay import LiveOverlay
 
 __all__ = ["LiveRunView", "FRAME_INTERVAL_S"]
 
-# Live frames at most 12 a second: >= 10 refreshes/s with some slack, while every frame
-# costs the GUI thread a repaint of the whole window (software OpenGL under Xvfb; the
-# painting holds the GIL the registration thread needs; benchmarks/bench_responsiveness).
-FRAME_INTERVAL_S = 1.0 / 12.0
+# Live frames at most 13 a second: >= 10 refreshes/s with slack for the ticker's 40 ms
+# steps, while every frame costs a repaint of the whole window (software OpenGL under
+# Xvfb: ~50 ms CPU; benchmarks/bench_responsiveness).
+FRAME_INTERVAL_S = 1.0 / 13.0
 
 
 def warped_style(moving_layer: Any) -> dict[str, Any]:
@@ -69,23 +69,36 @@ class LiveRunView:
         self.overlay.layer = existing = self.existing_layer()
         # another slice or 2D/3D: redraw the current state there at once (SyN's states
         # come ~2 s apart on a busy machine)
-        self._viewer.dims.events.current_step.connect(self._view_moved)
-        self._viewer.dims.events.ndisplay.connect(self._view_moved)
+        for event in self._dims_events():
+            event.connect(self._view_moved)
         if existing is not None:  # a previous run's layer: show this moving image's range
             existing.contrast_limits = tuple(moving_layer.contrast_limits)
+
+    def _dims_events(self) -> list[Any]:
+        """Another slice, 2D/3D, or another slicing axis: the planes on screen change."""
+        dims = self._viewer.dims.events
+        return [dims.current_step, dims.ndisplay, dims.order]
 
     def _view_moved(self, _event: Any = None) -> None:
         if self.overlay is not None:
             self.overlay.refocus()
 
-    def _focus(self, grid: Volume) -> tuple[int, ...] | None:
-        return focus_index(self._viewer, grid.shape, grid.affine)
+    def _focus(self, grid: Volume) -> tuple[int | None, ...] | None:
+        """The display-grid voxel of the planes on screen (None for an axis whose plane no
+        view shows: one plane in a single 2D view, three with the ortho views)."""
+        index = focus_index(self._viewer, grid.shape, grid.affine)
+        if index is None or getattr(self._session, "ortho_views", False):
+            return index
+        shown = sliced_axes(self._viewer, grid.affine)
+        return tuple(i if a in shown else None for a, i in enumerate(index))
 
     def request(self, events: list) -> None:
         """Draw the newest transform of a batch (cheap: the warp runs elsewhere)."""
         # "done" carries the final map, whose exact full-resolution warp arrives with the
-        # end of the run anyway (and a deformable one has no cheap preview)
-        newest = next((ev for ev in reversed(events) if ev.kind != EventKind.DONE), None)
+        # end of the run anyway (and a deformable one has no cheap preview); a worker
+        # process sends most events without a transform (runs/worker_main.py)
+        newest = next((ev for ev in reversed(events)
+                       if ev.kind != EventKind.DONE and ev.transform is not None), None)
         if self.overlay is not None and newest is not None:
             self.overlay.request(newest.transform)
 
@@ -161,7 +174,6 @@ class LiveRunView:
         """Drop the overlay's background thread (pending frames are discarded)."""
         if self.overlay is not None:
             self.overlay.close()
-            dims = self._viewer.dims.events
-            dims.current_step.disconnect(self._view_moved)
-            dims.ndisplay.disconnect(self._view_moved)
+            for event in self._dims_events():
+                event.disconnect(self._view_moved)
         self.overlay = None

@@ -82,6 +82,10 @@ class LayerMirror:
         refresh = getattr(layer.events, "labels_update", None)
         if refresh is not None:
             self._connect(refresh, lambda _e, c=copy: c.refresh())
+        if layer._type_string == "image":
+            # an array written in place and re-sliced (the live layer's planes): no data
+            # event, only the original's re-slice; the copy shares the array, re-slice it
+            self._connect(layer.events.set_data, lambda _e, o=layer, c=copy: _reslice(o, c))
         if copy._type_string in self.editable_back:
             self._connect(copy.events.data, self._replayer(copy, layer))
 
@@ -132,3 +136,12 @@ class LayerMirror:
             except Exception:  # noqa: S110 - already gone with its layer
                 pass
         self._links.clear()
+
+
+def _reslice(original: Any, copy: Any) -> None:
+    """Re-slice ``copy`` when it shares ``original``'s array (its pixels may have changed)."""
+    if copy.data is original.data and copy.visible:
+        try:
+            copy.refresh(thumbnail=False, extent=False, highlight=False)
+        except TypeError:  # napari without refresh flags
+            copy.refresh()

@@ -66,6 +66,9 @@ class RegistrationSession:
         self.warped_layer: Any = None
         self.cost_panel: Any = None  # the docked CostPlotPanel, created on first run
         self.running = False  # a registration of this viewer runs (set by its panel)
+        # the ortho views show the coronal and sagittal planes too (set by OrthoViews):
+        # live frames then draw all three planes through the cursor, else only one
+        self.ortho_views = False
         # published by their panels for sessions: the Register panel's fields and
         # parameters ({"fields": ..., "parameters": ...}), the Landmarks panel's layers
         self.register_settings: dict[str, Any] = {}

@@ -217,6 +217,7 @@ class OrthoViews(QWidget):
 
     # ----------------------------------------------------------------------- ortho
     def _build_ortho(self, splitter: QSplitter) -> None:
+        get_session(self.viewer).ortho_views = True
         orient(self.viewer, "axial")
         for plane in ("coronal", "sagittal"):
             pane = _Pane(self.viewer, plane.capitalize())
@@ -265,6 +266,8 @@ class OrthoViews(QWidget):
 
     def close_views(self) -> None:
         """Disconnect from the main viewer and show again what side by side hid."""
+        if self.mode == "ortho":
+            get_session(self.viewer).ortho_views = False
         for mirror in self.mirrors:
             mirror.close()
         try:

@@ -1,7 +1,7 @@
 """Register panel: preset, metric, initialisation, Run/Stop, progress, live overlay, curve.
 
 The panel only gathers settings and shows progress; the work is one call of
-:func:`napari_reg.register` on a background thread (``_worker``). Settings
+:func:`napari_reg.register` in a worker process (``runs.process``). Settings
 map 1:1 onto ``register()``'s keyword arguments, so a GUI run equals a scripted or
 command-line run with the same settings (the run record stores them).
 """
@@ -33,7 +33,7 @@ from superqt import QCollapsible
 
 from ..core.engine.presets import PRESETS
 from ..core.image import Volume
-from ..runs import BackgroundRun, RunController, RunEnd, RunStatus
+from ..runs import BackgroundRun, ProcessRun, RunController, RunEnd, RunStatus, warm_up
 from ..runs.tasks import register_and_warp
 from ._alignment import ALIGNMENT_LAYER_NAME
 from ._layer_volumes import layer_volume, manual_initial, paired_landmarks, source_path
@@ -71,7 +71,7 @@ class RunContext:
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
-    PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
+    PANEL_INTERVAL_S = 0.2  # curve and bars without live frames: 5 a second (a repaint each)
     # the fields a saved session keeps (the preset first: it sets the others)
     FIELDS = ("preset", "metric", "init", "levels", "iterations", "samples", "seed", "live",
               "grid_spacing", "bending", "update_sigma", "field_sigma")
@@ -97,9 +97,8 @@ class RegisterWidget(Container):
         self.progress = ProgressBar(label="Level iterations", min=0, max=1, value=0,
                                     tooltip="Iterations of the current stage and pyramid "
                                             "level (see the line below)")
-        self.overall = ProgressBar(label="Whole run", min=0, max=1000, value=0,
-                                   tooltip="All stages and levels, with an estimate of the "
-                                           "time left")
+        self.overall = ProgressBar(label="Whole run", min=0, max=1000, value=0, tooltip=(
+            "All stages and levels, with an estimate of the time left"))
         self.status = Label(value="")
         # Advanced: pyramid, sampling and regularisation, hidden by default (presets first).
         self.levels = SpinBox(label="Levels", min=1, max=8, value=int(REGISTER_DEFAULTS["levels"]),
@@ -110,8 +109,7 @@ class RegisterWidget(Container):
         self.samples = LineEdit(label="Samples / level",
                                 value=as_text(REGISTER_DEFAULTS["samples"]))
         self.seed = SpinBox(label="Random seed", min=0, max=2**31 - 1, value=0)
-        # Regularisation of the deformable stage (shown for the preset that has one)
-        self.regularisation = RegularisationControls()
+        self.regularisation = RegularisationControls()  # shown for a deformable preset
         r = self.regularisation
         self.grid_spacing, self.bending = r.grid_spacing, r.bending
         self.update_sigma, self.field_sigma = r.update_sigma, r.field_sigma
@@ -141,8 +139,10 @@ class RegisterWidget(Container):
         events = viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self._on_layer_removed)
-        # The run itself: a Qt-free controller, polled by a ticker on the GUI thread.
-        self.runs = RunController("napari-reg-register")
+        # A Qt-free controller polled by a ticker on the GUI thread; the run goes to a
+        # worker process (napari's repaints hold the GIL), started now (runs/process.py).
+        self.runs = RunController("napari-reg-register", runner=ProcessRun)
+        warm_up()
         self.runs.progress.connect(self._on_progress)
         self.runs.finished.connect(self._on_finished)
         self._ticker = RunTicker(self.runs)
@@ -270,8 +270,8 @@ class RegisterWidget(Container):
     def running(self) -> bool:
         return self.runs.running
 
-    def run(self) -> BackgroundRun | None:
-        """Start a run on a worker thread (refused, with a message, if one is running)."""
+    def run(self) -> BackgroundRun | ProcessRun | None:
+        """Start a run in the worker process (refused, with a message, if one is running)."""
         if self.running or self._session.running:
             show_info("A registration is already running: wait for it or press Stop.")
             return None

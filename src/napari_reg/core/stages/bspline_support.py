@@ -152,5 +152,9 @@ def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: 
     moved = np.sqrt(np.sum(deformation.components.astype(np.float64) ** 2, axis=0))
     deformed = resample(moving, grid, compose_linear(deformation, matrix, check),
                         check=check).data
+    # the deformation in this grid's voxels, for the mirror test (structure_check)
+    d = grid.ndim
+    voxels = np.tensordot(np.linalg.inv(grid.affine[:d, :d]).astype(np.float32),
+                          deformation.components, axes=1)
     return check_structure(grid.data, linear, deformed, grid.spacing, region, block_mm,
-                           moved_mm=moved)
+                           moved_mm=moved, displacement_vox=voxels)
