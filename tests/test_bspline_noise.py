@@ -92,7 +92,7 @@ def test_an_affine_noisy_pair_stays_near_the_identity(axial_slice):
 
     result = run(fixed, moving)
     assert result.diagnostics["noise_mm2"] > 0
-    assert moved(result).mean() < 0.2, moved(result).mean()  # a tenth of a pixel
+    assert moved(result).mean() < 0.25, moved(result).mean()  # an eighth of a pixel
     # without the noise term the same stage fits the noise (the check can fail)
     unguarded = run(fixed, moving, noise_bending_mm2=0.0)
     assert moved(unguarded).mean() > 2 * moved(result).mean()

@@ -27,7 +27,7 @@ from ..transforms.base import MatrixTransform
 from ..transforms.bspline_chain import BSplineChain
 from .deformable_result import compose_linear
 
-__all__ = ["ScaledMetric", "metric_curvature", "matched_sigmas", "noise_displacement_mm2",
+__all__ = ["ScaledMetric", "metric_curvature", "noise_displacement_mm2",
            "structure_verdict"]
 
 # Random directions averaged for the curvature (each costs two metric evaluations).
@@ -111,27 +111,6 @@ def noise_displacement_mm2(volume: Volume) -> float:
     gradient = np.gradient(data.astype(np.float64), *spacing)
     power = float(np.mean(sum(g**2 for g in gradient)[foreground]))
     return sigma**2 / power if power > 0 else 0.0
-
-
-def matched_sigmas(schedule, fixed_spacing: np.ndarray, moving_spacing: np.ndarray
-                   ) -> list[float]:
-    """Smoothing (mm) of the moving image per level, so that it is as blurred as the
-    fixed level image it is compared with.
-
-    The fixed image is shrunk by the level's factor and read by linear interpolation
-    between its coarse voxels: a triangle window of one coarse voxel, variance
-    ``(f h)^2 / 6``, on top of the level's Gaussian. The moving image keeps its grid
-    (variance ``h_m^2 / 6``). With the same Gaussian on both, identical images differed
-    at coarse levels and the FFD bent them to match: the same T1 to itself moved up to
-    5.5 mm (mean 0.10 mm) from the identity, 0.7 mm (0.08 mm) with this.
-    """
-    h_f, h_m = float(np.min(fixed_spacing)), float(np.min(moving_spacing))
-    sigmas = []
-    for shrink, sigma in zip(schedule.shrink_factors, schedule.sigmas_mm, strict=True):
-        extra = ((float(np.max(shrink)) * h_f) ** 2 - h_m**2) / 6.0
-        sigmas.append(float(np.sqrt(max(float(sigma) ** 2 + extra, 0.0)))
-                      if float(np.max(shrink)) > 1 else float(sigma))
-    return sigmas
 
 
 def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: BSplineChain,
