@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     info["git"] = _git_state()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d_%H%M")
     out = args.out or HERE / "results" / f"real_{stamp}.md"
+    n = 2
+    while args.out is None and (out.exists() or out.with_suffix(".json").exists()):
+        out = HERE / "results" / f"real_{stamp}_{n}.md"  # two runs started in one minute
+        n += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"# real-anatomy benchmark {info['date']}, load {info['loadavg_start']}", flush=True)
     t_all = time.perf_counter()

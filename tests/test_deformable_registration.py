@@ -307,3 +307,39 @@ def test_syn_coarse_half_maps_match_the_exact_exponentials():
         assert error.mean() < 0.02 and error.max() < 0.2, (error.mean(), error.max())
     with pytest.raises(DeformableError, match="exp_shrink"):
         register_syn(FIXED, MOVING, LINEAR, levels=1, iterations=1, exp_shrink=0)
+
+
+def test_syn_fields_stay_float32_and_update_in_place():
+    """Memory: the velocity, its half maps and the smoothed update are float32 (a float64
+    field on a 1 mm brain is 210 MB instead of 105), and smoothing in place returns the
+    array it was given."""
+    from napari_reg.core.stages.syn_ops import half_maps as _half_maps
+    from napari_reg.core.stages.syn_ops import smooth_components
+
+    result = register_syn(FIXED, MOVING, LINEAR, levels=2, iterations=(5, 3))
+    v = result.deformation.components
+    assert v.dtype == np.float32 and v.shape == (3,) + SHAPE
+    assert result.displacement_field().components.dtype == np.float32
+    halves = _half_maps(v, 2, None)
+    assert [h.dtype for h in halves] == [np.float32, np.float32]
+    assert [h.shape for h in halves] == [v.shape, v.shape]
+    field = v.copy()
+    assert smooth_components(field, 2.0, np.ones(3), in_place=True) is field
+    assert field.dtype == np.float32
+    np.testing.assert_allclose(field, smooth_components(v, 2.0, np.ones(3)), atol=1e-6)
+
+
+def test_syn_local_ncc_window_holds_as_many_samples_in_2d_as_in_3d():
+    """Default radius: greedy's NCC 2x2x2 in 3D (125 voxels); in 2D 11 x 11 = 121 pixels
+    (radius 2 gave 25, and trailed greedy on real slices). An explicit radius wins."""
+    from napari_reg.core.stages.syn_rules import default_radius
+
+    assert (default_radius(3), default_radius(2)) == (2, 5)
+    yy, xx = np.mgrid[:48, :48].astype(np.float32)
+    fixed = Volume(np.exp(-((xx - 22) ** 2 + (yy - 25) ** 2) / 60.0), np.eye(3), "fixed")
+    moving = Volume(np.exp(-((xx - 24) ** 2 + (yy - 24) ** 2) / 70.0), np.eye(3), "moving")
+    result = register_syn(fixed, moving, np.eye(3), levels=1, iterations=3, no_harm=False)
+    assert result.parameters["radius"] == 5
+    assert register_syn(FIXED, MOVING, LINEAR, levels=1, iterations=1).parameters["radius"] == 2
+    assert register_syn(fixed, moving, np.eye(3), levels=1, iterations=1,
+                        radius=2).parameters["radius"] == 2

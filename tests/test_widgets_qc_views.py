@@ -204,6 +204,17 @@ def test_deformed_grid_with_and_without_the_affine_part(make_napari_viewer, qtbo
     names = [lyr.name for lyr in viewer.layers if lyr.name.startswith(QC_PREFIX)]
     assert names == [QC_PREFIX + k for k in ("fixed", "Jacobian determinant", "folds",
                                              "deformed grid")]
+    # with the ortho views the coronal and sagittal panes get their planes' grids too
+    session.ortho_views = True
+    viewer.dims.set_point(2, 4.0)
+    point = viewer.dims.point
+    on_plane = [np.isclose(grid.data[:, 0, a], point[a]) for a in range(3)]
+    for a in range(3):  # segments in each of the three planes through the point
+        assert np.any(on_plane[a] & ~on_plane[(a + 1) % 3] & ~on_plane[(a + 2) % 3])
+    assert np.all(on_plane[0] | on_plane[1] | on_plane[2])
+    session.ortho_views = False
+    viewer.dims.set_point(2, 10.0)
+    assert np.allclose(grid.data[:, 0, 2], viewer.dims.point[2])  # single view: one plane
     viewer.layers.remove(grid)  # removed by the user: a slice change does not bring it back
     viewer.dims.set_point(2, 0.0)
     assert QC_PREFIX + "deformed grid" not in viewer.layers

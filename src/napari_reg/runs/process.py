@@ -30,7 +30,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .background import BackgroundRun, RunState
+from .background import RunState
 
 __all__ = ["ProcessRun", "WorkerPool", "warm_up", "WorkerLost", "KILL_AFTER_S"]
 
@@ -202,47 +202,25 @@ class ProcessRun(RunState):
         self._target = target
         self._name = name
         self._pool = pool or _POOL
-        self._reader: threading.Thread | None = None
-        self._fallback: BackgroundRun | None = None
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # a cancel is never sent to a worker's next job
         self._cancel_sent_at: float | None = None
         self._job_sent = False
-        self._n_events = 0
-
-    @property
-    def n_events(self) -> int:
-        """Events received so far."""
-        return self._fallback.n_events if self._fallback is not None else self._n_events
 
     # ------------------------------------------------------------------ owner side
     def start(self) -> None:
+        """Start the run's thread: it takes a worker (waiting for one still starting)
+        and sends the job, so the GUI thread never waits for either (pickling a 1 mm pair
+        took 0.24 s); without a worker process it runs the target itself."""
         self.started_at = time.perf_counter()
-        try:
-            worker = self._pool.acquire()
-        except OSError as exc:
-            _log.warning("no worker process (%s): the run uses a thread instead", exc)
-            self._start_in_thread()
-            return
-        self._worker = worker
-        # the reader thread sends the job: pickling and sending a 1 mm pair took 0.24 s,
-        # which the GUI thread would spend frozen on the click
-        self._reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
+        self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"{self._name}-reader")
-        self._reader.start()
-
-    def _start_in_thread(self) -> None:
-        run = BackgroundRun(self._target, self._name)
-        run.token = self.token
-        self._fallback = run
-        run.start()
+        self._thread.start()
 
     def cancel(self) -> None:
         """Ask the run to stop; it ends at the core's next check (or its worker is killed
         ``KILL_AFTER_S`` later)."""
         self.token.cancel()
-        if self._fallback is not None:
-            return
         with self._lock:
             worker = self._worker
             if worker is None or not self._job_sent or self._cancel_sent_at is not None:
@@ -253,45 +231,18 @@ class ProcessRun(RunState):
             except OSError:
                 pass  # the reader sees the lost worker
 
-    @property
-    def running(self) -> bool:
-        if self._fallback is not None:
-            return self._fallback.running
-        return self._reader is not None and self._reader.is_alive()
+    # ------------------------------------------------------------------ the run's thread
+    def _run(self) -> None:
+        try:
+            worker = self._pool.acquire()
+        except OSError as exc:
+            _log.warning("no worker process (%s): the run uses a thread instead", exc)
+            self._run_here(self._target)
+            return
+        with self._lock:
+            self._worker = worker
+        self._read(worker)
 
-    @property
-    def seconds(self) -> float:
-        """Wall time from start to end (so far, while running)."""
-        if self._fallback is not None:
-            return self._fallback.seconds
-        end = self.ended_at if not self.running and self.ended_at else time.perf_counter()
-        return end - self.started_at
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end; True when it has."""
-        if self._fallback is not None:
-            ended = self._fallback.join(timeout)
-            self._copy_fallback()
-            return ended
-        if self._reader is not None:
-            self._reader.join(timeout)
-        return not self.running
-
-    def drain(self) -> list[Any]:
-        """All events reported since the last call, oldest first."""
-        if self._fallback is not None:
-            events = self._fallback.drain()
-            if not self._fallback.running:
-                self._copy_fallback()
-            return events
-        return super().drain()
-
-    def _copy_fallback(self) -> None:
-        run = self._fallback
-        self.result, self.error, self.cancelled = run.result, run.error, run.cancelled
-        self.error_traceback, self.ended_at = run.error_traceback, run.ended_at
-
-    # ------------------------------------------------------------------ reader thread
     def _read(self, worker: _Worker) -> None:
         keep_worker = False
         try:
@@ -366,7 +317,7 @@ class ProcessRun(RunState):
     def _received(self, event: Any) -> None:
         """Reader thread: one progress event from the worker."""
         self._events.append(event)
-        self._n_events += 1
+        self.n_events += 1
 
     def _overdue(self) -> bool:
         sent = self._cancel_sent_at

@@ -323,7 +323,8 @@ class QCWidget(Container):
             guarded(self.deformation)()
 
     def _refresh_grid(self, *_args: Any) -> Any:
-        """Draw the deformed grid in the viewed plane (again after a slice change).
+        """Draw the deformed grid in the viewed plane, or the three planes through the
+        point with the ortho views (again after a slice change).
 
         Only while the deformation view is shown; never re-adds a grid the user (or the
         viewer closing) removed."""
@@ -333,16 +334,20 @@ class QCWidget(Container):
         layer = self.qc_layers.find("deformed grid")
         if layer is None and self._grid_key is not None:
             return None  # removed: stays removed until the view is shown again
-        normal = (dims.not_displayed or (dims.order[0],))[0]
-        position = float(dims.point[normal])
-        key = (normal, position, bool(self.grid_linear.value), float(self.grid_mm.value))
+        # the viewed plane; with the ortho views the three planes through the point
+        normals = (range(3) if self._session.ortho_views
+                   else [(dims.not_displayed or (dims.order[0],))[0]])
+        planes = tuple((a, float(dims.point[a])) for a in normals)
+        key = (planes, bool(self.grid_linear.value), float(self.grid_mm.value))
         if layer is not None and key == self._grid_key:
             return layer  # the same plane (a dims event of our own layer change)
         self._grid_key = key
         inp = self.inputs
-        lines = qc.grid_lines(inp.transform, *inp.display_reference(_DEFORMATION_VOXELS),
-                              float(self.grid_mm.value), normal, position,
-                              linear=inp.linear if self.grid_linear.value else None)
+        grid = inp.display_reference(_DEFORMATION_VOXELS)
+        lines = np.concatenate([
+            qc.grid_lines(inp.transform, *grid, float(self.grid_mm.value), normal, position,
+                          linear=inp.linear if self.grid_linear.value else None)
+            for normal, position in planes])
         if layer is None:
             return self.qc_layers.add(self._viewer.add_vectors(
                 lines, name=QC_PREFIX + "deformed grid", edge_color="darkorange",

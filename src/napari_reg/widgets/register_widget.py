@@ -71,7 +71,7 @@ class RunContext:
 class RegisterWidget(Container):
     """Run a registration of the session's moving image onto its fixed image."""
 
-    PANEL_INTERVAL_S = 0.1  # curve, bar and status: at most 10 updates a second
+    PANEL_INTERVAL_S = 0.2  # curve and bars without live frames: 5 a second (a repaint each)
     # the fields a saved session keeps (the preset first: it sets the others)
     FIELDS = ("preset", "metric", "init", "levels", "iterations", "samples", "seed", "live",
               "grid_spacing", "bending", "update_sigma", "field_sigma")

@@ -140,6 +140,11 @@ def regrid(components: np.ndarray, affine_from: np.ndarray, shape_to: tuple[int,
     """
     d = components.shape[0]
     vv = np.linalg.inv(affine_from) @ np.asarray(affine_to, np.float64)
+    if tuple(shape_to) == tuple(components.shape[1:]) and np.allclose(
+            vv, np.eye(d + 1), rtol=0.0, atol=1e-9):
+        # the same grid (SyN's finest level is the fixed grid): a copy, not an
+        # interpolation (1.6 s for a 1 mm brain)
+        return np.array(components, dtype=np.float32)
     out = np.empty((d,) + tuple(shape_to), np.float32)
     for c in range(d):
         if check is not None:

@@ -21,7 +21,9 @@ next level's grid.
 
 Defaults follow greedy's documentation (3 levels, 100x50x10 iterations, update and field
 smoothing 2.0 and 0.5 voxels, local NCC over 5-voxel windows, ``radius=2`` as its ``NCC
-2x2x2``); a pair of two contrasts gets mutual information instead (``metric="auto"``,
+2x2x2``; in 2D a window of as many pixels, 11 x 11:
+:func:`~napari_reg.core.stages.syn_rules.default_radius`); a pair of two contrasts gets
+mutual information instead (``metric="auto"``,
 :func:`~napari_reg.core.stages.syn_rules.choose_metric`). A moving-image mask is warped
 with the moving image each iteration, and the similarity ignores what it leaves out.
 
@@ -46,27 +48,27 @@ from ..engine.result import LevelRecord
 from ..engine.sampling import mask_for_level
 from ..engine.stage import Stage
 from ..image import Volume
-from ..metrics.dense import force_field, make_dense_metric
+from ..metrics.dense import make_dense_metric
 from ..preview import HalfMapSquare, PreviewedTransform
 from ..pyramid import smooth
 from ..resample import resample
 from ..transforms.base import CompositeTransform, MatrixTransform, Transform
-from ..transforms.field import _index_grid, _to_voxel_vectors
+from ..transforms.field import _index_grid
 from ..transforms.velocity import StationaryVelocityField
 from .deformable_result import DeformableResult, regrid
 from .standalone import run_alone
 from .syn_ops import (
-    half_maps,
-    moving_mask_mid,
+    intersect_masks,
     moving_mask_on,
-    parallel_map,
+    parallel_imap,
     smooth_components,
-    warp_linear,
+    symmetric_gradient,
 )
 from .syn_rules import (
     choose_metric,
     converged,
     default_iterations,
+    default_radius,
     judged_on_fixed_grid,
     per_level_float,
     structure_check,
@@ -90,7 +92,7 @@ class SyNStage(Stage):
 
     name = "syn"
 
-    def __init__(self, *, metric: str = "auto", radius: int = 2,
+    def __init__(self, *, metric: str = "auto", radius: int | None = None,
                  metric_options: dict | None = None, levels: int | None = None,
                  shrink_factors: Sequence[Sequence[int] | int] | None = None,
                  sigmas_mm: Sequence[float] | None = None,
@@ -107,7 +109,8 @@ class SyNStage(Stage):
                 raise RegistrationError(f"{name} must be a finite positive number, got {value}")
         if int(exp_shrink) != exp_shrink or exp_shrink < 1:
             raise RegistrationError(f"exp_shrink must be a positive integer, got {exp_shrink}")
-        self.metric, self.radius = metric, int(radius)
+        self.metric = metric
+        self.radius = None if radius is None else int(radius)
         self.metric_options = dict(metric_options or {})
         self.levels, self.shrink_factors, self.sigmas_mm = levels, shrink_factors, sigmas_mm
         self.iterations, self.step_voxels = iterations, float(step_voxels)
@@ -127,6 +130,7 @@ class SyNStage(Stage):
         d = fixed.ndim
         matrix = np.asarray(transform.matrix, np.float64)  # type: ignore[attr-defined]
         large = fixed.data.size > FULL_RESOLUTION_VOXELS
+        radius = default_radius(d) if self.radius is None else self.radius
         levels = self.levels if self.levels is not None else (4 if large else 3)
         schedule = level_schedule(fixed, levels, self.shrink_factors, self.sigmas_mm)
         shrink, sigmas, n_levels = schedule.shrink_factors, schedule.sigmas_mm, schedule.n_levels
@@ -135,6 +139,7 @@ class SyNStage(Stage):
         iters = per_level(default_iterations(shrink) if self.iterations is None
                           else self.iterations, n_levels, "iterations")
         update_sigmas = per_level_float(self.update_sigma_voxels, n_levels)
+        ctx.release_pyramids()  # the linear stages' (1 mm brain: ~200 MB); SyN has its own
         fixed_pyr = ctx.pyramid(fixed, shrink, sigmas)
         dense = None  # chosen at the first level when the metric is "auto"
         metric, correlation = self.metric, None
@@ -189,10 +194,10 @@ class SyNStage(Stage):
             if dense is None:
                 metric, correlation = choose_metric(self.metric, fixed, moving, matrix,
                                                     ctx.fixed_mask, ctx.moving_mask)
-                dense = make_dense_metric(metric, radius=self.radius, **(
+                dense = make_dense_metric(metric, radius=radius, **(
                     self.metric_options if metric == self.metric else {}))
             # the metric's independent filters on the pool, for this level's grid size
-            dense.map = lambda fn, items, size=fimg.size: parallel_map(fn, items, size)
+            dense.map = lambda fn, items, size=fimg.size: parallel_imap(fn, items, size)
             dense.setup(fimg, warped_lin)
             record = ctx.record(self.name, level, schedule, int(fimg.size))
             records.append(record)
@@ -204,25 +209,12 @@ class SyNStage(Stage):
             record.stop_reason = "max_iterations"
             for it in range(iters[level]):
                 cancel.raise_if_cancelled()
-                v_vox = _to_voxel_vectors(v, grid_affine)
-                # exp(+-v/2) with steps of at most half a voxel: invertible, and cheap
-                half, half_inv = half_maps(v_vox, self.exp_shrink, check)
+                latest_half = None  # the last half map goes before the next is made
+                cost, update, half = symmetric_gradient(
+                    v, grid_affine, self.exp_shrink, warped_lin, fimg, idx, mask, moving_in,
+                    dense, metric, radius, check)
                 latest_half = (half, grid_affine)
-                j_mid, i_mid = parallel_map(lambda pair: warp_linear(*pair), [
-                    (warped_lin, idx + half), (fimg, idx + half_inv)], fimg.size)
-                check()
-                # the fixed mask stays on the fixed grid: the velocity lives there
-                mid_mask = mask if moving_in is None else _and(mask, moving_mask_mid(
-                    moving_in, idx + half, metric, self.radius))
-                cost, d_i, d_j = dense.value_and_derivatives(i_mid, j_mid, mid_mask,
-                                                             check=check)
-                check()
-                grad, grad_i = parallel_map(lambda pair: force_field(*pair),
-                                            [(d_j, j_mid, grid_affine),
-                                             (d_i, i_mid, grid_affine)], fimg.size)
-                grad -= grad_i
-                check()
-                update = smooth_components(grad, update_sigma, grid.spacing)
+                smooth_components(update, update_sigma, grid.spacing, in_place=True)
                 norm = float(np.sqrt(np.einsum("i...,i...->...", update, update).max()))
                 check()
                 record.costs.append(cost)
@@ -230,8 +222,10 @@ class SyNStage(Stage):
                     record.stop_reason = "zero_gradient"
                     emit(EventKind.ITERATION, record, it, cost)
                     break
-                v -= update * np.float32(step_mm / norm)
-                v = smooth_components(v, self.field_sigma_voxels, grid.spacing)
+                update *= np.float32(step_mm / norm)
+                v -= update
+                del update  # (in place from here on: v and its update are the big arrays)
+                smooth_components(v, self.field_sigma_voxels, grid.spacing, in_place=True)
                 emit(EventKind.ITERATION, record, it, cost)
                 if converged(record.costs, self.convergence_window,
                               tolerance):
@@ -241,12 +235,15 @@ class SyNStage(Stage):
             emit(EventKind.LEVEL_END, record, len(record.costs), cost)
 
         assert v is not None
+        # the iterations' arrays go before the judge builds its own (1 mm brain: ~400 MB)
+        latest_half = idx = mov_s = None  # type: ignore[assignment]
         # Do no harm: keep the deformation only if it removes a real part of the structural
         # (modality-independent) mismatch the linear map left; else the linear map stands.
         if v.shape[1:] == fixed.shape:
             judged = structure_check(v, grid_affine, last_spacing, fimg, warped_lin,
-                                     _and(mask_for_level(ctx.sampling_mask(fixed), last_shrink),
-                                          None if moving_in is None else moving_in >= 0.5),
+                                     intersect_masks(
+                                         mask_for_level(ctx.sampling_mask(fixed), last_shrink),
+                                         None if moving_in is None else moving_in >= 0.5),
                                      self.exp_shrink, check)
         else:  # the finest levels were skipped: judge on the fixed grid all the same
             judged = judged_on_fixed_grid(v, grid_affine, fixed, moving, matrix,
@@ -258,7 +255,7 @@ class SyNStage(Stage):
             v = np.zeros_like(v)
         svf = StationaryVelocityField.from_components(v, grid_affine)
         parameters: dict[str, Any] = {
-            "metric": metric, "metric_requested": self.metric, "radius": self.radius,
+            "metric": metric, "metric_requested": self.metric, "radius": radius,
             "metric_options": dict(self.metric_options), "shrink_factors": shrink,
             "sigmas_mm": sigmas, "iterations": iters, "step_voxels": self.step_voxels,
             "update_sigma_voxels": update_sigmas,
@@ -297,7 +294,8 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
         :func:`~napari_reg.core.stages.syn_rules.choose_metric`; the choice and the
         correlation are in ``result.diagnostics``). ``"lncc"``: local NCC, box window of
         ``2*radius+1`` voxels (squared, so a locally inverted contrast matches too, but it
-        fits a T1 vs T2 difference rather than anatomy); or ``"ssd"``, ``"mi"``,
+        fits a T1 vs T2 difference rather than anatomy; default radius 2 in 3D, 5 in 2D:
+        :func:`~napari_reg.core.stages.syn_rules.default_radius`); or ``"ssd"``, ``"mi"``,
         ``"nmi"``, ``"ncc"`` (dense versions of :mod:`napari_reg.core.metrics`).
         ``metric_options`` go to the metric named, not to one ``"auto"`` picks.
     levels, shrink_factors, sigmas_mm
@@ -353,7 +351,3 @@ def register_syn(fixed: Volume, moving: Volume, initial: np.ndarray | Transform 
                      moving_mask=moving_mask, callback=callback, cancel=cancel,
                      stage_index=stage)
 
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """The intersection of two optional masks (None: no restriction)."""
-    return b if a is None else a if b is None else a & b

@@ -67,13 +67,21 @@ def _interpolate(components: np.ndarray, coords_vox: np.ndarray) -> np.ndarray:
     fields interpolate their components on parallel threads: scipy releases the GIL, and
     this is where scaling and squaring spends most of its time (benchmarks/, SyN profile).
     """
-    def one(c: np.ndarray) -> np.ndarray:
-        return ndimage.map_coordinates(c, coords_vox, order=1, mode="nearest",
-                                       prefilter=False)
+    # results go straight into one output array: stacking them afterwards copied the
+    # whole field again (1.1 s of an 8.6 s exponential on a 1 mm brain)
+    out = np.empty((len(components),) + tuple(coords_vox.shape[1:]),
+                   dtype=np.result_type(components.dtype, np.float32))
+
+    def one(c: int) -> None:
+        ndimage.map_coordinates(components[c], coords_vox, order=1, mode="nearest",
+                                prefilter=False, output=out[c])
 
     if coords_vox[0].size < _PARALLEL_POINTS or (os.cpu_count() or 1) < 2 or in_pool():
-        return np.stack([one(c) for c in components])
-    return np.stack(list(_pool().map(one, components)))
+        for c in range(len(components)):
+            one(c)
+    else:
+        list(_pool().map(one, range(len(components))))
+    return out
 
 
 def in_pool() -> bool:
