@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import ndimage
 
 from ..engine.sampling import foreground_mask
 from ..image import Volume
@@ -26,10 +27,15 @@ from ..transforms.base import MatrixTransform
 from ..transforms.bspline_chain import BSplineChain
 from .deformable_result import compose_linear
 
-__all__ = ["ScaledMetric", "metric_curvature", "structure_verdict"]
+__all__ = ["ScaledMetric", "metric_curvature", "noise_displacement_mm2",
+           "structure_verdict"]
 
 # Random directions averaged for the curvature (each costs two metric evaluations).
 CURVATURE_DIRECTIONS = 2
+# The noise estimate needs this many background voxels (else: no estimate, 0).
+MIN_BACKGROUND_VOXELS = 1000
+# Above this many voxels the noise estimate reads every other voxel.
+NOISE_FULL_GRID_VOXELS = 1 << 22
 # Above this many fixed voxels the structure check runs on every other voxel.
 CHECK_FULL_GRID_VOXELS = 1 << 22
 
@@ -76,6 +82,35 @@ def metric_curvature(similarity: Callable[[np.ndarray], float], n_parameters: in
         # a similarity that is not convex where the FFD starts (rare): its size only
         kappa = float(np.mean(np.abs(estimates)))
     return kappa if np.isfinite(kappa) and kappa > 0 else 1.0
+
+
+def noise_displacement_mm2(volume: Volume) -> float:
+    """The image's noise in displacement units: ``sigma_n^2 / mean |grad I|^2`` (mm^2).
+
+    ``sigma_n``: the robust standard deviation (1.4826 MAD) of the intensities outside
+    the head (voxels more than 3 voxels from the foreground of the lightly smoothed
+    image), where an MR magnitude image holds nothing but noise; ``|grad I|`` (intensity
+    per mm) averaged over the foreground. A misfit of one noise standard deviation is
+    then worth this many mm^2 of displacement. 0 when the image has no background of at
+    least ``MIN_BACKGROUND_VOXELS`` voxels (cropped, skull-stripped or noise-free
+    images: exactly 0 outside). Large images are read on every other voxel.
+    """
+    data = np.asarray(volume.data, np.float32)
+    spacing = np.asarray(volume.spacing, np.float64)
+    if data.size > NOISE_FULL_GRID_VOXELS:
+        data = data[tuple(slice(None, None, 2) for _ in range(data.ndim))]
+        spacing = spacing * 2
+    foreground = foreground_mask(ndimage.gaussian_filter(data, 1.0))
+    if foreground is None:
+        return 0.0
+    background = ~ndimage.binary_dilation(foreground, iterations=3)
+    values = data[background].astype(np.float64)
+    if values.size < MIN_BACKGROUND_VOXELS:
+        return 0.0
+    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    gradient = np.gradient(data.astype(np.float64), *spacing)
+    power = float(np.mean(sum(g**2 for g in gradient)[foreground]))
+    return sigma**2 / power if power > 0 else 0.0
 
 
 def structure_verdict(fixed: Volume, moving: Volume, matrix: np.ndarray, chain: BSplineChain,
