@@ -93,6 +93,16 @@ def test_session_save_restore_and_replay(make_napari_viewer, qtbot, tmp_path, pa
         assert ids_of(new) == ids_of(old)
         np.testing.assert_allclose(world_points(new), world_points(old), atol=1e-4)
     other.screenshot(path="/tmp/napari_reg_session_restored.png", canvas_only=False)
+    # the restored moving landmarks follow a later hand alignment, like ones made here
+    landmarks2 = LandmarksWidget(other)
+    assert landmarks2.moving_points.value is m2
+    before_data, before_world, fixed_data = np.array(m2.data), world_points(m2), np.array(f2.data)
+    moved = shift.copy()
+    moved[:3, 3] += [3.0, 0.0, -2.0]  # fixed -> moving: the image is shown 3 mm further left
+    get_alignment(other).set(moved)
+    np.testing.assert_allclose(world_points(m2), before_world, atol=1e-6)  # same anatomy
+    np.testing.assert_allclose(m2.data - before_data, [[-3.0, 0.0, 2.0]] * 3, atol=1e-6)
+    np.testing.assert_array_equal(f2.data, fixed_data)  # the fixed landmarks stay
 
     # ---- the command line replays the folder to the same registration
     class Args:

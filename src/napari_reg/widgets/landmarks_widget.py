@@ -189,6 +189,11 @@ class LandmarksWidget(LandmarkFileActions, Container):
             # Ctrl+Z while the Points layer is active undoes the last landmark edit
             layer.bind_key("Control-Z", self._undo_key, overwrite=True)
         moving_img = self._session.moving_layer
+        for layer in self._layers():  # our layers made elsewhere (a restored session)
+            side = layer.metadata.get("napari_reg_side") if layer is not None else None
+            if side is not None and id(layer) not in self._follow:
+                self._follow[id(layer)] = (moving_img if side == "moving"
+                                           else self._session.fixed_layer)
         if moving_img is not None:
             moving_img.events.affine.connect(self._follow_moving)
             self._connected.append((moving_img, self._follow_moving))
