@@ -27,8 +27,9 @@ anatomy:
   the MAP weighting of a misfit whose noise is that many mm^2.
 * **Do no harm.** The result is kept only if the images' *edges* align better than
   under ``M`` alone in a clear majority of the blocks it moved (control-point cells, or
-  half-size blocks for a small local correction; :mod:`napari_reg.core.structure_check`);
-  otherwise the stage returns ``M`` unbent
+  half-size blocks for a small local correction) and it gains at least a set share of
+  what its mirror ``-u`` loses (:mod:`napari_reg.core.structure_check`); otherwise the
+  stage returns ``M`` unbent
   (``diagnostics["structure_check"]`` says why).
 """
 
@@ -280,8 +281,9 @@ def register_bspline(fixed: Volume, moving: Volume,
         half its injectivity bound).
     structure_check
         Keep the deformation only if it aligns edges better than the linear map in a clear
-        majority of the blocks it moved (:mod:`napari_reg.core.structure_check`); False
-        keeps whatever the optimiser found.
+        majority of the blocks it moved and beats its mirror ``-u``
+        (:mod:`napari_reg.core.structure_check`); False keeps whatever the optimiser
+        found.
     levels, shrink_factors, sigmas_mm
         Pyramid schedule (defaults from :func:`napari_reg.core.pyramid.default_schedule`).
     iterations, samples
