@@ -21,8 +21,8 @@ from ..io.landmarks import Landmarks, read_landmarks, write_landmarks
 from ._layer_volumes import display_to_world, file_affine, placed_affine
 from ._lm_model import ids_of, world_points
 
-__all__ = ["add_landmark_layer", "follow_image", "pair_paths", "save_pair", "read_for_layer",
-           "outside"]
+__all__ = ["add_landmark_layer", "follow_image", "image_of", "pair_paths", "save_pair",
+           "read_for_layer", "outside"]
 
 
 def add_landmark_layer(viewer: Any, image: Any, side: str, colour: str) -> Any:
@@ -40,6 +40,13 @@ def add_landmark_layer(viewer: Any, image: Any, side: str, colour: str) -> Any:
         face_color=colour, border_color="black", size=4.0,
         axis_labels=tuple("xyz"[: image.ndim]),
         metadata={"original_affine": display_to_world(image), "napari_reg_side": side})
+
+
+def image_of(layer: Any, session: Any) -> Any:
+    """The session's image a landmark layer of ours sits on (its ``napari_reg_side``),
+    or None for another Points layer (or None)."""
+    side = layer.metadata.get("napari_reg_side") if layer is not None else None
+    return {"fixed": session.fixed_layer, "moving": session.moving_layer}.get(side)
 
 
 def follow_image(layer: Any, image: Any) -> np.ndarray | None:

@@ -1,13 +1,13 @@
 """Landmarks panel: paired points clicked on the fixed and moving images, fits, files.
 
-Pairs are explicit: every point carries an id (``features['id']`` of its Points layer)
-and a fixed and a moving point with the same id form a pair, whatever the click order.
-A new click gets the id of the pair selected in the table when this side lacks it,
-else the first id that the other side has and this side lacks (so clicking fixed 1, 2, 3
-then moving 1, 2, 3 pairs up as expected), else a new number. Points live in world mm
-where they are shown (no layer affine, so napari slices them right whatever the image's
-axes), are clicked on 2D slices of 3D volumes and follow a hand-aligned moving image on
-screen; their file world RAS mm positions come through ``original_affine`` (``_lm_model``).
+Pairs are explicit: every point carries an id (``features['id']`` of its Points layer);
+a fixed and a moving point with the same id form a pair, whatever the click order. A new
+click gets the id of the pair selected in the table when this side lacks it, else the
+first id the other side has and this side lacks (fixed 1, 2, 3 then moving 1, 2, 3 pair
+up), else a new number. Points live in world mm where they are shown (no layer affine:
+napari slices them right whatever the image's axes), are clicked on 2D slices of 3D
+volumes and follow a hand-aligned moving image on screen (also ones restored from a
+session); file world RAS mm positions come through ``original_affine`` (``_lm_model``).
 
 Fits (fixed world RAS mm -> moving world RAS mm): rigid, similarity, affine
 (:func:`napari_reg.core.initialize.fit_landmarks`) or a thin-plate spline
@@ -32,7 +32,7 @@ from ..core.transforms.base import Transform
 from ._alignment import get_alignment, request_manual_init
 from ._lm_clicks import record_ray, surface_point
 from ._lm_file_actions import LandmarkFileActions
-from ._lm_files import add_landmark_layer, follow_image, outside
+from ._lm_files import add_landmark_layer, follow_image, image_of, outside
 from ._lm_model import Snapshot, UndoStack, fit_rows, fit_summary, ids_of, next_id, pair_rows
 from ._lm_table import PairTable
 from ._notify import guarded
@@ -71,17 +71,16 @@ class LandmarksWidget(LandmarkFileActions, Container):
         self.load_side = ComboBox(label="Load into", choices=["fixed", "moving"])
         self.load_button = PushButton(text="Load file...")
         self.save_button = PushButton(text="Save both...")
+
+        def row(*widgets: Any) -> Container:  # buttons side by side
+            return Container(widgets=list(widgets), layout="horizontal", labels=False)
         self.extend([self.fixed_points, self.moving_points, self.new_layers,
-                     Container(widgets=[self.click_fixed, self.click_moving, self.select_mode],
-                               layout="horizontal", labels=False),
-                     Container(widgets=[self.delete, self.undo_button], layout="horizontal",
-                               labels=False)])
+                     row(self.click_fixed, self.click_moving, self.select_mode),
+                     row(self.delete, self.undo_button)])
         self.table = PairTable()
         self.native.layout().addWidget(self.table)
         self.extend([self.kind, self.smoothing, self.fit_button, self.summary, self.preview,
-                     self.use_init, self.load_side,
-                     Container(widgets=[self.load_button, self.save_button],
-                               layout="horizontal", labels=False)])
+                     self.use_init, self.load_side, row(self.load_button, self.save_button)])
 
         self.undo_stack = UndoStack()
         self.fit: Transform | None = None
@@ -90,7 +89,6 @@ class LandmarksWidget(LandmarkFileActions, Container):
         self._follow: dict[int, Any] = {}  # id(points layer) -> image layer it sits on
         self._connected: list[Any] = []
         self._rays: dict[int, Any] = {}  # id(points layer) -> the ray of its last 3D press
-
         self.new_layers.clicked.connect(guarded(self.create_layers))
         self.click_fixed.clicked.connect(lambda: self.start_clicking("fixed"))
         self.click_moving.clicked.connect(lambda: self.start_clicking("moving"))
@@ -190,10 +188,7 @@ class LandmarksWidget(LandmarkFileActions, Container):
             layer.bind_key("Control-Z", self._undo_key, overwrite=True)
         moving_img = self._session.moving_layer
         for layer in self._layers():  # our layers made elsewhere (a restored session)
-            side = layer.metadata.get("napari_reg_side") if layer is not None else None
-            if side is not None and id(layer) not in self._follow:
-                self._follow[id(layer)] = (moving_img if side == "moving"
-                                           else self._session.fixed_layer)
+            self._follow.setdefault(id(layer), image_of(layer, self._session))
         if moving_img is not None:
             moving_img.events.affine.connect(self._follow_moving)
             self._connected.append((moving_img, self._follow_moving))
