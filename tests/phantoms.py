@@ -98,3 +98,21 @@ def mean_error_mm(estimate: np.ndarray, truth: np.ndarray, volume: Volume) -> fl
     points = volume.world_grid().reshape(-1, volume.ndim)
     diff = apply_affine(estimate, points) - apply_affine(truth, points)
     return float(np.linalg.norm(diff, axis=1).mean())
+
+
+def oblique_landmark_nifti(path) -> np.ndarray:
+    """Write a NIfTI rotated 30 deg about z and 20 deg about x (not axis-aligned) to
+    ``path``: background 0, a 100 block, and one bright 3x3x3 voxel block whose centre is
+    a known landmark; returns that landmark (world RAS mm)."""
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    data = np.zeros((40, 36, 32), np.float32)
+    data[4:36, 4:32, 4:28] = 100.0
+    data[24:27, 10:13, 8:11] = 1000.0  # landmark block, centre voxel (25, 11, 9)
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix() \
+        @ np.diag([1.5, 1.5, 2.0])
+    affine[:3, 3] = [-20.0, 10.0, 5.0]
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return affine[:3, :3] @ [25, 11, 9] + affine[:3, 3]

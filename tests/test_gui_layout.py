@@ -17,6 +17,7 @@ from napari_reg.core.image import Volume
 from napari_reg.layers import volume_to_layer_data
 from napari_reg.widgets.main_dock import RegistrationDock
 from napari_reg.widgets.view_mode import ViewModeControl
+from phantoms import oblique_landmark_nifti
 
 
 def _add_small_pair(viewer):
@@ -243,21 +244,8 @@ def test_side_by_side_shows_moving_beside_fixed(make_napari_viewer, tmp_path):
 
 
 def _oblique_phantom(tmp_path):
-    """A NIfTI rotated 30 deg about z and 20 deg about x (not axis-aligned), background 0,
-    with one bright 3x3x3 voxel block whose centre is a known landmark."""
-    from scipy.spatial.transform import Rotation
-
-    data = np.zeros((40, 36, 32), np.float32)
-    data[4:36, 4:32, 4:28] = 100.0
-    data[24:27, 10:13, 8:11] = 1000.0  # landmark block, centre voxel (25, 11, 9)
-    affine = np.eye(4)
-    affine[:3, :3] = Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix() \
-        @ np.diag([1.5, 1.5, 2.0])
-    affine[:3, 3] = [-20.0, 10.0, 5.0]
     path = tmp_path / "oblique_landmark.nii.gz"
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-    landmark = affine[:3, :3] @ [25, 11, 9] + affine[:3, 3]
-    return path, landmark
+    return path, oblique_landmark_nifti(path)
 
 
 def test_oblique_volume_shows_its_landmark_in_every_view(make_napari_viewer, tmp_path,

@@ -25,7 +25,7 @@ from napari_reg.widgets.landmarks_widget import LandmarksWidget
 from napari_reg.widgets.overlay import LIVE_MAP_STEP, warp_to_grid
 from napari_reg.widgets.qc_widget import QCWidget
 from napari_reg.widgets.register_widget import RegisterWidget
-from phantoms import homogeneous, rotation
+from phantoms import homogeneous, oblique_landmark_nifti, rotation
 
 # napari's "Non-orthogonal slicing ... not fully supported" warning means a layer we made
 # would be drawn in the wrong place (napari #7310): an error in these tests.
@@ -398,22 +398,13 @@ def test_landmark_on_an_oblique_aligned_image_stays_right_in_world_and_every_vie
     shown where the aligned image shows that anatomy, in each of the three planes, and
     nothing is sliced obliquely (the module's filterwarnings turns that into an error)."""
     import nibabel as nib
-    from scipy.spatial.transform import Rotation
 
     from napari_reg.io.landmarks import Landmarks, write_landmarks
     from napari_reg.widgets._alignment import get_alignment
     from napari_reg.widgets._lm_model import world_points
     from napari_reg.widgets.ortho_views import PLANES, orient
 
-    data = np.zeros((40, 36, 32), np.float32)
-    data[4:36, 4:32, 4:28] = 100.0
-    data[24:27, 10:13, 8:11] = 1000.0  # landmark block, centre voxel (25, 11, 9)
-    oblique = np.eye(4)
-    oblique[:3, :3] = Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix() \
-        @ np.diag([1.5, 1.5, 2.0])
-    oblique[:3, 3] = [-20.0, 10.0, 5.0]
-    landmark = oblique[:3, :3] @ [25, 11, 9] + oblique[:3, 3]
-    nib.save(nib.Nifti1Image(data, oblique), str(tmp_path / "moving.nii.gz"))
+    landmark = oblique_landmark_nifti(tmp_path / "moving.nii.gz")
     fixed_grid = np.diag([1.5, 1.5, 1.5, 1.0])
     fixed_grid[:3, 3] = -50.0  # 80 voxels: -50 to 68.5 mm on each axis
     nib.save(nib.Nifti1Image(np.ones((80, 80, 80), np.float32), fixed_grid),
