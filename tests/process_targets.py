@@ -55,3 +55,25 @@ def dying(*, callback: Any, cancel: Any) -> None:
     """The worker process dies in the middle of the run (as if killed)."""
     callback(event(0))
     os._exit(3)
+
+
+class Handler:
+    """A service handler (napari_reg.runs.service): ``("echo", x)`` -> ``(pid, x)``,
+    ``("sleep", s)`` waits ``s`` s first, ``("fail", msg)`` raises KeyError, ``("die",)``
+    ends the process, ``("nice",)`` -> its CPU priority."""
+
+    def __init__(self, tag: str = ""):
+        self.tag = tag
+
+    def __call__(self, request: tuple) -> Any:
+        kind = request[0]
+        if kind == "sleep":
+            time.sleep(request[1])
+            return (self.tag, "slept")
+        if kind == "fail":
+            raise KeyError(request[1])
+        if kind == "die":
+            os._exit(3)
+        if kind == "nice":
+            return os.getpriority(os.PRIO_PROCESS, 0)
+        return (self.tag, os.getpid(), request[1])

@@ -152,12 +152,16 @@ class WorkerPool:
         starting = self._starting
         if starting is not None:
             starting.join(_START_TIMEOUT_S)
+        return self.try_acquire() or _Worker()
+
+    def try_acquire(self) -> _Worker | None:
+        """An idle worker if one is ready, else None at once."""
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
                 if worker.alive:
                     return worker
-        return _Worker()
+        return None
 
     def release(self, worker: _Worker) -> None:
         """A worker whose job has ended: keep it warm, or let it go."""

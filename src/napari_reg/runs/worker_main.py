@@ -15,6 +15,14 @@ in ``PYTHONPATH`` and a one-time key in ``NAPARI_REG_WORKER_KEY``; it connects t
 * worker -> parent: ``("ready",)`` once; per job any number of ``("event", event)``
   then exactly one of ``("result", value)``, ``("error", exception, traceback_text)``,
   ``("cancelled",)``.
+* a stream (:class:`.service.RemoteStream`): ``("stream", handler, nice, interval_s)``,
+  then ``("request", request)`` any number of times, of which only the newest is
+  answered: the worker starts a request at most every ``interval_s`` and meanwhile keeps
+  reading, so a request superseded before it started is dropped; ``nice``: how much
+  lower than at its start the worker's CPU priority is from then on. Each answer is
+  ``("reply", number, value)`` or ``("error", number, exception, traceback_text)``
+  with the number (1, 2, ...) of the request it answers; ``("end",)`` is acknowledged
+  with ``("ended",)``.
 
 ``target(callback=..., cancel=...)`` is the same callable a thread run takes. Progress
 events are sent thinned for display (:func:`display_event`): every event (the cost curve
@@ -47,6 +55,8 @@ TRANSFORM_INTERVAL_S = 1.0 / 50.0
 # A SyN state's half field goes at most this large (~3 mm for a 1 mm brain: 4 MB instead
 # of ~100 MB); displays evaluate the map only every ~4 mm anyway.
 DISPLAY_MAX_VOXELS = 1_000_000
+# the CPU priority this worker started with (a service may only lower it from there)
+_START_NICE = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
 
 
 def display_event(event: Any, with_transform: bool) -> Any:
@@ -153,6 +163,60 @@ def _run_job(conn: Connection, send: Any, target: Any, recv_lock: threading.Lock
     return not token.exit_requested
 
 
+def _lower_priority(nice: int) -> None:
+    """This process's CPU priority at least ``nice`` below what it was at start (Linux:
+    the calling thread's, which answers the service's requests)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, max(now, _START_NICE + nice))
+    except OSError:  # not permitted here: serve at normal priority
+        pass
+
+
+def _stream_requests(conn: Connection, send: Any, handler: Any, nice: int,
+                     interval_s: float) -> bool:
+    """Answer the newest of a stream's requests, paced; False when asked to exit."""
+    _lower_priority(nice)
+    number, last_start = 0, -float("inf")
+    newest: tuple[int, Any] | None = None
+    while True:
+        # wait for a request (blocking), then until the pacing allows a start, taking
+        # every newer request that comes meanwhile
+        timeout = None if newest is None else max(0.0, last_start + interval_s
+                                                  - time.perf_counter())
+        if timeout is None or timeout > 0 or conn.poll(0):
+            if conn.poll(timeout):
+                message = conn.recv()
+                if message[0] == "exit":
+                    return False
+                if message[0] == "end":  # nothing of this stream follows the ack
+                    send(("ended",))
+                    return True
+                if message[0] == "request":
+                    number += 1
+                    newest = (number, message[1])
+                del message
+                continue
+        if newest is None:
+            continue
+        (answered, request), newest = newest, None
+        last_start = time.perf_counter()
+        try:
+            reply = ("reply", answered, handler(request))
+        except Exception as exc:  # noqa: BLE001 - re-raised in the parent
+            reply = ("error", answered, _picklable_error(exc), traceback.format_exc())
+        del request
+        try:
+            send(reply)
+        except (OSError, EOFError):
+            raise  # the parent is gone: serve() ends
+        except Exception as exc:  # noqa: BLE001 - a reply that does not pickle
+            send(("error", answered, RuntimeError(f"the reply could not be sent back: {exc}"),
+                  ""))
+
+
 def serve(conn: Connection) -> None:
     """Answer jobs on ``conn`` until ``exit`` or the parent goes away."""
     send_lock, recv_lock = threading.Lock(), threading.Lock()
@@ -175,6 +239,8 @@ def serve(conn: Connection) -> None:
             return
         try:
             if message[0] == "job" and not _run_job(conn, send, message[1], recv_lock):
+                return
+            if message[0] == "stream" and not _stream_requests(conn, send, *message[1:]):
                 return
         except (EOFError, OSError):  # the parent went away mid-job: nobody to answer
             return
