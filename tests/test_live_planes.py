@@ -78,7 +78,7 @@ def test_overlay_draws_the_planes_on_screen_and_a_coarse_volume_in_3d():
 
     def frame():
         overlay.request(m)
-        overlay._pending.result(timeout=10)
+        assert overlay.wait_frame(10)
         assert overlay.poll()
         return overlay.layer.data
 
@@ -121,13 +121,13 @@ def test_refocus_draws_the_last_state_where_the_view_moved():
     whole = warp_to_grid(moving, m, fixed.shape, fixed.affine)
     try:
         overlay.refocus()  # nothing requested yet: nothing to draw
-        assert overlay._pending is None
+        assert not overlay.pending
         overlay.request(m)
-        overlay._pending.result(timeout=10)
+        assert overlay.wait_frame(10)
         overlay.poll()
         focus["index"] = (17, 20, 2)
         overlay.refocus()
-        overlay._pending.result(timeout=10)
+        assert overlay.wait_frame(10)
         assert overlay.poll() and overlay.n_updates == 2
         for got, expected in zip(_planes_of(overlay.layer.data, focus["index"]),
                                  _planes_of(whole, focus["index"]), strict=True):
@@ -137,8 +137,8 @@ def test_refocus_draws_the_last_state_where_the_view_moved():
 
 
 def test_plane_frames_sample_a_smooth_map_every_4_mm():
+    from napari_reg.widgets._frame_render import FrameRequest, render_frame
     from napari_reg.widgets._live_planes import plane_map_step
-    from napari_reg.widgets.overlay import _render
 
     assert plane_map_step(np.diag([1.0, 1.0, 1.0, 1.0])) == 4
     assert plane_map_step(np.diag([-2.0, 2.0, 3.0, 1.0])) == 2  # never below 2
@@ -148,7 +148,7 @@ def test_plane_frames_sample_a_smooth_map_every_4_mm():
     ffd = BSplineTransform.over_volume(fixed, 10.0)
     ffd.parameters = np.random.default_rng(2).normal(0, 1.0, ffd.n_parameters)
     index = (20, 11, 30)
-    frame = _render(moving, ffd, fixed.shape, fixed.affine, index)
+    frame = render_frame(moving, FrameRequest(ffd, fixed.shape, fixed.affine, index))
     for (axis, i, plane), (_, shape, affine) in zip(
             frame.planes, plane_grids(fixed.shape, fixed.affine, index), strict=True):
         exact = warp_to_grid(moving, ffd, shape, affine)

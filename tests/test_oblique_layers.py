@@ -86,7 +86,7 @@ def test_live_overlay_on_an_oblique_fixed_image_is_drawn_axis_aligned(oblique_fi
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no napari non-orthogonal slicing warning
             overlay.request(MatrixTransform(shift))
-            overlay._pending.result(timeout=10)
+            assert overlay.wait_frame(10)
             assert overlay.poll()
             viewer.dims.set_point(2, 10.0)
             assert is_axis_aligned(overlay.layer.affine.affine_matrix)

@@ -115,8 +115,8 @@ def test_live_overlay_shows_the_newest_request_then_full_resolution():
             m = np.eye(4)
             m[0, 3] = shift
             overlay.request(MatrixTransform(m))
-        while overlay._pending is not None:  # the newest request follows the first
-            overlay._pending.result(timeout=5)
+        while overlay.pending:  # the newest request follows the first
+            overlay.wait_frame(5)
             overlay.poll()
         layer = overlay.layer
         assert layer.name == "warped (live)"
@@ -231,15 +231,15 @@ def test_paced_warps_take_the_newest_request_and_signal_when_ready():
 
     try:
         overlay.request(shifted(0.0))
-        overlay._pending.result(timeout=5)
+        assert overlay.wait_frame(5)
         assert overlay.poll() and overlay.n_updates == 1
         overlay.request(shifted(1.0))  # queued: waits ~0.3 s before it starts
         overlay.request(shifted(3.0))  # arrives while it waits: this one is drawn
-        overlay._pending.result(timeout=5)
+        assert overlay.wait_frame(5)
         assert overlay.poll() and overlay.n_updates == 2
         np.testing.assert_allclose(overlay.layer.data, warp_to_grid(
             moving, shifted(3.0), overlay.shape, overlay.grid_affine))
-        assert overlay._pending is None  # nothing newer waits: no extra warp
+        assert not overlay.pending  # nothing newer waits: no extra warp
         assert len(ready_threads) == 2
         assert all(t is not threading.main_thread() for t in ready_threads)
     finally:
@@ -257,7 +257,7 @@ def test_a_previewed_transform_is_drawn_through_its_preview():
     exact, preview = MatrixTransform(np.eye(4)), MatrixTransform(_rotation_x(10.0, (0, 0, 0)))
     try:
         overlay.request(PreviewedTransform(exact, preview))
-        overlay._pending.result(timeout=5)
+        assert overlay.wait_frame(5)
         overlay.poll()
         np.testing.assert_allclose(overlay.layer.data, warp_to_grid(
             moving, preview, overlay.shape, overlay.grid_affine))

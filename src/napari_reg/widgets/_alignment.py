@@ -190,7 +190,7 @@ class Alignment:
         changed = overlay.poll()
         if changed and overlay.layer is not None:
             overlay.layer.visible = self._overlay_wanted
-        if overlay._pending is None and overlay._latest is None:  # idle: stop polling
+        if not overlay.pending:  # idle: stop polling
             self._timer.stop()
         return changed
 
@@ -199,12 +199,10 @@ class Alignment:
         import time
 
         end = time.monotonic() + timeout
-        while self.overlay is not None and (self.overlay._pending is not None
-                                            or self.overlay._latest is not None):
+        while self.overlay is not None and self.overlay.pending:
             if time.monotonic() > end:
                 raise TimeoutError("the alignment overlay did not update in time")
-            if self.overlay._pending is not None:
-                self.overlay._pending.result(timeout=max(0.0, end - time.monotonic()))
+            self.overlay.wait_frame(max(0.0, end - time.monotonic()))
             self.poll()
 
 

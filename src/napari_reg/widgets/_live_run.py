@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error
 
 from ..core.engine.events import EventKind
 from ..core.image import Volume
+from ..runs.service import warm_up_service
 from ._live_planes import focus_index, sliced_axes
 from ._register_settings import LIVE_LAYER_NAME
 from .overlay import LiveOverlay
@@ -48,6 +49,7 @@ class LiveRunView:
         self._session = session
         self.overlay: LiveOverlay | None = None
         self.after = True  # show the warped image (True) or the original moving (False)
+        warm_up_service()  # the process live frames are drawn in (overlay.py)
 
     def existing_layer(self) -> Any:
         for lyr in self._viewer.layers:
@@ -65,7 +67,7 @@ class LiveRunView:
         self.overlay = LiveOverlay(self._viewer, fixed, moving, name=LIVE_LAYER_NAME,
                                    max_voxels=max_voxels, layer_kwargs=warped_style(moving_layer),
                                    on_ready=on_ready, min_interval_s=FRAME_INTERVAL_S,
-                                   focus=self._focus)
+                                   focus=self._focus, frames_in_process=True)
         self.overlay.layer = existing = self.existing_layer()
         # another slice or 2D/3D: redraw the current state there at once (SyN's states
         # come ~2 s apart on a busy machine)

@@ -151,10 +151,8 @@ class RegisterWidget(Container):
         self.progress_view = RunProgressView(lambda: self._cost_panel().plot, self.progress,
                                              self.status, self.PANEL_INTERVAL_S, self.overall)
         self._n_runs = 0
-        # the overlay's warp thread asks for a finished frame to be shown at once
-        self._frame_ready = GuiCall(self._on_tick)
-        # voxel budget of the live overlay's coarse grid (~30 ms per warp on this machine)
-        self.live_max_voxels = 1_000_000
+        self._frame_ready = GuiCall(self._on_tick)  # a finished frame is shown at once
+        self.live_max_voxels = 1_000_000  # the live overlay's coarse grid in 3D
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
         self._on_roles()
@@ -347,7 +345,9 @@ class RegisterWidget(Container):
         self.live_view.request(events)
 
     def _on_tick(self) -> None:
-        """Ticker poll, or the overlay's warp thread saying a frame is ready."""
+        """Ticker poll, or a live frame is ready: the newest state first goes to the
+        overlay (its frame is then computed while this one is painted)."""
+        self.runs.poll()
         self.progress_view.maybe_show(self.live_view.poll())
 
     def _on_finished(self, end: RunEnd) -> None:
