@@ -56,6 +56,8 @@ from responsiveness_table import summarise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROBE_MS = 10
+# a gap between two states longer than this is time the optimiser made no states in
+ACTIVE_GAP_S = 0.25
 
 
 def moved_pair():
@@ -101,12 +103,39 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     number_of: dict[int, int] = {}
     frame_number: dict[int, int] = {}
     refreshes: list[tuple[float, int]] = []  # (time, number of the event shown; -1 final)
-    # frames are made by overlay._render and shown by LiveOverlay._show_frame; older
-    # checkouts (before-and-after runs): _timed_warp and _show
-    new_style = hasattr(overlay, "_render")
-    names = ("_show_frame", "_render") if new_style else ("_show", "_timed_warp")
-    original = (getattr(overlay.LiveOverlay, names[0]), getattr(overlay, names[1]),
+    # frames are made by a frame process (FramePump's RemoteStream: tagged when the
+    # request is submitted and when its frame comes back) or by render_frame on the
+    # pump's thread, and shown by LiveOverlay._show_frame; older checkouts
+    # (before-and-after runs): by overlay._render(moving, transform, ...) or _timed_warp,
+    # shown by _show
+    patches = []  # (owner, attribute, replacement)
+    try:
+        import napari_reg.widgets._frame_pump as pump
+        from napari_reg.runs.service import RemoteStream
+    except ImportError:
+        pump = None
+    new_style = pump is not None or hasattr(overlay, "_render")
+    warp_owner = pump if pump is not None else overlay
+    names = ("_show_frame", "render_frame" if pump is not None else "_render") \
+        if new_style else ("_show", "_timed_warp")
+    original = (getattr(overlay.LiveOverlay, names[0]), getattr(warp_owner, names[1]),
                 getattr(run_class, receive))
+    if pump is not None:
+        stream_number: dict[int, int] = {}  # submitted request -> event number
+        submit, reply = RemoteStream.submit, pump.FramePump._stream_reply
+
+        def tagged_submit(self, request):
+            number = submit(self, request)
+            stream_number[number] = number_of.get(id(request.transform), -1)
+            return number
+
+        def tagged_reply(self, number, frame, error):
+            if frame is not None:
+                frame_number[id(frame)] = stream_number.get(number, -1)
+            return reply(self, number, frame, error)
+
+        patches += [(RemoteStream, "submit", tagged_submit),
+                    (pump.FramePump, "_stream_reply", tagged_reply)]
 
     def numbered_callback(self, event):
         original[2](self, event)  # raises Cancelled on Stop, as before
@@ -116,8 +145,9 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         emitted.append((time.perf_counter(), event.kind))
         stage_of.append(event.stage_name)
 
-    def tagged_warp(moving, transform, *args):
-        out = original[1](moving, transform, *args)
+    def tagged_warp(first, second, *args):
+        out = original[1](first, second, *args)
+        transform = second.transform if pump is not None else second
         frame_number[id(out if new_style else out[0])] = number_of.get(id(transform), -1)
         return out
 
@@ -146,7 +176,10 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
             in_window["paints"] += e.type() in paint_types
 
     setattr(overlay.LiveOverlay, names[0], counting_show)
-    setattr(overlay, names[1], tagged_warp)
+    setattr(warp_owner, names[1], tagged_warp)
+    patches = [(owner, name, getattr(owner, name), new) for owner, name, new in patches]
+    for owner, name, _, new in patches:
+        setattr(owner, name, new)
     setattr(run_class, receive, numbered_callback)
     _QtMainWindow.event = timed_event
     ticks: list[float] = []
@@ -174,7 +207,9 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         probe.stop()
         watcher.stop()
         setattr(overlay.LiveOverlay, names[0], original[0])
-        setattr(overlay, names[1], original[1])
+        setattr(warp_owner, names[1], original[1])
+        for owner, name, old, _ in patches:
+            setattr(owner, name, old)
         setattr(run_class, receive, original[2])
         _QtMainWindow.event = window_event
     outcome = register_panel._session.outcome
@@ -196,6 +231,17 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
     opt_start = iters[0] if iters else t_end
     opt_s = max(t_end - opt_start, 1e-9)
     opt_frames = sum(1 for t in shown if t >= opt_start)
+    # While states come: the optimiser also spends time without making states (building
+    # a level's pyramid and B-spline grid: ~1 s per level on this brain), in which a view
+    # has nothing new to draw. Time counts here up to ACTIVE_GAP_S after each state, and a
+    # frame if it is shown within that long after the newest state.
+    opt_iters = np.asarray([t for t in iters if t <= t_end])
+    active_s = float(np.minimum(np.diff(np.append(opt_iters, t_end)), ACTIVE_GAP_S).sum()) \
+        if len(opt_iters) else 0.0
+    active_frames = 0
+    for t in shown:
+        k = np.searchsorted(opt_iters, t, side="right") - 1
+        active_frames += bool(k >= 0 and t - opt_iters[k] <= ACTIVE_GAP_S)
     # How far the view is behind the core: at every probe tick while optimising, the age
     # of the oldest state the view has not shown yet (0 when it shows the newest).
     behind = []
@@ -222,6 +268,8 @@ def run_in_viewer(viewer, register_panel, live: bool) -> dict:
         "opt_s": opt_s,
         "opt_refresh_hz": opt_frames / opt_s,
         "opt_states_hz": sum(1 for t in iters if t <= t_end) / opt_s,
+        "active_refresh_hz": active_frames / max(active_s, 1e-9),
+        "active_states_hz": len(opt_iters) / max(active_s, 1e-9),
         "behind_p95_ms": float(np.percentile(behind, 95)) if behind else float("nan"),
         "first_frame_s": (shown[0] - t0) if shown else float("nan"),
         # for inspection: (seconds from the click, event number) of frames and events
@@ -368,7 +416,10 @@ def main() -> None:
         "with a worker process the transfers). *While optimising* = from the "
         "first iteration event to the end of the core: *refreshes/s* of the live layer "
         "then, *states/s* = iterations the core produced per second then (a view cannot "
-        "show more new states than that). *behind p95 ms* = at each probe tick while "
+        "show more new states than that). *States coming* = the same, counting only the "
+        f"time up to {ACTIVE_GAP_S} s after each state and the frames shown then (the "
+        "optimiser makes no states while it builds a level: ~1 s per level). "
+        "*behind p95 ms* = at each probe tick while "
         "optimising, how long the oldest state not yet on screen has been waiting. "
         f"*latency p99* = how late a {PROBE_MS} ms QTimer probe fires in the Qt event loop "
         "while the core runs; *end gap* = the longest gap of the whole run. *window "

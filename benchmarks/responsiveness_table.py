@@ -13,6 +13,8 @@ COLUMNS = [  # (header, row key, format, shown for live off too)
     ("click to result s", "wall_s", ".2f", True),
     ("refreshes/s (optimising)", "opt_refresh_hz", ".1f", False),
     ("states/s (optimising)", "opt_states_hz", ".1f", True),
+    ("refreshes/s (states coming)", "active_refresh_hz", ".1f", False),
+    ("states/s (states coming)", "active_states_hz", ".1f", True),
     ("last stage refreshes/s", "last_refresh_hz", ".1f", False),
     ("last stage states/s", "last_states_hz", ".1f", True),
     ("behind p95 ms", "behind_p95_ms", ".0f", False),
