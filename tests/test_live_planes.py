@@ -13,7 +13,7 @@ from napari_reg.core.transforms.bspline import BSplineTransform
 from napari_reg.display_grid import axis_aligned_grid
 from napari_reg.widgets._grid_warp import LIVE_MAP_STEP, warp_to_grid
 from napari_reg.widgets._live_planes import focus_index, plane_grids
-from napari_reg.widgets.overlay import LiveOverlay
+from napari_reg.widgets.overlay import LiveOverlay, _redraw_pixels
 from phantoms import homogeneous, phantom_volume, rotation
 from test_widgets_overlay import _oblique_volume, _RecordingViewer
 
@@ -159,3 +159,25 @@ def test_plane_frames_sample_a_smooth_map_every_4_mm():
         assert np.abs(plane - exact)[inner].mean() <= 0.005 * np.ptp(exact)
         step2 = warp_to_grid(moving, ffd, shape, affine, map_step=2)
         assert np.abs(plane - exact).mean() <= 1.25 * np.abs(step2 - exact).mean() + 1e-6
+
+
+def test_a_frame_redrawn_in_place_reaches_the_canvas_but_not_the_layer_list(
+        make_napari_viewer):
+    """The layer list repaints a layer's row (and the main window) on any event of the
+    layer; a live frame changes only pixels, so only the canvas is told (napari
+    viewer, screenshot of the canvas)."""
+    viewer = make_napari_viewer(show=True)
+    canvas = np.zeros((9, 40, 40), np.float32)
+    layer = viewer.add_image(canvas, contrast_limits=(0.0, 1.0), colormap="gray")
+    viewer.dims.set_point(0, 4)
+    relayed = []
+    viewer.layers.events.connect(lambda event: relayed.append(event.type))
+    before = viewer.screenshot(canvas_only=True)
+    canvas[4] = 1.0  # the plane on screen, written in place as the overlay does
+    _redraw_pixels(layer)
+    after = viewer.screenshot(canvas_only=True)
+    assert after[..., :3].mean() > before[..., :3].mean() + 50  # the new values show
+    assert "set_data" not in relayed
+    canvas[4] = 0.0  # and the layer's other listeners still work after the block
+    layer.refresh()
+    assert "set_data" in relayed

@@ -125,3 +125,34 @@ def test_run_fraction_and_the_final_event():
     # the final event reports the linear stage's level count with the last stage's name:
     # it counts as the end of the optimisation, never as "level 4/4" of a 3-level stage
     assert run_fraction(_ev("done", 1, "syn", 3, 4), stages) == 1.0
+
+
+def test_panel_progress_joins_the_live_frame_and_waits_for_the_next_one(qtbot):
+    """Events are shown with a live frame at once (one window repaint for both); without
+    frames the panel updates on its own at most every ``interval_s``, and not while
+    frames are coming (the next frame will carry them)."""
+    from magicgui.widgets import Label, ProgressBar
+
+    from napari_reg.core.engine.events import EventKind, ProgressEvent
+    from napari_reg.core.transforms.base import MatrixTransform
+    from napari_reg.widgets._run_progress import FRAME_WAIT_S, RunProgressView
+
+    panel = CostPlotPanel()
+    qtbot.addWidget(panel)
+    view = RunProgressView(panel.plot, ProgressBar(), Label(), interval_s=0.0,
+                           overall=ProgressBar(max=1000))
+    view.start("run", {"affine": "mi"})
+
+    def event(i):
+        return ProgressEvent(EventKind.ITERATION, 0, "affine", 0, 1, i, 50, -0.1 * i,
+                             MatrixTransform(np.eye(4)), 0.1 * i, i)
+
+    view.add([event(1), event(2)])
+    view.maybe_show(frame_shown=True)
+    assert view.unshown == [] and len(panel.plot.curve_data()[0]) == 2
+    view.add([event(3)])
+    view.maybe_show(frame_shown=False)  # a frame was just shown: wait for the next one
+    assert len(view.unshown) == 1
+    qtbot.wait(int(FRAME_WAIT_S * 1000) + 50)
+    view.maybe_show(frame_shown=False)  # no frame for a while: the panel's own update
+    assert view.unshown == [] and len(panel.plot.curve_data()[0]) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.events import EmitterGroup
 from scipy import ndimage
 
 from napari_reg.core.image import Volume, apply_affine
@@ -91,8 +92,12 @@ class _RecordingViewer:
         class _Layer:
             refreshes = 0  # redraws of an array the layer already holds (live planes)
 
+            def __init__(self):
+                self.events = EmitterGroup(source=self, set_data=None)
+
             def refresh(self, **flags):
                 self.refreshes += 1
+                self.events.set_data()
 
         layer = _Layer()
         layer.data, layer.name, layer.kwargs = data, name, kwargs

@@ -8,9 +8,9 @@ stage; the time left extrapolates the elapsed time from that fraction.
 Events arrive in batches from the run's ticker; they are shown with the next live
 frame or at most ``interval_s`` apart, because every repaint of the window costs a
 full composition of the viewer (software OpenGL under Xvfb: ~15 ms idle, more under
-load). With a frame they are shown ``AFTER_FRAME_MS`` later: a live layer's redraw posts
-a second update request after its first paint, and the panel's changes then join that
-one instead of costing a paint of their own (measured: 2 paints per frame -> 1). The
+load). With a frame they are shown at once, before the event loop paints it, so the
+frame and the panel's changes cost one window repaint (the live layer's redraw no longer
+makes the layer list post a second one: ``overlay._redraw_pixels``). The
 status line changes at most every ``STATUS_INTERVAL_S``: a new text re-lays out the
 panel, which costs a second paint.
 """
@@ -21,14 +21,12 @@ import time
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
 
 from ..core.engine.events import EventKind
 
 __all__ = ["RunProgressView", "run_fraction", "DEFORMABLE_WEIGHT"]
 
 DEFORMABLE_WEIGHT = 4.0
-AFTER_FRAME_MS = 8
 STATUS_INTERVAL_S = 0.5
 # after a live frame, the panel waits for the next frame this long before it updates on
 # its own timer (frames come ~10 a second while the live view keeps up)
@@ -73,7 +71,6 @@ class RunProgressView:
         self._updated = 0.0
         self._status_at = -np.inf  # when the status line last changed
         self._frame_at = -np.inf  # when the last live frame was shown
-        self._deferred = False
 
     @property
     def plot(self) -> Any:
@@ -94,21 +91,15 @@ class RunProgressView:
         self.unshown.extend(events)
 
     def maybe_show(self, frame_shown: bool) -> None:
-        """Show the buffered events just after a new frame, or when ``interval_s`` has
-        passed without frames."""
+        """Show the buffered events with a new frame (one repaint for both), or when
+        ``interval_s`` has passed without frames."""
         now = time.perf_counter()
         if frame_shown:
             self._frame_at = now
-            if self.unshown and not self._deferred:
-                self._deferred = True
-                QTimer.singleShot(AFTER_FRAME_MS, self._show_deferred)
-        elif self.unshown and not self._deferred and now - self._updated >= self.interval_s \
+            self.show()
+        elif self.unshown and now - self._updated >= self.interval_s \
                 and now - self._frame_at >= FRAME_WAIT_S:
             self.show()
-
-    def _show_deferred(self) -> None:
-        self._deferred = False
-        self.show()
 
     def show(self) -> None:
         if not self.unshown:
