@@ -330,3 +330,4 @@ def test_closing_the_demo_window_with_the_views_open_raises_nothing(tmp_path):
                           timeout=240)
     assert done.returncode == 0 and "closed cleanly" in done.stdout, done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+

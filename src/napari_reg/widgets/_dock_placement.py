@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QMainWindow, QWidget
 
-__all__ = ["COMPACT_BELOW_WIDTH", "dock_widget_of", "place", "prefers_compact"]
+__all__ = ["COMPACT_BELOW_WIDTH", "dock_widget_of", "keep_size", "place",
+           "prefers_compact"]
 
 # Screens narrower than this (pixels) start with the compact placement.
 COMPACT_BELOW_WIDTH = 1600
@@ -47,6 +48,86 @@ def prefers_compact(widget: QWidget) -> bool:
     return screen.availableGeometry().width() < COMPACT_BELOW_WIDTH
 
 
+class _KeepSize(QObject):
+    """Event filter on a main window: when its layout pushes it bigger than it was (Qt
+    grows a window to its layout's minimum size), the window goes back to its earlier
+    size as soon as that minimum allows. A size set by the user or a program stays."""
+
+    def __init__(self, window: QMainWindow):
+        super().__init__(window)
+        self._before: QSize | None = None  # the size before a growth by the layout
+        self._asked: QSize | None = None  # the size this filter last gave the window
+        self._seen = QSize()  # the window's size when the pending check was scheduled
+        self._due = False  # a check is scheduled (many layout requests, one check)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt
+        if not isinstance(watched, QMainWindow):
+            return False
+        if event.type() == QEvent.Type.Resize:
+            old, new, minimum = event.oldSize(), event.size(), watched.minimumSize()
+            if new == self._asked:  # this filter's own resize
+                self._asked = None
+            elif old.isValid() and (
+                    (new.height() > old.height() and new.height() == minimum.height())
+                    or (new.width() > old.width() and new.width() == minimum.width())):
+                if self._before is None:
+                    self._before = QSize(old)
+            else:  # a size the user or a program chose: keep it
+                self._before = None
+        if self._before is not None and event.type() in (QEvent.Type.Resize,
+                                                          QEvent.Type.LayoutRequest):
+            self.restore_later(watched, self._before)
+        return False
+
+    def restore_later(self, window: QMainWindow, size: QSize) -> None:
+        """Give ``window`` back ``size`` (or as close as its minimum allows) once the
+        event loop runs."""
+        self._before = QSize(size)
+        if not self._due:
+            self._due, self._seen = True, QSize(window.size())
+            QTimer.singleShot(0, lambda: self._restore(window))
+
+    def _restore(self, window: QMainWindow) -> None:
+        self._due = False
+        before = self._before
+        if before is None:
+            return
+        try:
+            if window.isMaximized() or window.isFullScreen() or (
+                    window.size() != self._seen and window.size() != window.minimumSize()):
+                self._before = None  # resized by someone else meanwhile: their size stays
+                return
+            minimum = window.minimumSize().expandedTo(window.minimumSizeHint())
+            size = before.expandedTo(minimum)
+            if size != window.size():
+                self._asked = QSize(size)
+                window.resize(size)
+            if size == before:
+                self._before = None
+        except RuntimeError:  # the window is gone
+            self._before = None
+
+
+def keep_size(window: QMainWindow) -> None:
+    """Keep ``window`` from being pushed bigger by its layout (see :class:`_KeepSize`).
+    Why: while napari docks a widget it first stacks it in a column, and Qt grows the
+    window to that column's minimum height (800 -> 820 px on a 1280x800 laptop screen,
+    the bottom of the window off the screen) before the dock is moved into its tab."""
+    if window.property("napari_reg_keep_size"):
+        return
+    window.setProperty("napari_reg_keep_size", True)
+    guard = _KeepSize(window)
+    window.installEventFilter(guard)
+    # installed when the dock is placed, which may be after that first growth: a window
+    # pushed past its screen's free area (it has its minimum size there) goes back
+    screen = window.screen() or QApplication.primaryScreen()
+    if screen is not None and not (window.isMaximized() or window.isFullScreen()):
+        free, minimum = screen.availableGeometry().size(), window.minimumSize()
+        if (free.width() < window.width() == minimum.width()
+                or free.height() < window.height() == minimum.height()):
+            guard.restore_later(window, window.size().boundedTo(free))
+
+
 def _napari_docks(dock: QDockWidget) -> tuple[Any, Any, Any]:
     """``(main window, layer controls dock, layer list dock)`` of the window holding
     ``dock``; None where not found. Through Qt only: napari names its docks "layer
@@ -68,6 +149,7 @@ def place(widget: QWidget, compact: bool, width: int) -> bool:
     qt_window, controls, layer_list = _napari_docks(dock)
     if qt_window is None:
         return False
+    keep_size(qt_window)
     try:
         if compact and controls is not None and controls.parentWidget() is qt_window \
                 and not controls.isFloating() and not controls.isHidden():
