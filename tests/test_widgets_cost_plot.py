@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from qtpy.QtCore import Qt
 
 from napari_reg.widgets.cost_plot import CostPlotPanel
@@ -111,20 +112,49 @@ def test_each_stage_has_its_metric_and_each_level_its_own_scale(qtbot):
 
 
 def test_run_fraction_and_the_final_event():
-    from napari_reg.widgets._run_progress import DEFORMABLE_WEIGHT, run_fraction
+    from napari_reg.widgets._run_progress import LEVEL_GROWTH, STAGE_WEIGHTS, run_fraction
 
     stages = ["affine", "syn"]
-    total = 1.0 + DEFORMABLE_WEIGHT
+    total = 1.0 + STAGE_WEIGHTS["syn"]
     assert run_fraction(_ev("initialised", 0, "affine", 0, 4), stages) == 0.0
     mid_affine = run_fraction(_ev("iteration", 0, "affine", 1, 4, 4, 10), stages)
-    assert mid_affine == (1.5 / 4) / total
+    assert mid_affine == pytest.approx((1.5 / 4) / total)  # linear levels weigh the same
     syn_start = run_fraction(_ev("level_start", 1, "syn", 0, 3), stages)
-    assert syn_start == 1.0 / total
+    assert syn_start == pytest.approx(1.0 / total)
+    # SyN's finer levels cost more: after two of three levels far less than 2/3 is done
+    g = LEVEL_GROWTH["syn"]
+    syn_two = run_fraction(_ev("level_end", 1, "syn", 1, 3), stages)
+    assert syn_two == pytest.approx((1.0 + STAGE_WEIGHTS["syn"] * (1 + g) / (1 + g + g * g))
+                                    / total)
     syn_late = run_fraction(_ev("iteration", 1, "syn", 2, 3, 9, 10), stages)
-    assert syn_start < syn_late == 1.0
+    assert syn_start < syn_two < syn_late == 1.0
     # the final event reports the linear stage's level count with the last stage's name:
     # it counts as the end of the optimisation, never as "level 4/4" of a 3-level stage
     assert run_fraction(_ev("done", 1, "syn", 3, 4), stages) == 1.0
+
+
+def test_whole_run_bar_never_goes_back_when_a_level_takes_a_second_pass(qtbot):
+    from magicgui.widgets import Label, ProgressBar
+
+    from napari_reg.widgets._run_progress import RunProgressView
+
+    panel = CostPlotPanel()
+    qtbot.addWidget(panel)
+    overall = ProgressBar(max=1000)
+    view = RunProgressView(panel.plot, ProgressBar(), Label(), overall=overall)
+    view.start("run", {"affine": "mi", "bspline": "mi"})
+    shown = []
+    for event in (_ev("level_end", 1, "bspline", 2, 3, 9, 10, elapsed=5.0),
+                  _ev("level_start", 1, "bspline", 2, 3, elapsed=5.1),  # a second pass
+                  _ev("iteration", 1, "bspline", 2, 3, 4, 10, elapsed=6.0)):
+        view.add([event])
+        view.show()
+        shown.append(overall.value)
+    assert shown == [1000, 1000, 1000]
+    view.start("run 2", {"affine": "mi", "bspline": "mi"})  # a new run starts from 0
+    view.add([_ev("iteration", 0, "affine", 0, 4, 1, 10)])
+    view.show()
+    assert overall.value < 100
 
 
 def test_panel_progress_joins_the_live_frame_and_waits_for_the_next_one(qtbot):

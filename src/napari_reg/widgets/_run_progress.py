@@ -1,9 +1,10 @@
 """The Register panel's progress display: cost curve, progress bars and status line.
 
 Two bars: the current stage level's iterations, and the whole run with an estimate of
-the time left. The whole-run fraction weights a deformable stage as ``DEFORMABLE_WEIGHT``
-linear stages (it costs about that much more per run on a brain), levels equally within a
-stage; the time left extrapolates the elapsed time from that fraction.
+the time left. The whole-run fraction weighs each stage and each of its levels by what
+it costs (``STAGE_WEIGHTS``, ``LEVEL_GROWTH``: measured on the 1 mm brain); the time
+left extrapolates the elapsed time from that fraction. The whole-run bar never goes
+back (a B-spline level may take a second pass the events could not announce).
 
 Events arrive in batches from the run's ticker; they are shown with the next live
 frame or at most ``interval_s`` apart, because every repaint of the window costs a
@@ -24,14 +25,20 @@ import numpy as np
 
 from ..core.engine.events import EventKind
 
-__all__ = ["RunProgressView", "run_fraction", "DEFORMABLE_WEIGHT"]
+__all__ = ["RunProgressView", "run_fraction", "STAGE_WEIGHTS", "LEVEL_GROWTH"]
 
-DEFORMABLE_WEIGHT = 4.0
+# A stage's cost relative to a linear stage's, on a 1 mm brain (bench_responsiveness.py
+# presets, 2026-12-03: affine 1.8 s with its pyramids, B-spline 13 s, SyN 74 s).
+STAGE_WEIGHTS = {"bspline": 6.0, "syn": 30.0}
+# Each finer level costs this many times the one before: SyN works on every voxel
+# (measured 0.1, 1.2, 10, 49 s per level); the B-spline on samples that grow with its
+# control points from a floor (0.9, 1.2, 4.5 s per pass); linear stages on a fixed
+# number of samples.
+LEVEL_GROWTH = {"bspline": 2.0, "syn": 6.0}
 STATUS_INTERVAL_S = 0.5
 # after a live frame, the panel waits for the next frame this long before it updates on
 # its own timer (frames come ~10 a second while the live view keeps up)
 FRAME_WAIT_S = 0.3
-_DEFORMABLE = ("bspline", "syn")
 
 
 def run_fraction(event: Any, stages: list[str]) -> float:
@@ -39,7 +46,7 @@ def run_fraction(event: Any, stages: list[str]) -> float:
     iteration; ``stages`` are the run's stage names in order."""
     if event.kind == EventKind.DONE:
         return 1.0
-    weights = [DEFORMABLE_WEIGHT if s in _DEFORMABLE else 1.0 for s in stages] or [1.0]
+    weights = [STAGE_WEIGHTS.get(s, 1.0) for s in stages] or [1.0]
     k = min(max(int(event.stage), 0), len(weights) - 1)
     within = 0.0
     if event.kind != EventKind.INITIALISED:
@@ -47,7 +54,10 @@ def run_fraction(event: Any, stages: list[str]) -> float:
             1.0, (event.iteration + 1) / max(event.max_iterations, 1))
         if event.kind == EventKind.LEVEL_END:
             level_part = 1.0
-        within = (event.level + level_part) / max(event.n_levels, 1)
+        growth = LEVEL_GROWTH.get(event.stage_name, 1.0)
+        levels = growth ** np.arange(max(int(event.n_levels), 1))
+        level = min(max(int(event.level), 0), len(levels) - 1)
+        within = (levels[:level].sum() + levels[level] * level_part) / levels.sum()
     return float((sum(weights[:k]) + weights[k] * min(within, 1.0)) / sum(weights))
 
 
@@ -71,6 +81,7 @@ class RunProgressView:
         self._updated = 0.0
         self._status_at = -np.inf  # when the status line last changed
         self._frame_at = -np.inf  # when the last live frame was shown
+        self._fraction = 0.0  # of the whole run shown so far
 
     @property
     def plot(self) -> Any:
@@ -83,6 +94,7 @@ class RunProgressView:
         self.plot.start_run(label, metrics)
         self.unshown = []
         self._status_at = self._frame_at = -np.inf
+        self._fraction = 0.0
         self.set_bar(0, 1)
         self._set_overall(0.0, "")
         self.status.value = "Starting..."
@@ -110,7 +122,7 @@ class RunProgressView:
         last = events[-1]
         # The bar counts the iterations of the current stage's level (its maximum is
         # known from the event); the status line says which stage and level that is.
-        fraction = run_fraction(last, self.stages)
+        fraction = self._fraction = max(self._fraction, run_fraction(last, self.stages))
         left = (last.elapsed * (1.0 - fraction) / fraction
                 if fraction > 0.02 and last.elapsed > 0.5 else None)
         self._set_overall(fraction, f"~{left:.0f} s left" if left is not None else "")
