@@ -27,14 +27,15 @@ from ..core.engine.events import EventKind
 
 __all__ = ["RunProgressView", "run_fraction", "STAGE_WEIGHTS", "LEVEL_GROWTH"]
 
-# A stage's cost relative to a linear stage's, on a 1 mm brain (bench_responsiveness.py
-# presets, 2026-12-03: affine 1.8 s with its pyramids, B-spline 13 s, SyN 74 s).
-STAGE_WEIGHTS = {"bspline": 6.0, "syn": 30.0}
+# A stage's cost relative to a linear stage's (measured 2026-12-03: on the 1 mm brain
+# affine 1.8 s with its pyramids, B-spline 13 s, SyN 74 s; on the demo pair affine 0.6 s,
+# B-spline 9.4 s).
+STAGE_WEIGHTS = {"bspline": 10.0, "syn": 30.0}
 # Each finer level costs this many times the one before: SyN works on every voxel
-# (measured 0.1, 1.2, 10, 49 s per level); the B-spline on samples that grow with its
-# control points from a floor (0.9, 1.2, 4.5 s per pass); linear stages on a fixed
-# number of samples.
-LEVEL_GROWTH = {"bspline": 2.0, "syn": 6.0}
+# (1 mm brain: 0.1, 1.2, 10, 49 s per level); the B-spline on samples that grow with its
+# control points from a floor (1 mm brain: 0.9, 1.2, 4.5 s per pass; demo pair: 0.24,
+# 0.69, 2.7 s); linear stages on a fixed number of samples.
+LEVEL_GROWTH = {"bspline": 3.0, "syn": 6.0}
 STATUS_INTERVAL_S = 0.5
 # after a live frame, the panel waits for the next frame this long before it updates on
 # its own timer (frames come ~10 a second while the live view keeps up)
