@@ -1,7 +1,7 @@
 """Computing one live frame: the moving image warped by a transform onto the display grid.
 
 No Qt and no viewer here, so that a frame can be computed in another process
-(:class:`FrameRenderer` is the handler a :class:`napari_reg.runs.service.RemoteService`
+(:class:`FrameRenderer` is the handler a :class:`napari_reg.runs.service.RemoteStream`
 runs) as well as on a thread of the viewer's. Direction: ``transform`` maps fixed world
 RAS mm to moving world RAS mm; frames are ``moving(T(x))`` at the grid's voxels ``x``.
 """
