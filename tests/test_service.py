@@ -135,3 +135,43 @@ def test_a_stream_runs_at_the_lower_priority_it_asks_for(pool):
         assert replies.get(timeout=30)[1] == min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
     finally:
         stream.close()
+
+
+def test_live_frames_come_from_the_frame_process_then_from_the_viewer_when_it_died(
+        pool, monkeypatch):
+    """FramePump (the live view's frame producer): with a frame process ready, frames are
+    drawn there and equal the viewer's own; a request the process had not drawn when it
+    died is drawn in the viewer, and so are the following ones."""
+    import napari_reg.runs.service as service
+    from napari_reg.core.transforms.base import MatrixTransform
+    from napari_reg.widgets._frame_pump import FramePump
+    from napari_reg.widgets._frame_render import FrameRequest, render_frame
+    from phantoms import phantom_volume
+
+    monkeypatch.setattr(service, "SERVICE_POOL", pool)
+    pool.release(pool.acquire())  # a frame process is ready
+    moving = phantom_volume((20, 22, 18), (2.0, 2.0, 2.0), name="moving")
+
+    def request(shift):
+        matrix = np.eye(4)
+        matrix[:3, 3] = (shift, -1.0, 0.5)
+        return FrameRequest(MatrixTransform(matrix), moving.shape, moving.affine)
+
+    def assert_next_frame_draws(pump, shift):
+        assert pump.wait(30)
+        np.testing.assert_allclose(pump.take().data,
+                                   render_frame(moving, request(shift)).data, atol=1e-6)
+
+    pump = FramePump(moving, 1.0, in_process=True)  # frames start 1 s apart at most
+    try:
+        pump.put(request(1.0))
+        assert_next_frame_draws(pump, 1.0)
+        assert pump._stream is not None  # drawn by the frame process
+        pump.put(request(2.0))  # the process holds it until 1 s after the first start
+        pump._stream._worker.kill()  # and dies meanwhile
+        assert_next_frame_draws(pump, 2.0)
+        assert pump._stream is None  # from now on the viewer draws
+        pump.put(request(3.0))
+        assert_next_frame_draws(pump, 3.0)
+    finally:
+        pump.close()

@@ -181,10 +181,10 @@ class FramePump:
         if isinstance(error, WorkerLost):
             _log.warning("live frames are drawn in the viewer from now on: %s", error)
             with self._changed:
-                self._stream, self._in_process = None, False
+                stream, self._stream, self._in_process = self._stream, None, False
                 newest, closed = self._newest, self._closed
-            if newest is not None and not closed:
-                self.put(newest)  # draw the current state here
+            if newest is not None and not closed and stream is not None and not stream.idle:
+                self.put(newest)  # the process died before it drew it: draw it here
             return
         with self._changed:
             if self._closed or number <= self._dropped_upto:
