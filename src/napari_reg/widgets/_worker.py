@@ -7,7 +7,7 @@ the GUI thread, and let other threads ask for a call on the GUI thread.
   ticker's own ``tick`` signal serves consumers with pending work of their own (the
   live overlay).
 * :class:`GuiCall` runs a function on the GUI thread when any thread requests it (the
-  overlay's warp thread: "a frame is ready").
+  live view's frame threads: "a frame is ready").
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class RunTicker(QObject):
         self.controller = controller
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(self._tick)
+        self._timer.timeout.connect(self.poll_now)
         controller.started.connect(self._on_started)
         controller.finished.connect(self._on_finished)
 
@@ -57,7 +57,8 @@ class RunTicker(QObject):
         self.controller.started.disconnect(self._on_started)
         self.controller.finished.disconnect(self._on_finished)
 
-    def _tick(self) -> None:
+    def poll_now(self) -> None:
+        """Poll the run and signal ``tick`` now (the timer does it every interval)."""
         self.controller.poll()
         self.tick.emit()
 
@@ -66,7 +67,7 @@ class GuiCall(QObject):
     """Run ``function()`` on the GUI thread whenever :meth:`request` is called, from any
     thread (a queued Qt signal to a QObject created on the GUI thread).
 
-    The live overlay's warp thread uses it to have a finished frame shown at once rather
+    The live view's frame threads use it to have a finished frame shown at once rather
     than at the ticker's next poll.
     """
 

@@ -151,7 +151,7 @@ class RegisterWidget(Container):
         self.progress_view = RunProgressView(lambda: self._cost_panel().plot, self.progress,
                                              self.status, self.PANEL_INTERVAL_S, self.overall)
         self._n_runs = 0
-        self._frame_ready = GuiCall(self._on_tick)  # a finished frame is shown at once
+        self._frame_ready = GuiCall(self._ticker.poll_now)  # a frame: newest state, show
         self.live_max_voxels = 1_000_000  # the live overlay's coarse grid in 3D
         self._apply_preset(self.preset.value)
         self._on_init(self.init.value)
@@ -345,9 +345,9 @@ class RegisterWidget(Container):
         self.live_view.request(events)
 
     def _on_tick(self) -> None:
-        """Ticker poll, or a live frame is ready: the newest state first goes to the
-        overlay (its frame is then computed while this one is painted)."""
-        self.runs.poll()
+        """After a poll of the run (the ticker's, or one a ready live frame asked for):
+        the newest state went to the overlay first, so its frame is computed while this
+        one is painted."""
         self.progress_view.maybe_show(self.live_view.poll())
 
     def _on_finished(self, end: RunEnd) -> None:
