@@ -137,11 +137,14 @@ class RunProgressView:
                 last.kind != EventKind.LEVEL_START:
             return
         self._status_at = self._updated
+        # a level's start names the stage's metric too: a short stage may end before
+        # the status line may change again
         metric = self.metrics.get(last.stage_name, "cost")
         self.status.value = (f"{where}, iteration {last.iteration}: {metric} {last.cost:.5g}"
                              if np.isfinite(last.cost) else
                              "Initialised; preparing the image pyramids..."
-                             if last.kind == EventKind.INITIALISED else f"{where}: starting")
+                             if last.kind == EventKind.INITIALISED else
+                             f"{where}: starting ({metric})")
 
     def finish(self, text: str, complete: bool) -> None:
         self.show()
